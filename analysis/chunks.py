@@ -1,0 +1,61 @@
+"""What every source reduces its input to: ordered chunks of bytes per connection and direction.
+
+Sources (pcap files, mitmproxy flow files, the live addon) emit these events in the order the
+bytes were seen; :mod:`h2ws.analysis.pipeline` hands them to one ``ConnectionDecoder`` per
+connection.  Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .records import DiagnosticRecord, Direction
+
+
+@dataclass(slots=True, frozen=True)
+class ConnectionInfo:
+    """Who talks to whom.  ``client`` is the side that opened the connection (sent the SYN)."""
+
+    conn_id: str
+    client_addr: str | None = None
+    client_port: int | None = None
+    server_addr: str | None = None
+    server_port: int | None = None
+    source: str = "pcap"
+    capture: str | None = None
+    #: False when the capture started after the handshake, so who is client was inferred.
+    handshake_seen: bool = True
+
+
+@dataclass(slots=True, frozen=True)
+class Opened:
+    conn: ConnectionInfo
+    ts: float
+
+
+@dataclass(slots=True, frozen=True)
+class Data:
+    conn_id: str
+    direction: Direction
+    ts: float
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class Gap:
+    """Bytes of one direction that were never seen (lost segment, capture started late)."""
+
+    conn_id: str
+    direction: Direction
+    ts: float
+    length: int | None
+
+
+@dataclass(slots=True, frozen=True)
+class Closed:
+    conn_id: str
+    ts: float
+    cause: str  # fin | rst | capture_ended | closed
+
+
+ChunkEvent = Opened | Data | Gap | Closed | DiagnosticRecord

@@ -1,0 +1,131 @@
+"""``h2ws``: extract tables from captures, and summarise them.
+
+h2ws extract capture.pcapng [more…] -o out/ [--format parquet|csv|jsonl] [--payload …]
+h2ws summary out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .capture.pcap import CaptureReader
+from .capture.tcp import TcpReassembler
+from .chunks import ChunkEvent
+from .export import FORMATS, TableSink
+from .options import DecodeOptions
+from .pipeline import Pipeline
+from .records import DiagnosticRecord
+from .websocket import PayloadPolicy
+
+
+def _capture_events(path: Path, stats: Counter[str]) -> Iterator[ChunkEvent]:
+    reader = CaptureReader(path)
+    reassembler = TcpReassembler(capture=path.name)
+    for item in reader:
+        if isinstance(item, DiagnosticRecord):
+            yield item
+            continue
+        yield from reassembler.feed(item)
+    yield from reassembler.finish()
+    stats["packets"] += reader.packets_read
+
+
+def _report(diag: DiagnosticRecord, counts: Counter[str], first_message: dict[str, str]) -> None:
+    """Capture-level problems get a line each at once; decoding problems are tallied."""
+    if diag.layer == "capture":
+        print(f"h2ws: {diag.code}: {diag.message}", file=sys.stderr)
+    elif diag.severity != "info":
+        counts[diag.code] += 1
+        first_message.setdefault(diag.code, f"{diag.conn_id or ''} {diag.message}".strip())
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    options = DecodeOptions(
+        payload=PayloadPolicy(mode=args.payload, preview_bytes=args.preview_bytes),
+        max_message_bytes=args.max_message_bytes,
+        frames=not args.no_frames,
+        redact=not args.no_redact,
+    )
+    stats: Counter[str] = Counter()
+    problems: Counter[str] = Counter()
+    first_message: dict[str, str] = {}
+    with TableSink(args.output, args.format) as sink:
+        for name in args.captures:
+            path = Path(name)
+            pipeline = Pipeline(options)
+            for record in pipeline.run(_capture_events(path, stats)):
+                if isinstance(record, DiagnosticRecord):
+                    _report(record, problems, first_message)
+                sink.write(record)
+    for code, n in problems.most_common():
+        print(f"h2ws: {n} x {code} (first: {first_message[code]})", file=sys.stderr)
+    counts = sink.counts
+    print(
+        f"{stats['packets']} packets → {counts['connections']} connections, "
+        f"{counts['streams']} streams, {counts['frames']} frames, {counts['messages']} messages, "
+        f"{counts['diagnostics']} diagnostics in {Path(args.output)}/ ({args.format})"
+    )
+    return 0 if stats["packets"] else 1
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .summary import summarise
+
+    try:
+        print(summarise(args.directory))
+    except FileNotFoundError as exc:
+        print(f"h2ws: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="h2ws", description="WebSockets over HTTP/2 (RFC 8441) as tables and reports."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    extract = sub.add_parser("extract", help="decode captures into tables")
+    extract.add_argument("captures", nargs="+", help="pcap or pcapng files")
+    extract.add_argument("-o", "--output", required=True, help="output directory")
+    extract.add_argument("--format", choices=FORMATS, default="parquet")
+    extract.add_argument(
+        "--payload",
+        choices=("none", "preview", "full"),
+        default="preview",
+        help="how much of each WebSocket payload to keep (default: a preview; sha256 always)",
+    )
+    extract.add_argument("--preview-bytes", type=int, default=256, metavar="N")
+    extract.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=64 * 2**20,
+        metavar="N",
+        help="largest WebSocket message decoded (after inflate); bounds decompression bombs",
+    )
+    extract.add_argument("--no-frames", action="store_true", help="leave the frames table empty")
+    extract.add_argument(
+        "--no-redact",
+        action="store_true",
+        help="keep cookie and authorization header values (redacted by default)",
+    )
+    extract.set_defaults(func=cmd_extract)
+
+    summary = sub.add_parser("summary", help="print a readable summary of extracted tables")
+    summary.add_argument("directory")
+    summary.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Record types of every table, and their Arrow schemas.
+
+This module is the single source of truth for column names and types: the decoder core creates
+these dataclasses, the exporters turn them into Arrow batches with :func:`arrow_schema`, and
+``docs/schema.md`` documents every column.  The core must not import pyarrow, so pyarrow is only
+imported inside :func:`arrow_schema`.
+
+Timestamps are POSIX seconds (float) in the records and ``timestamp[us, tz=UTC]`` in the tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+Direction = Literal["c2s", "s2c"]
+DIRECTIONS: tuple[Direction, Direction] = ("c2s", "s2c")
+
+# Column kinds used in field metadata; arrow_schema() maps them to Arrow types.
+_STR = "string"
+_I64 = "int64"
+_BOOL = "bool"
+_TS = "timestamp"
+_BIN = "binary"
+
+
+def _col(kind: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"kind": kind})
+
+
+@dataclass(slots=True)
+class ConnectionRecord:
+    """One TCP connection (or one mitmproxy connection), written when it ends."""
+
+    conn_id: str = _col(_STR, "")
+    community_id: str | None = _col(_STR)
+    source: str = _col(_STR, "pcap")  # pcap | flowfile | live
+    capture: str | None = _col(_STR)
+    client_addr: str | None = _col(_STR)
+    client_port: int | None = _col(_I64)
+    server_addr: str | None = _col(_STR)
+    server_port: int | None = _col(_I64)
+    tls: bool = _col(_BOOL, False)
+    tls_version: str | None = _col(_STR)
+    sni: str | None = _col(_STR)
+    alpn: str | None = _col(_STR)
+    http_version: str = _col(_STR, "unknown")  # h2 | h2c | http/1.1 | unknown
+    h2c_upgrade: bool = _col(_BOOL, False)
+    ts_start: float | None = _col(_TS)
+    ts_end: float | None = _col(_TS)
+    bytes_c2s: int = _col(_I64, 0)
+    bytes_s2c: int = _col(_I64, 0)
+    streams: int = _col(_I64, 0)
+    websockets: int = _col(_I64, 0)
+    enable_connect_protocol: bool | None = _col(_BOOL)
+    ts_enable_connect_protocol: float | None = _col(_TS)
+    settings_c2s: str | None = _col(_STR)
+    settings_s2c: str | None = _col(_STR)
+    goaway_code: str | None = _col(_STR)
+    goaway_last_stream_id: int | None = _col(_I64)
+    end_cause: str | None = _col(_STR)  # fin | rst | capture_ended | goaway | error
+    error: str | None = _col(_STR)
+
+
+@dataclass(slots=True)
+class StreamRecord:
+    """One HTTP/2 stream, or one HTTP/1.1 request/response exchange (``stream_id`` null)."""
+
+    conn_id: str = _col(_STR, "")
+    stream_id: int | None = _col(_I64)
+    exchange: int | None = _col(_I64)
+    kind: str = _col(_STR, "http")  # websocket | http | connect | push
+    method: str | None = _col(_STR)
+    protocol: str | None = _col(_STR)
+    scheme: str | None = _col(_STR)
+    authority: str | None = _col(_STR)
+    path: str | None = _col(_STR)
+    status: int | None = _col(_I64)
+    ws_accepted: bool | None = _col(_BOOL)
+    ws_extensions: str | None = _col(_STR)
+    ws_subprotocol: str | None = _col(_STR)
+    request_headers: str | None = _col(_STR)
+    response_headers: str | None = _col(_STR)
+    ts_open: float | None = _col(_TS)
+    ts_response: float | None = _col(_TS)
+    ts_close: float | None = _col(_TS)
+    close_cause: str | None = _col(_STR)
+    stream_end: str | None = _col(_STR)
+    ws_close_by: str | None = _col(_STR)
+    bytes_c2s: int = _col(_I64, 0)
+    bytes_s2c: int = _col(_I64, 0)
+    messages_c2s: int = _col(_I64, 0)
+    messages_s2c: int = _col(_I64, 0)
+    error: str | None = _col(_STR)
+
+
+@dataclass(slots=True)
+class FrameRecord:
+    """One HTTP/2 frame: the multiplexing timeline."""
+
+    conn_id: str = _col(_STR, "")
+    index: int = _col(_I64, 0)
+    ts: float | None = _col(_TS)
+    direction: str = _col(_STR, "c2s")
+    type: str = _col(_STR, "")
+    flags: str = _col(_STR, "")
+    stream_id: int = _col(_I64, 0)
+    length: int = _col(_I64, 0)
+    data_length: int | None = _col(_I64)
+    window_increment: int | None = _col(_I64)
+    error_code: str | None = _col(_STR)
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    """One WebSocket message (data or control), reassembled, unmasked and inflated."""
+
+    conn_id: str = _col(_STR, "")
+    stream_id: int | None = _col(_I64)
+    exchange: int | None = _col(_I64)
+    direction: str = _col(_STR, "c2s")
+    index: int = _col(_I64, 0)
+    ts_first: float | None = _col(_TS)
+    ts_last: float | None = _col(_TS)
+    opcode: str = _col(_STR, "text")  # text | binary | close | ping | pong
+    fragments: int = _col(_I64, 1)
+    wire_length: int = _col(_I64, 0)
+    length: int = _col(_I64, 0)
+    compressed: bool = _col(_BOOL, False)
+    payload: bytes | None = _col(_BIN)
+    payload_truncated: bool = _col(_BOOL, False)
+    sha256: str = _col(_STR, "")
+    close_code: int | None = _col(_I64)
+    close_reason: str | None = _col(_STR)
+
+
+@dataclass(slots=True)
+class DiagnosticRecord:
+    """Something that could not be decoded, or that deserves a note; codes are stable."""
+
+    conn_id: str | None = _col(_STR)
+    stream_id: int | None = _col(_I64)
+    ts: float | None = _col(_TS)
+    layer: str = _col(_STR, "tcp")  # capture | tcp | tls | h2 | http1 | ws | rfc8441
+    severity: str = _col(_STR, "error")  # info | warning | error
+    code: str = _col(_STR, "")
+    message: str = _col(_STR, "")
+
+
+Record = ConnectionRecord | StreamRecord | FrameRecord | MessageRecord | DiagnosticRecord
+
+#: Table name -> record type, in the order the tables are documented.
+TABLES: dict[str, type[Any]] = {
+    "connections": ConnectionRecord,
+    "streams": StreamRecord,
+    "frames": FrameRecord,
+    "messages": MessageRecord,
+    "diagnostics": DiagnosticRecord,
+}
+TABLE_OF: dict[type[Any], str] = {cls: name for name, cls in TABLES.items()}
+
+
+def columns(table: str) -> list[tuple[str, str]]:
+    """(name, kind) of every column of ``table``, in order."""
+    return [(f.name, f.metadata["kind"]) for f in dataclasses.fields(TABLES[table])]
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of ``table`` (imports pyarrow, so never called by the core)."""
+    import pyarrow as pa
+
+    types: dict[str, pa.DataType] = {
+        _STR: pa.string(),
+        _I64: pa.int64(),
+        _BOOL: pa.bool_(),
+        _TS: pa.timestamp("us", tz="UTC"),
+        _BIN: pa.binary(),
+    }
+    return pa.schema([pa.field(name, types[kind]) for name, kind in columns(table)])
