@@ -61,7 +61,8 @@ class ConnectionDecoder:
         self._h2: H2Decoder | None = None
         self._http1: Http1Decoder | None = None
         self._sniff: dict[str, bytearray] = {"c2s": bytearray(), "s2c": bytearray()}
-        self._sniff_ts: dict[str, float] = {}
+        #: Chunks held while sniffing, in arrival order: replayed once the protocol is known.
+        self._held: list[tuple[Direction, bytes, float]] = []
         self._protocol: str | None = None  # h2 | http1 | tls | unknown
         #: exchanges, websockets, error of the HTTP/1.1 part (kept across an h2c upgrade)
         self._http1_counts: tuple[int, int, str | None] = (0, 0, None)
@@ -83,7 +84,7 @@ class ConnectionDecoder:
             rec.bytes_s2c += len(data)
         if self._protocol is None:
             self._sniff[direction] += data
-            self._sniff_ts.setdefault(direction, ts)
+            self._held.append((direction, data, ts))
             self._try_sniff(ts)
             return self._take()
         self._route(direction, data, ts)
@@ -144,7 +145,7 @@ class ConnectionDecoder:
                     "tls_no_keys",
                     "encrypted connection and no TLS keys for it; only counted",
                 )
-                self._sniff = {"c2s": bytearray(), "s2c": bytearray()}
+                self._forget_sniffed()
                 return
             if _HTTP1_REQUEST.match(c2s):
                 self._start_http1(ts)
@@ -165,13 +166,17 @@ class ConnectionDecoder:
             "unknown_protocol",
             f"not HTTP/1.x, HTTP/2 or TLS (first bytes {head.hex()}); only counted",
         )
+        self._forget_sniffed()
+
+    def _forget_sniffed(self) -> None:
         self._sniff = {"c2s": bytearray(), "s2c": bytearray()}
+        self._held = []
 
     def _replay_sniffed(self) -> None:
-        buffered, self._sniff = self._sniff, {"c2s": bytearray(), "s2c": bytearray()}
-        for d in ("c2s", "s2c"):
-            if buffered[d]:
-                self._route(d, bytes(buffered[d]), self._sniff_ts[d])  # type: ignore[arg-type]
+        held = self._held
+        self._forget_sniffed()
+        for direction, data, ts in held:
+            self._route(direction, data, ts)
 
     def _start_h2(self, ts: float, *, upgrade: bool) -> None:
         self._protocol = "h2"

@@ -610,7 +610,7 @@ class H2Decoder:
     def _fail_direction(self, state: _Direction, ts: float | None, code: str, message: str) -> None:
         """Framing/HPACK state of this direction is lost: stop it, mark open streams."""
         state.failed = True
-        state.buffer.clear()
+        state.buffer = bytearray()  # not clear(): a memoryview of the old one may still be live
         state.pending_block = None
         self.error = self.error or message
         self._diag(ts, "h2", "error", code, message)

@@ -71,8 +71,8 @@ class H2Pair:
         )
         self.flush()
         self.server.send_headers(sid, [(":status", str(status))])
-        self.server.send_data(sid, body, end_stream=True)
         self.flush()
+        self.send("s2c", sid, body, end_stream=True)
         return sid
 
     def open_websocket(
@@ -99,9 +99,17 @@ class H2Pair:
         return sid
 
     def send(self, direction: str, sid: int, data: bytes, end_stream: bool = False) -> None:
+        """Send as DATA frames of at most the peer's frame size, keeping flow control open."""
         conn = self.client if direction == "c2s" else self.server
-        conn.send_data(sid, data, end_stream=end_stream)
-        self.flush()
+        peer = self.server if direction == "c2s" else self.client
+        size = conn.max_outbound_frame_size
+        pieces = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+        for i, piece in enumerate(pieces):
+            conn.send_data(sid, piece, end_stream=end_stream and i == len(pieces) - 1)
+            self.flush()
+            if piece:
+                peer.acknowledge_received_data(len(piece), sid)
+                self.flush()
 
 
 def ws_peer(direction: str, deflate: PerMessageDeflate | None = None) -> FrameProtocol:

@@ -338,7 +338,7 @@ def test_setting_withdrawn_is_an_error() -> None:
 def test_hpack_error_stops_one_direction_only() -> None:
     h = HeadersFrame(1)
     h.data = b"\xff\xff\xff\xff\xff"  # an index far beyond any table
-    h.flags.update({"END_HEADERS"})
+    h.flags.add("END_HEADERS")
     resp_ok = server_settings(1)
     records = decode([("c2s", PREFACE + frames(SettingsFrame(0), h), 0.1), ("s2c", resp_ok, 0.2)])
     assert "h2_hpack_error" in codes(records)

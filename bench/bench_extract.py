@@ -1,0 +1,494 @@
+"""Benchmark ``h2ws extract`` against tshark's HTTP/2 fields pass on the same large h2c captures.
+
+Why: the goal for ``h2ws extract`` is to be faster than the tshark pass people use today to pull
+WebSocket-over-HTTP/2 payloads out of a capture,
+
+    tshark -r FILE -d tcp.port==PORT,http2 -Y http2.type==0 \
+           -T fields -e http2.streamid -e http2.data.data
+
+(which, unlike h2ws, neither finds the WebSocket messages inside the DATA frames nor unmasks them),
+and to keep its peak memory flat when the capture grows tenfold - a streaming decoder must not
+hold the capture. This script measures exactly that, in one process:
+
+1. makes the captures with ``make_capture.py`` (by default 200k WebSocket messages and 10x that,
+   on several connections whose WebSocket streams share them with ordinary requests), or reuses
+   the ones already in ``--workdir`` made with the same parameters;
+2. runs ``h2ws extract FILE -o DIR`` (and ``--no-frames``) and the tshark pass as child
+   processes, timing each by wall clock and reading its peak RSS and CPU time from ``os.wait4``;
+3. checks h2ws's tables against the counts the generator recorded (messages per direction and
+   opcode, streams, connections, frames) - a fast wrong answer is a FAIL, not a result;
+4. prints packets/s, messages/s and peak RSS per tool and scale, the throughput ratio
+   h2ws / tshark, and the RSS growth from the smallest to the largest scale.
+
+Run it from the project's root: ``.venv/bin/python bench/bench_extract.py`` (or ``make bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from make_capture import Params, generate, sidecar_path, verify_with_tshark
+
+BENCH_DIR = Path(__file__).resolve().parent
+TSHARK_FIELDS = ("-Y", "http2.type==0", "-T", "fields", "-e", "http2.streamid", "-e",
+                 "http2.data.data")  # fmt: skip
+
+
+@dataclass
+class Measurement:
+    """One child process: how long it took, how much memory it held, and whether it was right."""
+
+    tool: str
+    scale: float
+    wall: float
+    cpu: float
+    max_rss_kib: int
+    exit_code: int
+    packets: int
+    messages: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.problems
+
+    @property
+    def packets_per_s(self) -> float:
+        return self.packets / self.wall
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.messages / self.wall
+
+    @property
+    def rss_mib(self) -> float:
+        return self.max_rss_kib / 1024
+
+
+def run_measured(cmd: list[str], stdout: Path, stderr: Path) -> tuple[float, float, int, int]:
+    """Run ``cmd``; return wall seconds, CPU seconds, peak RSS (KiB) and exit code.
+
+    ``os.wait4`` hands back the child's own rusage, so the figures are the child's (and its
+    waited-for descendants'), not this process's, and need no extra tool such as GNU time.
+    """
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped: tell Popen
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    text = path.read_text(errors="replace").strip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+def check_tables(out: Path, sidecar: dict[str, Any], frames: bool) -> list[str]:
+    """Compare h2ws's tables with what the generator wrote; return the differences.
+
+    Row counts per table, messages per direction and opcode, and per direction the number of
+    WebSocket frames, the payload bytes and the sum of the payloads' SHA-256 digests (see
+    ``make_capture.Stats.message``), so a lost, duplicated or corrupted message is caught.
+    """
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    problems: list[str] = []
+
+    def rows(table: str, optional: bool = False) -> int | None:
+        path = out / f"{table}.parquet"
+        if not path.exists():
+            if not optional:
+                problems.append(f"{path.name} missing")
+            return None
+        n: int = pq.read_metadata(path).num_rows
+        return n
+
+    def compare(what: str, seen: object, expected: object) -> None:
+        if seen != expected:
+            problems.append(f"{what}: {seen}, expected {expected}")
+
+    n = rows("messages")
+    compare("messages rows", n, sidecar["messages"]["total"])
+    if n:
+        table = pq.read_table(
+            out / "messages.parquet",
+            columns=["direction", "opcode", "fragments", "length", "sha256"],
+        )
+        by_opcode: dict[str, dict[str, int]] = {}
+        for direction, opcode, count in zip(
+            *_value_counts(table, "direction", "opcode"), strict=True
+        ):
+            by_opcode.setdefault(direction, {})[opcode] = count
+        compare("messages by direction and opcode", by_opcode, sidecar["messages"]["by_direction"])
+        fragments: Counter[str] = Counter()
+        lengths: Counter[str] = Counter()
+        digests: Counter[str] = Counter()
+        for direction, n_fragments, length, sha in zip(
+            table.column("direction").to_pylist(),
+            table.column("fragments").to_pylist(),
+            table.column("length").to_pylist(),
+            table.column("sha256").to_pylist(),
+            strict=True,
+        ):
+            fragments[direction] += n_fragments or 0
+            lengths[direction] += length or 0
+            digests[direction] += int(sha, 16) if sha else 0
+        compare("WebSocket frames (sum of fragments)", dict(fragments), sidecar["ws_frames"])
+        compare("payload bytes (sum of length)", dict(lengths), sidecar["payload_bytes"])
+        digest_sums = {d: f"{v % (1 << 256):064x}" for d, v in digests.items()}
+        if digest_sums != sidecar["payload_sha256_sum"]:
+            problems.append("payload sha256 sums differ from the generator's")
+    compare("connections rows", rows("connections"), sidecar["connections"])
+    compare("streams rows", rows("streams"), sidecar["streams"]["total"])
+    n = rows("frames", optional=not frames)
+    compare("frames rows", n or 0, sidecar["h2_frames"]["total"] if frames else 0)
+    if rows("diagnostics", optional=True):
+        table = pq.read_table(out / "diagnostics.parquet", columns=["severity", "code"])
+        codes = {
+            f"{severity}:{code}": count
+            for severity, code, count in zip(*_value_counts(table, "severity", "code"), strict=True)
+        }
+        if any(not key.startswith("info:") for key in codes):
+            problems.append(f"diagnostics: {codes}")
+    return problems
+
+
+def _value_counts(table: Any, *columns: str) -> tuple[list[Any], ...]:
+    """Group-by count of a few columns with Arrow (no pandas), as parallel lists."""
+    grouped = table.group_by(list(columns)).aggregate([([], "count_all")])
+    return tuple(grouped.column(c).to_pylist() for c in [*columns, "count_all"])
+
+
+def h2ws_command(explicit: str | None) -> list[str]:
+    """``h2ws`` from the same virtualenv as this Python, else ``python -m h2ws.analysis.cli``."""
+    if explicit:
+        return explicit.split()
+    script = Path(sys.executable).with_name("h2ws")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "h2ws.analysis.cli"]
+
+
+def make_or_reuse(params: Params, workdir: Path) -> tuple[Path, dict[str, Any]]:
+    """Captures take a while to make at 10x; reuse one whose sidecar shows the same parameters."""
+    import json
+
+    name = f"h2c-ws-{params.messages}m-{params.connections}c-{params.streams}s-seed{params.seed}"
+    capture = workdir / f"{name}.pcap"
+    side = sidecar_path(capture)
+    if capture.exists() and side.exists():
+        sidecar: dict[str, Any] = json.loads(side.read_text())
+        if sidecar.get("params") == vars(params):
+            print(f"  reusing {capture}", flush=True)
+            return capture, sidecar
+    print(f"  making {capture} ...", flush=True)
+    sidecar = generate(params, capture)
+    print(
+        f"  {sidecar['packets']:,} packets, {sidecar['messages']['total']:,} messages, "
+        f"{sidecar['bytes'] / 2**20:,.0f} MiB in {sidecar['generator_seconds']:.0f} s",
+        flush=True,
+    )
+    return capture, sidecar
+
+
+def measure_h2ws(
+    cmd: list[str], capture: Path, sidecar: dict[str, Any], scale: float, frames: bool, work: Path
+) -> Measurement:
+    tool = "h2ws" if frames else "h2ws --no-frames"
+    out = work / ("h2ws-out" if frames else "h2ws-out-noframes")
+    shutil.rmtree(out, ignore_errors=True)
+    argv = [*cmd, "extract", str(capture), "-o", str(out)] + ([] if frames else ["--no-frames"])
+    log = work / f"{out.name}.stderr"
+    wall, cpu, rss, code = run_measured(argv, work / f"{out.name}.stdout", log)
+    problems = check_tables(out, sidecar, frames) if code == 0 else []
+    if code != 0:
+        problems.append(f"exit code {code}: {_tail(log, 1)}")
+    return Measurement(
+        tool,
+        scale,
+        wall,
+        cpu,
+        rss,
+        code,
+        sidecar["packets"],
+        sidecar["messages"]["total"],
+        problems,
+    )
+
+
+def measure_tshark(
+    tshark: str, capture: Path, sidecar: dict[str, Any], scale: float, work: Path
+) -> Measurement:
+    port = sidecar["server_port"]
+    argv = [tshark, "-r", str(capture), "-d", f"tcp.port=={port},http2", *TSHARK_FIELDS]
+    stdout = work / "tshark-fields.tsv"
+    wall, cpu, rss, code = run_measured(argv, stdout, work / "tshark.stderr")
+    problems = []
+    if code != 0:
+        problems.append(f"exit code {code}: {_tail(work / 'tshark.stderr', 1)}")
+    elif stdout.stat().st_size == 0:
+        problems.append("no output")
+    stdout.unlink()  # can be hundreds of MB, and nothing reads it
+    return Measurement(
+        "tshark",
+        scale,
+        wall,
+        cpu,
+        rss,
+        code,
+        sidecar["packets"],
+        sidecar["messages"]["total"],
+        problems,
+    )
+
+
+def best(runs: list[Measurement]) -> Measurement:
+    """Of repeated runs, the fastest wall clock (least disturbed) with the largest RSS seen."""
+    fastest = min(runs, key=lambda m: m.wall)
+    fastest.max_rss_kib = max(m.max_rss_kib for m in runs)
+    fastest.problems = sorted({p for m in runs for p in m.problems})
+    return fastest
+
+
+def _scale_label(scale: float) -> str:
+    return f"{scale:g}x"
+
+
+def environment(tshark: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        version = importlib.metadata.version("h2ws")
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    tshark_version = subprocess.run(
+        [tshark, "--version"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()[:1]
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs; Python {platform.python_version()}; h2ws {version}; "
+        f"{tshark_version[0] if tshark_version else 'tshark ?'}"
+    )
+
+
+def report(
+    results: list[Measurement], captures: dict[float, dict[str, Any]], env: str
+) -> tuple[str, str]:
+    """The results as a plain-text table (stdout) and as Markdown (for the README)."""
+    header = (
+        "scale",
+        "tool",
+        "wall s",
+        "CPU s",
+        "packets/s",
+        "messages/s",
+        "peak RSS MiB",
+        "check",
+    )
+    rows: list[tuple[str, ...]] = []
+    for m in results:
+        figures = (
+            (f"{m.wall:.1f}", f"{m.cpu:.1f}", f"{m.packets_per_s:,.0f}", f"{m.messages_per_s:,.0f}")
+            if m.ok
+            else ("-", "-", "-", "-")  # a wrong or crashed run has no throughput
+        )
+        row = (
+            _scale_label(m.scale),
+            m.tool,
+            *figures,
+            f"{m.rss_mib:,.0f}",
+            "ok" if m.ok else "FAIL",
+        )
+        rows.append(row)
+    by = {(m.scale, m.tool): m for m in results if m.ok}
+    scales = sorted(captures)
+    notes: list[str] = []
+    for scale in scales:
+        side = captures[scale]
+        notes.append(
+            f"{_scale_label(scale)} capture: {side['packets']:,} packets, "
+            f"{side['bytes'] / 2**20:,.0f} MiB, {side['messages']['total']:,} WebSocket messages "
+            f"on {side['streams']['websocket']} WebSocket + {side['streams']['http']:,} HTTP "
+            f"streams over {side['connections']} connections"
+        )
+    for scale in scales:
+        reference = by.get((scale, "tshark"))
+        for tool in ("h2ws", "h2ws --no-frames"):
+            candidate = by.get((scale, tool))
+            if candidate and reference:
+                notes.append(
+                    f"{_scale_label(scale)}: {tool} / tshark throughput = "
+                    f"{candidate.messages_per_s / reference.messages_per_s:.2f}x"
+                )
+    if len(scales) > 1:
+        low, high = scales[0], scales[-1]
+        for tool in ("h2ws", "h2ws --no-frames", "tshark"):
+            a, b = by.get((low, tool)), by.get((high, tool))
+            if a and b:
+                growth = b.max_rss_kib / a.max_rss_kib
+                notes.append(
+                    f"peak RSS {_scale_label(low)} -> {_scale_label(high)}: {tool} "
+                    f"{a.rss_mib:,.0f} -> {b.rss_mib:,.0f} MiB ({growth:.2f}x)"
+                )
+    failures = [f"FAIL {_scale_label(m.scale)} {m.tool}: {p}" for m in results for p in m.problems]
+
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    text_lines = [
+        "  ".join(
+            c.rjust(w) if i >= 2 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in [header, *rows]
+    ]
+    text = "\n".join([env, "", *text_lines, "", *notes, *failures])
+
+    md = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if i >= 2 else "---" for i in range(len(header))) + "|",
+    ]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    markdown = "\n".join(
+        [f"Machine: {env}", "", *md, "", *(f"- {n}" for n in notes), *(f"- {f}" for f in failures)]
+    )
+    return text, markdown + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Measure h2ws extract against tshark's HTTP/2 fields pass (see the docstring)."
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=200_000,
+        metavar="N",
+        help="WebSocket messages in the 1x capture (default %(default)s)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        nargs="+",
+        default=[1.0, 10.0],
+        metavar="X",
+        help="capture sizes as multiples of --messages (default: 1 10)",
+    )
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=8, help="WebSocket streams per connection")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest counts")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where captures and outputs go; kept, and captures in it are reused "
+        "(default: a fresh directory under bench/out/, removed afterwards)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the default work directory")
+    parser.add_argument("--h2ws", help="command that runs h2ws (default: the venv's h2ws script)")
+    parser.add_argument("--tshark", default="tshark")
+    parser.add_argument("--no-tshark", action="store_true", help="measure h2ws only")
+    parser.add_argument(
+        "--no-frames-variant",
+        dest="no_frames",
+        action="store_false",
+        help="skip the h2ws --no-frames run",
+    )
+    parser.add_argument(
+        "--verify-capture",
+        action="store_true",
+        help="also check each capture with tshark (frame counts, expert info)",
+    )
+    parser.add_argument("--markdown", type=Path, help="also write the results as Markdown here")
+    args = parser.parse_args(argv)  # fmt: skip
+
+    if args.workdir is not None:
+        workdir: Path = args.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        remove = False
+    else:
+        (BENCH_DIR / "out").mkdir(exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="bench-", dir=BENCH_DIR / "out"))
+        remove = not args.keep
+    h2ws = h2ws_command(args.h2ws)
+    use_tshark = not args.no_tshark and shutil.which(args.tshark) is not None
+    if not args.no_tshark and not use_tshark:
+        print(f"{args.tshark} not found: measuring h2ws only", file=sys.stderr)
+    env = environment(args.tshark) if use_tshark else environment("true")
+    print(env, flush=True)
+
+    results: list[Measurement] = []
+    captures: dict[float, dict[str, Any]] = {}
+    try:
+        for scale in sorted(args.scale):
+            params = Params(
+                messages=max(2, round(args.messages * scale)),
+                connections=args.connections,
+                streams=args.streams,
+                seed=args.seed,
+            )
+            print(f"{_scale_label(scale)}:", flush=True)
+            capture, sidecar = make_or_reuse(params, workdir)
+            captures[scale] = sidecar
+            if args.verify_capture and use_tshark:
+                problems = verify_with_tshark(capture, sidecar, args.tshark)
+                print("  capture verified by tshark" if not problems else "\n".join(problems))
+            work = workdir / capture.stem
+            work.mkdir(exist_ok=True)
+            variants = [True, False] if args.no_frames else [True]
+            for frames in variants:
+                runs = [
+                    measure_h2ws(h2ws, capture, sidecar, scale, frames, work)
+                    for _ in range(args.repeat)
+                ]
+                results.append(best(runs))
+                _progress(results[-1])
+            if use_tshark:
+                runs = [
+                    measure_tshark(args.tshark, capture, sidecar, scale, work)
+                    for _ in range(args.repeat)
+                ]
+                results.append(best(runs))
+                _progress(results[-1])
+    finally:
+        if remove:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    text, markdown = report(results, captures, env)
+    print()
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(markdown)
+    if not remove:
+        print(f"\ncaptures and outputs kept in {workdir}")
+    return 0 if all(m.ok for m in results) else 1
+
+
+def _progress(m: Measurement) -> None:
+    status = "ok" if m.ok else "FAIL: " + "; ".join(m.problems)
+    print(
+        f"  {m.tool:<17} {m.wall:7.1f} s  {m.messages_per_s:>10,.0f} msg/s  "
+        f"{m.rss_mib:7,.0f} MiB  {status}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
