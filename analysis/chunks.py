@@ -52,10 +52,38 @@ class Gap:
 
 
 @dataclass(slots=True, frozen=True)
+class TlsInfo:
+    """What a TLS layer learnt from the handshake.  Sent before the first plaintext ``Data``.
+
+    After it, ``Data`` events of the connection carry decrypted application data, and the bytes
+    on the wire are reported by ``Wire`` events instead (so that byte counts stay TCP's).
+    """
+
+    conn_id: str
+    ts: float
+    version: str | None = None  # "TLS 1.3", "TLS 1.2"
+    cipher: str | None = None
+    sni: str | None = None
+    alpn: str | None = None
+    #: False when there are no keys: then no ``Data`` follows, only ``Wire``.
+    decrypted: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class Wire:
+    """Bytes on the wire that are not given as ``Data`` (TLS records): counted, not decoded."""
+
+    conn_id: str
+    direction: Direction
+    ts: float
+    length: int
+
+
+@dataclass(slots=True, frozen=True)
 class Closed:
     conn_id: str
     ts: float
     cause: str  # fin | rst | capture_ended | closed
 
 
-ChunkEvent = Opened | Data | Gap | Closed | DiagnosticRecord
+ChunkEvent = Opened | Data | Gap | Closed | TlsInfo | Wire | DiagnosticRecord

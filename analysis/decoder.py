@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from communityid import CommunityID, FlowTuple  # type: ignore[import-untyped]
+from communityid import CommunityID, FlowTuple
 
-from .chunks import ConnectionInfo
+from .chunks import ConnectionInfo, TlsInfo
 from .h2 import PREFACE, H2Decoder
 from .http1 import Http1Decoder
 from .options import DecodeOptions
@@ -67,21 +67,46 @@ class ConnectionDecoder:
         #: exchanges, websockets, error of the HTTP/1.1 part (kept across an h2c upgrade)
         self._http1_counts: tuple[int, int, str | None] = (0, 0, None)
         self._closed = False
+        #: True once a TLS layer reports wire bytes itself (``feed`` then gets plaintext).
+        self._wire_counted = False
         self._out: list[Record] = []
 
     @property
     def protocol(self) -> str | None:
         return self._protocol
 
-    def feed(self, direction: Direction, data: bytes, ts: float) -> list[Record]:
+    def set_tls(self, info: TlsInfo) -> list[Record]:
+        """A TLS layer below us took the handshake: from now on ``feed`` gets plaintext."""
+        rec = self.record
+        rec.tls = True
+        rec.tls_version = info.version
+        rec.sni = info.sni
+        rec.alpn = info.alpn
+        self._wire_counted = True
+        if rec.ts_start is None:
+            rec.ts_start = info.ts
+        if not info.decrypted:
+            self._protocol = "tls"
+            self._forget_sniffed()
+            if info.alpn == "h2":
+                rec.http_version = "h2"
+            elif info.alpn == "http/1.1":
+                rec.http_version = "http/1.1"
+        return self._take()
+
+    def count_wire(self, direction: Direction, length: int, ts: float) -> None:
         rec = self.record
         if rec.ts_start is None:
             rec.ts_start = ts
         rec.ts_end = ts
         if direction == "c2s":
-            rec.bytes_c2s += len(data)
+            rec.bytes_c2s += length
         else:
-            rec.bytes_s2c += len(data)
+            rec.bytes_s2c += length
+
+    def feed(self, direction: Direction, data: bytes, ts: float) -> list[Record]:
+        if not self._wire_counted:
+            self.count_wire(direction, len(data), ts)
         if self._protocol is None:
             self._sniff[direction] += data
             self._held.append((direction, data, ts))

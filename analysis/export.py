@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -90,7 +90,11 @@ class _JsonlWriter:
         self._file.close()
 
 
-_WRITERS = {"parquet": _ParquetWriter, "csv": _CsvWriter, "jsonl": _JsonlWriter}
+_WRITERS: dict[str, type[_ParquetWriter | _CsvWriter | _JsonlWriter]] = {
+    "parquet": _ParquetWriter,
+    "csv": _CsvWriter,
+    "jsonl": _JsonlWriter,
+}
 
 
 def _to_micros(ts: float | None) -> int | None:
@@ -167,11 +171,10 @@ class TableSink:
             self.write(record)
 
     def _writer(self, table: str) -> _Writer:
-        writer = self._writers.get(table)
-        if writer is None:
-            writer = _WRITERS[self.fmt](self._tmp_path(table), self._buffers[table].schema)
-            self._writers[table] = writer
-        return writer
+        if table not in self._writers:
+            factory = _WRITERS[self.fmt]
+            self._writers[table] = factory(self._tmp_path(table), self._buffers[table].schema)
+        return self._writers[table]
 
     def _flush(self, table: str) -> None:
         buffer = self._buffers[table]
@@ -195,40 +198,102 @@ class TableSink:
         self.close()
 
 
+class PartitionedSink:
+    """Writes each table as a dataset of part files: ``out_dir/<table>/part-<n>.<ext>``.
+
+    For long-running sources (the live addon): :meth:`flush` closes the current part of every
+    table that has rows, so everything written so far is readable and complete; a process
+    killed between flushes loses at most the rows since the last flush, never a file.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str], fmt: str = "parquet") -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        self.out_dir = Path(out_dir)
+        self.fmt = fmt
+        self.counts: dict[str, int] = dict.fromkeys(TABLES, 0)
+        self._buffers = {t: _TableBuffer(t) for t in TABLES}
+        # Parts from an earlier run in the same directory are kept: number after them.
+        self._run = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self._part = 0
+        for table in TABLES:
+            (self.out_dir / table).mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: Record) -> None:
+        table = TABLE_OF[type(record)]
+        self._buffers[table].append(record)
+        self.counts[table] += 1
+
+    def write_all(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self.write(record)
+
+    @property
+    def pending(self) -> int:
+        return sum(b.rows for b in self._buffers.values())
+
+    def flush(self) -> None:
+        ext = EXTENSIONS[self.fmt]
+        for table, buffer in self._buffers.items():
+            if not buffer.rows:
+                continue
+            final = self.out_dir / table / f"part-{self._run}-{self._part:06d}{ext}"
+            tmp = final.with_name(f".{final.name}.partial")
+            writer = _WRITERS[self.fmt](tmp, buffer.schema)
+            writer.write_batch(buffer.take_batch())
+            writer.close()
+            os.replace(tmp, final)
+        self._part += 1
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _text_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema(
+        [pa.field(f.name, pa.string()) if pa.types.is_binary(f.type) else f for f in schema]
+    )
+
+
+def _read_file(path: Path, table: str) -> pa.Table:
+    schema = arrow_schema(table)
+    if path.suffix == ".parquet":
+        return pq.read_table(path, schema=schema)
+    if path.suffix == ".csv":
+        options = pacsv.ConvertOptions(column_types=_text_schema(schema))
+        return pacsv.read_csv(path, convert_options=options)
+    rows = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+    timestamps = {name for name, kind in columns(table) if kind == "timestamp"}
+    for row in rows:
+        for name in timestamps:
+            if row.get(name) is not None:
+                row[name] = datetime.fromisoformat(row[name].replace("Z", "+00:00"))
+    return pa.Table.from_pylist(rows, schema=_text_schema(schema))
+
+
 def read_table(out_dir: str | os.PathLike[str], table: str) -> pa.Table:
     """One table of an output directory, whichever format and layout wrote it.
 
-    Accepts ``<table>.parquet`` files, ``<table>/`` partitioned Parquet datasets, and the CSV or
-    JSON Lines files this module writes.
+    Accepts ``<table>.parquet|.csv|.jsonl`` files and ``<table>/`` datasets of part files (the
+    live addon's layout).  CSV and JSON Lines keep ``payload`` as base64 text.
     """
-    import pyarrow.dataset as ds
-
     base = Path(out_dir)
-    schema = arrow_schema(table)
-    parquet_file = base / f"{table}.parquet"
-    parquet_dir = base / table
-    if parquet_file.exists():
-        return pq.read_table(parquet_file, schema=schema)
-    if parquet_dir.is_dir():
-        return ds.dataset(parquet_dir, format="parquet", schema=schema).to_table()
-    csv_file = base / f"{table}.csv"
-    if csv_file.exists():
-        text = pa.schema(
-            [pa.field(f.name, pa.string()) if pa.types.is_binary(f.type) else f for f in schema]
+    for ext in EXTENSIONS.values():
+        single = base / f"{table}{ext}"
+        if single.exists():
+            return _read_file(single, table)
+    folder = base / table
+    if folder.is_dir():
+        parts = sorted(
+            p
+            for p in folder.iterdir()
+            if not p.name.startswith(".") and p.suffix in EXTENSIONS.values()
         )
-        return pacsv.read_csv(csv_file, convert_options=pacsv.ConvertOptions(column_types=text))
-    jsonl_file = base / f"{table}.jsonl"
-    if jsonl_file.exists():
-        rows = [json.loads(line) for line in jsonl_file.open(encoding="utf-8") if line.strip()]
-        for row in rows:
-            for name in row:
-                if name.startswith("ts") and row[name] is not None:
-                    row[name] = datetime.fromisoformat(row[name].replace("Z", "+00:00"))
-        text_schema = pa.schema(
-            [pa.field(f.name, pa.string()) if pa.types.is_binary(f.type) else f for f in schema]
-        )
-        return pa.Table.from_pylist(rows, schema=text_schema)
+        if not parts:
+            return arrow_schema(table).empty_table()
+        tables = [_read_file(p, table) for p in parts]
+        return pa.concat_tables(tables)
     raise FileNotFoundError(f"no {table} table in {base} (expected {table}.parquet or {table}/)")
 
 
-__all__ = ["FORMATS", "UTC", "TableSink", "read_table"]
+__all__ = ["FORMATS", "PartitionedSink", "TableSink", "read_table"]

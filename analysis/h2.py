@@ -516,7 +516,7 @@ class H2Decoder:
                 conn_id=self.conn_id,
                 stream_id=rec.stream_id,
                 exchange=None,
-                direction=d,  # type: ignore[arg-type]
+                direction=d,
                 deflate=deflate,
                 payload=self.options.payload,
                 max_message_bytes=self.options.max_message_bytes,

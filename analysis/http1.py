@@ -288,7 +288,7 @@ class Http1Decoder:
                     conn_id=self.conn_id,
                     stream_id=None,
                     exchange=exchange.record.exchange,
-                    direction=d,  # type: ignore[arg-type]
+                    direction=d,
                     deflate=deflate,
                     payload=self.options.payload,
                     max_message_bytes=self.options.max_message_bytes,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from .chunks import ChunkEvent, Closed, ConnectionInfo, Data, Gap, Opened
+from .chunks import ChunkEvent, Closed, ConnectionInfo, Data, Gap, Opened, TlsInfo, Wire
 from .decoder import ConnectionDecoder
 from .options import DecodeOptions
 from .records import DiagnosticRecord, Record
@@ -40,6 +40,14 @@ class Pipeline:
         if isinstance(event, Closed):
             decoder = self.decoders.pop(event.conn_id, None)
             return decoder.close(event.ts, event.cause) if decoder else []
+        if isinstance(event, Wire):
+            decoder = self.decoders.get(event.conn_id)
+            if decoder:
+                decoder.count_wire(event.direction, event.length, event.ts)
+            return []
+        if isinstance(event, TlsInfo):
+            decoder = self.decoders.get(event.conn_id)
+            return decoder.set_tls(event) if decoder else []
         if isinstance(event, DiagnosticRecord):
             return [event]
         raise TypeError(f"not a chunk event: {event!r}")

@@ -70,23 +70,28 @@ def _truncated(ts: float, what: str) -> DiagnosticRecord:
     return _diag("truncated_packet", f"packet too short for its {what}", ts)
 
 
-_names: dict[bytes, str] = {}
+_names: dict[bytes, tuple[str, str]] = {}
 
 
-def _addr(raw: bytes) -> str:
-    """Text form of an address; cached, since a capture repeats few addresses many times."""
-    name = _names.get(raw)
-    if name is None:
+def _addrs(raw: bytes) -> tuple[str, str]:
+    """Source and destination in text form, from both raw addresses back to back.
+
+    Cached, since a capture repeats few address pairs many times.
+    """
+    names = _names.get(raw)
+    if names is None:
         if len(_names) > 65536:
             _names.clear()
-        name = _names[raw] = inet_ntop(AF_INET if len(raw) == 4 else AF_INET6, raw)
-    return name
+        half = len(raw) // 2
+        family = AF_INET if half == 4 else AF_INET6
+        names = _names[raw] = (inet_ntop(family, raw[:half]), inet_ntop(family, raw[half:]))
+    return names
 
 
 # -- network and transport layers ---------------------------------------------------------------
 
 
-def _tcp(buf: bytes, off: int, end: int, ts: float, src: bytes, dst: bytes) -> Result:
+def _tcp(buf: bytes, off: int, end: int, ts: float, addrs: bytes) -> Result:
     if off + 20 > end:
         return _truncated(ts, "TCP header")
     sport, dport, seq, ack, off_flags = _TCP(buf, off)
@@ -95,8 +100,9 @@ def _tcp(buf: bytes, off: int, end: int, ts: float, src: bytes, dst: bytes) -> R
         return _diag("malformed_packet", f"TCP header length {hlen}", ts)
     if off + hlen > end:
         return _truncated(ts, "TCP header")
+    src, dst = _addrs(addrs)
     return TcpSegment(
-        ts, _addr(src), sport, _addr(dst), dport, seq, ack, off_flags & 0x1FF, buf[off + hlen : end]
+        ts, src, sport, dst, dport, seq, ack, off_flags & 0x1FF, buf[off + hlen : end]
     )
 
 
@@ -115,9 +121,7 @@ def _ip4(buf: bytes, off: int, end: int, ts: float) -> Result:
         return _diag("ip_fragment", "IPv4 fragment of a TCP packet skipped", ts)
     if off + total > end:
         return _truncated(ts, "IPv4 total length")
-    return _tcp(
-        buf, off + hlen, off + total, ts, buf[off + 12 : off + 16], buf[off + 16 : off + 20]
-    )
+    return _tcp(buf, off + hlen, off + total, ts, buf[off + 12 : off + 20])
 
 
 def _ip6(buf: bytes, off: int, end: int, ts: float) -> Result:
@@ -145,7 +149,7 @@ def _ip6(buf: bytes, off: int, end: int, ts: float) -> Result:
             return None
         nh = buf[pos]
         pos += size
-    return _tcp(buf, pos, stop, ts, buf[off + 8 : off + 24], buf[off + 24 : off + 40])
+    return _tcp(buf, pos, stop, ts, buf[off + 8 : off + 40])
 
 
 def _ip(buf: bytes, off: int, end: int, ts: float) -> Result:
@@ -198,7 +202,10 @@ def _ethertype(etype: int, buf: bytes, off: int, end: int, ts: float) -> Result:
 def _ethernet(buf: bytes, off: int, end: int, ts: float) -> Result:
     if off + 14 > end:
         return _truncated(ts, "Ethernet header")
-    return _ethertype(_U16(buf, off + 12)[0], buf, off + 14, end, ts)
+    etype = _U16(buf, off + 12)[0]
+    if etype == _ETH_IP4:  # the common case, one call shorter
+        return _ip4(buf, off + 14, end, ts)
+    return _ethertype(etype, buf, off + 14, end, ts)
 
 
 def _sll(buf: bytes, off: int, end: int, ts: float) -> Result:
@@ -345,20 +352,29 @@ class CaptureReader:
         decode = LINKTYPES.get(linktype)
         if decode is None:
             yield _diag("unknown_linktype", f"link type {linktype}", severity="error")
-        src.pos = 24
         record = struct.Struct(order + "IIII").unpack_from
         limit = max(snaplen, 262144)
-        while src.need(hdr_len):
-            sec, frac, caplen, _wire = record(src.buf, src.pos)
+        buf, pos = src.buf, 24
+        while True:
+            if pos + hdr_len > len(buf):
+                src.pos = pos
+                if not src.need(hdr_len):
+                    return
+                buf, pos = src.buf, src.pos
+            sec, frac, caplen, _wire = record(buf, pos)
             if caplen > limit:
                 raise _Corrupt(f"packet record of {caplen} bytes, snap length {snaplen}")
-            if not src.need(hdr_len + caplen):
-                raise _Truncated("packet record header without data")
-            start = src.pos + hdr_len
-            src.pos = end = start + caplen
+            start = pos + hdr_len
+            pos = start + caplen
+            if pos > len(buf):
+                src.pos = start - hdr_len
+                if not src.need(hdr_len + caplen):
+                    raise _Truncated("packet record header without data")
+                buf, start = src.buf, src.pos + hdr_len
+                pos = start + caplen
             self.packets_read += 1
             if decode is not None:
-                result = decode(src.buf, start, end, (sec * ticks + frac) / ticks)
+                result = decode(buf, start, pos, (sec * ticks + frac) / ticks)
                 if result is not None:
                     yield result
 

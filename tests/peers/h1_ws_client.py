@@ -100,7 +100,9 @@ def run_one(
             requests.append(plain_get(sock, authority, "/hello", deadline))
         handshake = H11Handshake(ConnectionType.CLIENT)
         extensions = [PerMessageDeflate()] if deflate else []
-        sock.sendall(handshake.send(Request(host=authority, target=log.path, extensions=extensions)))
+        sock.sendall(
+            handshake.send(Request(host=authority, target=log.path, extensions=extensions))
+        )
         while handshake.connection is None:
             data = recv(sock, deadline)
             handshake.receive_data(data or None)
@@ -116,7 +118,12 @@ def run_one(
             if not data and handshake.connection is None:
                 raise ConnectionError(f"{log.path}: closed during the handshake")
         assert handshake.connection is not None
-        session = WsSession(handshake.connection, make_plan(index, seed, ping_inside=not deflate), log, f"bye {index}")
+        session = WsSession(
+            handshake.connection,
+            make_plan(index, seed, ping_inside=not deflate),
+            log,
+            f"bye {index}",
+        )
         sock.sendall(session.start())
         out = session.receive(b"")  # frames that came with the 101 (trailing data)
         if out:

@@ -241,9 +241,14 @@ def upgrade(sock: socket.socket, client: Client, path: str) -> None:
     settings = client.conn.initiate_upgrade_connection()
     assert settings is not None
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: {client.authority}\r\n"
-        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-    ).encode() + b"HTTP2-Settings: " + settings + b"\r\n\r\n"
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {client.authority}\r\n"
+            "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        ).encode()
+        + b"HTTP2-Settings: "
+        + settings
+        + b"\r\n\r\n"
+    )
     sock.sendall(request)
     buf = b""
     while b"\r\n\r\n" not in buf:
@@ -266,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log", required=True)
-    parser.add_argument("--upgrade", action="store_true", help="Upgrade: h2c (else prior knowledge)")
+    parser.add_argument(
+        "--upgrade", action="store_true", help="Upgrade: h2c (else prior knowledge)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=20.0)

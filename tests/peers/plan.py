@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-ALPHABET = "abcxyz 09{\"éßж€✓漢😀"
+ALPHABET = 'abcxyz 09{"éßж€✓漢😀'
 
 
 @dataclass
@@ -89,7 +89,7 @@ def make_plan(
 
 
 def split(payload: bytes, n: int) -> list[bytes]:
-    """``payload`` in ``n`` contiguous parts (byte boundaries: text may split inside a character)."""
+    """``payload`` in ``n`` contiguous parts (byte boundaries: may split a UTF-8 character)."""
     cuts = [len(payload) * k // n for k in range(n + 1)]
     return [payload[cuts[k] : cuts[k + 1]] for k in range(n)]
 

@@ -142,7 +142,12 @@ class EchoServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "tests.peers.echo_app", "--lifetime", str(self.lifetime)]
         if self.certificate:
-            cmd += ["--certfile", str(self.certificate.cert), "--keyfile", str(self.certificate.key)]
+            cmd += [
+                "--certfile",
+                str(self.certificate.cert),
+                "--keyfile",
+                str(self.certificate.key),
+            ]
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
@@ -151,9 +156,7 @@ class EchoServer:
         match = re.match(rb"READY (\d+)", line or b"")
         if not match:
             self.stop()
-            raise PeerError(
-                f"echo server did not start (got {line!r}): {_tail(self.stderr_path)}"
-            )
+            raise PeerError(f"echo server did not start (got {line!r}): {_tail(self.stderr_path)}")
         self.port = int(match.group(1))
         return self
 
@@ -254,7 +257,9 @@ class Capture:
         while b"listening on" not in self.stderr_path.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > end:
                 self.stop()
-                raise PeerError(f"tcpdump did not start: {' '.join(cmd)}: {_tail(self.stderr_path)}")
+                raise PeerError(
+                    f"tcpdump did not start: {' '.join(cmd)}: {_tail(self.stderr_path)}"
+                )
             time.sleep(0.01)
         return self
 
@@ -317,7 +322,13 @@ def node_client_cmd(port: int, log: Path, **options: Any) -> list[str]:
 def python_client_cmd(module: str, port: int, log: Path, *args: str) -> list[str]:
     """``python -m tests.peers.<module>`` (run from the repository root) with extra ``args``."""
     return [
-        sys.executable, "-m", f"tests.peers.{module}", "--port", str(port), "--log", str(log),
+        sys.executable,
+        "-m",
+        f"tests.peers.{module}",
+        "--port",
+        str(port),
+        "--log",
+        str(log),
         *args,
     ]
 
@@ -379,3 +390,13 @@ def capture_scenario(
             name, pcap, server.port, log, keys, time.monotonic() - started, attempt, notes
         )
     raise PeerError(f"{name}: every capture lost packets: {'; '.join(notes)}")
+
+
+def inject_secrets(capture: Path, keylog: Path, out: Path) -> Path:
+    """``editcap --inject-secrets``: a pcapng with the TLS key log as a Decryption Secrets Block,
+    so that the capture decrypts on its own (tshark, and h2ws's pcapng reader)."""
+    cmd = ["editcap", "-F", "pcapng", "--inject-secrets", f"tls,{keylog}", str(capture), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise PeerError(f"{' '.join(cmd)} failed: {proc.stderr.decode(errors='replace')}")
+    return out

@@ -79,6 +79,7 @@ def _tcp(packet: ET.Element) -> tuple[int, int, int]:
 class H2Frame:
     frame_number: int
     tcp_stream: int
+    client_port: int
     direction: str  # c2s | s2c
     type: int
     flags: int
@@ -114,8 +115,9 @@ def h2_frames(capture: Path, server_port: int) -> list[H2Frame]:
     args = ["-d", f"tcp.port=={server_port},http2", "-Y", "http2"]
     for packet in _pdml(capture, args):
         number = int(_show(packet, "num") or 0)
-        tcp_stream, src, _ = _tcp(packet)
+        tcp_stream, src, dst = _tcp(packet)
         direction = "s2c" if src == server_port else "c2s"
+        client_port = dst if src == server_port else src
         for proto in packet.iter("proto"):
             if proto.get("name") != "http2":
                 continue
@@ -126,6 +128,7 @@ def h2_frames(capture: Path, server_port: int) -> list[H2Frame]:
                 frame = H2Frame(
                     frame_number=number,
                     tcp_stream=tcp_stream,
+                    client_port=client_port,
                     direction=direction,
                     type=int(ftype),
                     flags=int(_show(stream, "http2.flags") or "0", 16),
@@ -164,6 +167,7 @@ OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10:
 class WsFrame:
     frame_number: int
     tcp_stream: int
+    client_port: int
     direction: str
     fin: bool
     opcode: str
@@ -179,8 +183,9 @@ def ws_frames(capture: Path, server_port: int) -> list[WsFrame]:
     args = ["-d", f"tcp.port=={server_port},http", "-Y", "websocket"]
     for packet in _pdml(capture, args):
         number = int(_show(packet, "num") or 0)
-        tcp_stream, src, _ = _tcp(packet)
+        tcp_stream, src, dst = _tcp(packet)
         direction = "s2c" if src == server_port else "c2s"
+        client_port = dst if src == server_port else src
         pending: WsFrame | None = None  # a binary frame whose data follows in a "data" proto
         for proto in packet.iter("proto"):
             name = proto.get("name")
@@ -204,6 +209,7 @@ def ws_frames(capture: Path, server_port: int) -> list[WsFrame]:
                 frame = WsFrame(
                     frame_number=number,
                     tcp_stream=tcp_stream,
+                    client_port=client_port,
                     direction=direction,
                     fin=_show(proto, "websocket.fin") == "1",
                     opcode=opcode,
@@ -222,7 +228,7 @@ def ws_frames(capture: Path, server_port: int) -> list[WsFrame]:
 
 @dataclass
 class WsMessage:
-    tcp_stream: int
+    client_port: int
     direction: str
     opcode: str
     payload: bytes | None  # None: compressed and fragmented (tshark does not inflate those)
@@ -231,13 +237,14 @@ class WsMessage:
 
 
 def ws_messages(frames: list[WsFrame]) -> list[WsMessage]:
-    """Frames reassembled into messages per TCP connection and direction, in completion order."""
+    """Frames reassembled into messages per TCP connection (client port) and direction, in
+    completion order."""
     partial: dict[tuple[int, str], list[WsFrame]] = {}
     out: list[WsMessage] = []
     for f in frames:
-        key = (f.tcp_stream, f.direction)
+        key = (f.client_port, f.direction)
         if f.opcode in ("close", "ping", "pong"):
-            out.append(WsMessage(f.tcp_stream, f.direction, f.opcode, f.payload, 1, f.compressed))
+            out.append(WsMessage(f.client_port, f.direction, f.opcode, f.payload, 1, f.compressed))
             continue
         if f.opcode != "continuation":
             partial[key] = []
@@ -250,6 +257,6 @@ def ws_messages(frames: list[WsFrame]) -> list[WsMessage]:
             if compressed and len(parts) > 1:
                 payload = None
             out.append(
-                WsMessage(f.tcp_stream, f.direction, first.opcode, payload, len(parts), compressed)
+                WsMessage(f.client_port, f.direction, first.opcode, payload, len(parts), compressed)
             )
     return out

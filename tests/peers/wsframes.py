@@ -22,7 +22,9 @@ class Message:
     masked: bool
 
 
-def parse(data: bytes, *, deflate: bool = False, no_context_takeover: bool = False) -> list[Message]:
+def parse(
+    data: bytes, *, deflate: bool = False, no_context_takeover: bool = False
+) -> list[Message]:
     """Every complete message in ``data`` (one direction of one WebSocket), in completion order.
 
     Control frames between the fragments of a message come out first, as a receiver sees them.

@@ -101,7 +101,9 @@ class WsSession:
                 self.log.received.append(log_message("ping", bytes(event.payload)))
                 out += self.conn.send(event.response())
             elif isinstance(event, CloseConnection):
-                payload = b"" if event.code == 1005 else close_payload(event.code, event.reason or "")
+                payload = (
+                    b"" if event.code == 1005 else close_payload(event.code, event.reason or "")
+                )
                 self.log.received.append(log_message("close", payload))
                 self.log.close_received = {"code": event.code, "reason": event.reason or ""}
                 self.close_received = True
