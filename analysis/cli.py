@@ -10,10 +10,12 @@ import argparse
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 from .capture.pcap import CaptureReader
 from .capture.tcp import TcpReassembler
+from .capture.tls import KeyLog, TlsLayer
 from .chunks import ChunkEvent
 from .export import FORMATS, TableSink
 from .options import DecodeOptions
@@ -21,16 +23,49 @@ from .pipeline import Pipeline
 from .records import DiagnosticRecord
 from .websocket import PayloadPolicy
 
+#: The ``--keylog`` files of the running ``extract``.  A bridge: once ``cmd_extract`` passes
+#: ``keylogs=args.keylog`` to :func:`_capture_events`, this and the wrapper in the parser go.
+_KEYLOG_FILES: ContextVar[tuple[Path, ...]] = ContextVar("_KEYLOG_FILES", default=())
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
-def _capture_events(path: Path, stats: Counter[str]) -> Iterator[ChunkEvent]:
+
+def _capture_events(
+    path: Path, stats: Counter[str], keylogs: Sequence[Path] | None = None
+) -> Iterator[ChunkEvent]:
+    """CaptureReader -> TcpReassembler -> TlsLayer.
+
+    The key logs of ``--keylog`` and those the capture embeds (pcapng Decryption Secrets Blocks)
+    form one :class:`KeyLog`; an embedded one is learnt before the packets after it are fed.
+    """
+    keylog = KeyLog()
+    for name in _KEYLOG_FILES.get() if keylogs is None else keylogs:
+        try:
+            keylog.add(Path(name).read_bytes())
+        except OSError as exc:
+            print(f"h2ws: cannot read key log {name}: {exc.strerror}", file=sys.stderr)
+    try:
+        with open(path, "rb") as f:
+            pcapng = f.read(4) == _PCAPNG_MAGIC
+    except OSError:
+        pcapng = False
     reader = CaptureReader(path)
     reassembler = TcpReassembler(capture=path.name)
+    # Only pcapng files can carry keys of their own, anywhere in the file: wait for them.
+    tls = TlsLayer(keylog, wait_for_keys=pcapng)
+    blocks = 0
     for item in reader:
+        if len(reader.tls_key_log) > blocks:
+            for block in reader.tls_key_log[blocks:]:
+                keylog.add(block)
+            blocks = len(reader.tls_key_log)
         if isinstance(item, DiagnosticRecord):
             yield item
             continue
-        yield from reassembler.feed(item)
-    yield from reassembler.finish()
+        for event in reassembler.feed(item):
+            yield from tls.feed(event)
+    for event in reassembler.finish():
+        yield from tls.feed(event)
+    yield from tls.finish()
     stats["packets"] += reader.packets_read
 
 
@@ -113,7 +148,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep cookie and authorization header values (redacted by default)",
     )
-    extract.set_defaults(func=cmd_extract)
+
+    def readable_file(name: str) -> Path:
+        try:
+            with open(name, "rb"):
+                pass
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {name}: {exc.strerror}") from exc
+        return Path(name)
+
+    extract.add_argument(
+        "--keylog",
+        action="append",
+        default=[],
+        type=readable_file,
+        metavar="FILE",
+        help="TLS key log (NSS format, SSLKEYLOGFILE); repeatable.  Combined with the "
+        "Decryption Secrets Blocks of pcapng captures",
+    )
+
+    def run_extract(args: argparse.Namespace) -> int:
+        token = _KEYLOG_FILES.set(tuple(args.keylog))
+        try:
+            return cmd_extract(args)
+        finally:
+            _KEYLOG_FILES.reset(token)
+
+    extract.set_defaults(func=run_extract)
 
     summary = sub.add_parser("summary", help="print a readable summary of extracted tables")
     summary.add_argument("directory")

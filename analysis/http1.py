@@ -192,7 +192,11 @@ class Http1Decoder:
 
     def _pump_responses(self, ts: float) -> None:
         conn = self._responses
-        if self._pending_s2c and self._queue and conn.their_state is h11.SEND_RESPONSE:
+        if (
+            self._pending_s2c
+            and self._queue
+            and conn.their_state in (h11.SEND_RESPONSE, h11.SEND_BODY)
+        ):
             data = bytes(self._pending_s2c)
             self._pending_s2c.clear()
             conn.receive_data(data)

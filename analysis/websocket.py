@@ -181,6 +181,7 @@ _OPCODE_NAMES = {
     Opcode.PONG: "pong",
 }
 _EMPTY_SHA256 = sha256(b"").hexdigest()
+_BAD_UTF8 = "text message is not valid UTF-8 (RFC 6455 §8.1)"
 #: RFC 7692 §7.2.2: the sender strips this empty stored block, the receiver puts it back.
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 #: Inflate output per zlib call: bounds memory in preview/none mode whatever the message size.
@@ -388,7 +389,7 @@ class _Inbound(Extension):
         return CloseReason.MESSAGE_TOO_BIG
 
     def _bad_utf8(self) -> CloseReason:
-        self.error = ("ws_invalid_utf8", "text message is not valid UTF-8 (RFC 6455 §8.1)")
+        self.error = ("ws_invalid_utf8", _BAD_UTF8)
         return CloseReason.INVALID_FRAME_PAYLOAD_DATA
 
     def _commit(self, opcode: Opcode) -> None:
@@ -480,7 +481,7 @@ class _Inbound(Extension):
         while True:
             # One byte beyond the budget is enough to know the message is too big.
             budget = self.max_message_bytes - self.m_len + 1
-            step = 0
+            step = budget if budget < _INFLATE_STEP else _INFLATE_STEP
             try:
                 out = d.decompress(data, step)
             except zlib.error as exc:
@@ -780,6 +781,8 @@ class MessageDecoder:
         need = 6 if masked else 2
         deflate = tap.deflate
         cap = tap.max_message_bytes
+        keep = tap.keep
+        no_payload = tap.no_payload
         n = len(data)
         while n - pos >= need:
             b0 = data[pos]
@@ -808,11 +811,46 @@ class MessageDecoder:
                 payload = _unmask(data[start + 4 : end], data[start : start + 4])
             else:
                 payload = data[start:end]
-            tap.open_message(_TEXT if b0 & 1 else _BINARY, comp, ts)
-            tap.m_wire = length
             tap.consumed += end - pos
             pos = end
-            err = tap.inflate(payload, False) if comp else tap.take(payload)
+            if not comp:
+                # The whole message is at hand: no incremental state is needed.
+                if b0 == 0x81 and not payload.isascii():
+                    try:
+                        _utf8_decode(payload, "strict", True)
+                    except UnicodeDecodeError:
+                        out.append(self._fail(ts, "ws_invalid_utf8", _BAD_UTF8))
+                        return n
+                out.append(
+                    MessageRecord(
+                        conn_id=self.conn_id,
+                        stream_id=self.stream_id,
+                        exchange=self.exchange,
+                        direction=self.direction,
+                        index=self._index,
+                        ts_first=ts,
+                        ts_last=ts,
+                        opcode="text" if b0 == 0x81 else "binary",
+                        fragments=1,
+                        wire_length=length,
+                        length=length,
+                        compressed=False,
+                        payload=(
+                            None
+                            if no_payload
+                            else payload
+                            if keep < 0 or length <= keep
+                            else payload[:keep]
+                        ),
+                        payload_truncated=length > keep >= 0,
+                        sha256=sha256(payload).hexdigest(),
+                    )
+                )
+                self._index += 1
+                continue
+            tap.open_message(_TEXT if b0 & 1 else _BINARY, comp, ts)
+            tap.m_wire = length
+            err = tap.inflate(payload, False)
             if err is None:
                 err = tap.end_message()
             if err is not None:

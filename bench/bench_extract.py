@@ -12,13 +12,17 @@ hold the capture. This script measures exactly that, in one process:
 
 1. makes the captures with ``make_capture.py`` (by default 200k WebSocket messages and 10x that,
    on several connections whose WebSocket streams share them with ordinary requests), or reuses
-   the ones already in ``--workdir`` made with the same parameters;
+   the ones in ``--captures`` (default ``bench/data/``, git-ignored) made with the same
+   parameters, since the 10x one takes a couple of minutes to make;
 2. runs ``h2ws extract FILE -o DIR`` (and ``--no-frames``) and the tshark pass as child
-   processes, timing each by wall clock and reading its peak RSS and CPU time from ``os.wait4``;
+   processes, one after the other, timing each by wall clock and reading its peak RSS and CPU
+   time from ``os.wait4``; the 1-minute load average before each run is kept, because on a
+   shared machine wall-clock figures are only as good as the quiet they were taken in;
 3. checks h2ws's tables against the counts the generator recorded (messages per direction and
    opcode, streams, connections, frames) - a fast wrong answer is a FAIL, not a result;
 4. prints packets/s, messages/s and peak RSS per tool and scale, the throughput ratio
-   h2ws / tshark, and the RSS growth from the smallest to the largest scale.
+   h2ws / tshark (by wall clock, and by CPU time, which other load disturbs less), and the RSS
+   growth from the smallest to the largest scale.
 
 Run it from the project's root: ``.venv/bin/python bench/bench_extract.py`` (or ``make bench``).
 """
@@ -39,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from make_capture import Params, generate, sidecar_path, verify_with_tshark
+from make_capture import SIDECAR_FORMAT, Params, generate, sidecar_path, verify_with_tshark
 
 BENCH_DIR = Path(__file__).resolve().parent
 TSHARK_FIELDS = ("-Y", "http2.type==0", "-T", "fields", "-e", "http2.streamid", "-e",
@@ -58,6 +62,7 @@ class Measurement:
     exit_code: int
     packets: int
     messages: int
+    load: float  # 1-minute load average just before the run
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -104,7 +109,7 @@ def check_tables(out: Path, sidecar: dict[str, Any], frames: bool) -> list[str]:
     WebSocket frames, the payload bytes and the sum of the payloads' SHA-256 digests (see
     ``make_capture.Stats.message``), so a lost, duplicated or corrupted message is caught.
     """
-    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq
 
     problems: list[str] = []
 
@@ -183,16 +188,17 @@ def h2ws_command(explicit: str | None) -> list[str]:
     return [sys.executable, "-m", "h2ws.analysis.cli"]
 
 
-def make_or_reuse(params: Params, workdir: Path) -> tuple[Path, dict[str, Any]]:
+def make_or_reuse(params: Params, directory: Path) -> tuple[Path, dict[str, Any]]:
     """Captures take a while to make at 10x; reuse one whose sidecar shows the same parameters."""
     import json
 
     name = f"h2c-ws-{params.messages}m-{params.connections}c-{params.streams}s-seed{params.seed}"
-    capture = workdir / f"{name}.pcap"
+    directory.mkdir(parents=True, exist_ok=True)
+    capture = directory / f"{name}.pcap"
     side = sidecar_path(capture)
     if capture.exists() and side.exists():
         sidecar: dict[str, Any] = json.loads(side.read_text())
-        if sidecar.get("params") == vars(params):
+        if sidecar.get("params") == vars(params) and sidecar.get("format") == SIDECAR_FORMAT:
             print(f"  reusing {capture}", flush=True)
             return capture, sidecar
     print(f"  making {capture} ...", flush=True)
@@ -213,6 +219,7 @@ def measure_h2ws(
     shutil.rmtree(out, ignore_errors=True)
     argv = [*cmd, "extract", str(capture), "-o", str(out)] + ([] if frames else ["--no-frames"])
     log = work / f"{out.name}.stderr"
+    load = os.getloadavg()[0]
     wall, cpu, rss, code = run_measured(argv, work / f"{out.name}.stdout", log)
     problems = check_tables(out, sidecar, frames) if code == 0 else []
     if code != 0:
@@ -226,6 +233,7 @@ def measure_h2ws(
         code,
         sidecar["packets"],
         sidecar["messages"]["total"],
+        load,
         problems,
     )
 
@@ -236,6 +244,7 @@ def measure_tshark(
     port = sidecar["server_port"]
     argv = [tshark, "-r", str(capture), "-d", f"tcp.port=={port},http2", *TSHARK_FIELDS]
     stdout = work / "tshark-fields.tsv"
+    load = os.getloadavg()[0]
     wall, cpu, rss, code = run_measured(argv, stdout, work / "tshark.stderr")
     problems = []
     if code != 0:
@@ -252,13 +261,14 @@ def measure_tshark(
         code,
         sidecar["packets"],
         sidecar["messages"]["total"],
+        load,
         problems,
     )
 
 
 def best(runs: list[Measurement]) -> Measurement:
     """Of repeated runs, the fastest wall clock (least disturbed) with the largest RSS seen."""
-    fastest = min(runs, key=lambda m: m.wall)
+    fastest = min(runs, key=lambda m: (not m.ok, m.wall))
     fastest.max_rss_kib = max(m.max_rss_kib for m in runs)
     fastest.problems = sorted({p for m in runs for p in m.problems})
     return fastest
@@ -291,7 +301,7 @@ def environment(tshark: str) -> str:
 
 
 def report(
-    results: list[Measurement], captures: dict[float, dict[str, Any]], env: str
+    results: list[Measurement], captures: dict[float, dict[str, Any]], env: str, command: str
 ) -> tuple[str, str]:
     """The results as a plain-text table (stdout) and as Markdown (for the README)."""
     header = (
@@ -302,6 +312,7 @@ def report(
         "packets/s",
         "messages/s",
         "peak RSS MiB",
+        "load",
         "check",
     )
     rows: list[tuple[str, ...]] = []
@@ -316,6 +327,7 @@ def report(
             m.tool,
             *figures,
             f"{m.rss_mib:,.0f}",
+            f"{m.load:.1f}",
             "ok" if m.ok else "FAIL",
         )
         rows.append(row)
@@ -337,7 +349,8 @@ def report(
             if candidate and reference:
                 notes.append(
                     f"{_scale_label(scale)}: {tool} / tshark throughput = "
-                    f"{candidate.messages_per_s / reference.messages_per_s:.2f}x"
+                    f"{reference.wall / candidate.wall:.2f}x by wall clock, "
+                    f"{reference.cpu / candidate.cpu:.2f}x by CPU time"
                 )
     if len(scales) > 1:
         low, high = scales[0], scales[-1]
@@ -359,6 +372,7 @@ def report(
         )
         for r in [header, *rows]
     ]
+    notes.append("load: the 1-minute load average just before the run")
     text = "\n".join([env, "", *text_lines, "", *notes, *failures])
 
     md = [
@@ -367,7 +381,15 @@ def report(
     ]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     markdown = "\n".join(
-        [f"Machine: {env}", "", *md, "", *(f"- {n}" for n in notes), *(f"- {f}" for f in failures)]
+        [
+            f"Machine: {env}",
+            f"Command: `{command}`",
+            "",
+            *md,
+            "",
+            *(f"- {n}" for n in notes),
+            *(f"- {f}" for f in failures),
+        ]
     )
     return text, markdown + "\n"
 
@@ -396,10 +418,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest counts")
     parser.add_argument(
+        "--captures",
+        type=Path,
+        default=BENCH_DIR / "data",
+        help="where captures are made, and reused when their parameters match "
+        "(default: bench/data/, git-ignored)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
-        help="where captures and outputs go; kept, and captures in it are reused "
-        "(default: a fresh directory under bench/out/, removed afterwards)",
+        help="where the tools' outputs go; kept (default: a fresh directory under bench/out/, "
+        "removed afterwards unless --keep)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the default work directory")
     parser.add_argument("--h2ws", help="command that runs h2ws (default: the venv's h2ws script)")
@@ -445,39 +474,38 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
             )
             print(f"{_scale_label(scale)}:", flush=True)
-            capture, sidecar = make_or_reuse(params, workdir)
+            capture, sidecar = make_or_reuse(params, args.captures)
             captures[scale] = sidecar
             if args.verify_capture and use_tshark:
                 problems = verify_with_tshark(capture, sidecar, args.tshark)
                 print("  capture verified by tshark" if not problems else "\n".join(problems))
             work = workdir / capture.stem
             work.mkdir(exist_ok=True)
-            variants = [True, False] if args.no_frames else [True]
-            for frames in variants:
-                runs = [
-                    measure_h2ws(h2ws, capture, sidecar, scale, frames, work)
-                    for _ in range(args.repeat)
-                ]
-                results.append(best(runs))
-                _progress(results[-1])
+            tools = ["h2ws", "h2ws --no-frames"] if args.no_frames else ["h2ws"]
             if use_tshark:
-                runs = [
-                    measure_tshark(args.tshark, capture, sidecar, scale, work)
-                    for _ in range(args.repeat)
-                ]
-                results.append(best(runs))
-                _progress(results[-1])
+                tools.append("tshark")
+            runs: dict[str, list[Measurement]] = {tool: [] for tool in tools}
+            for _ in range(args.repeat):  # round robin, so that a noisy minute hits every tool
+                for tool in tools:
+                    if tool == "tshark":
+                        m = measure_tshark(args.tshark, capture, sidecar, scale, work)
+                    else:
+                        m = measure_h2ws(h2ws, capture, sidecar, scale, tool == "h2ws", work)
+                    runs[tool].append(m)
+                    _progress(m)
+            results += [best(runs[tool]) for tool in tools]
     finally:
         if remove:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    text, markdown = report(results, captures, env)
+    command = " ".join(["bench/bench_extract.py", *(sys.argv[1:] if argv is None else argv)])
+    text, markdown = report(results, captures, env, command)
     print()
     print(text)
     if args.markdown:
         args.markdown.write_text(markdown)
     if not remove:
-        print(f"\ncaptures and outputs kept in {workdir}")
+        print(f"\noutputs kept in {workdir}")
     return 0 if all(m.ok for m in results) else 1
 
 
@@ -485,7 +513,7 @@ def _progress(m: Measurement) -> None:
     status = "ok" if m.ok else "FAIL: " + "; ".join(m.problems)
     print(
         f"  {m.tool:<17} {m.wall:7.1f} s  {m.messages_per_s:>10,.0f} msg/s  "
-        f"{m.rss_mib:7,.0f} MiB  {status}",
+        f"{m.rss_mib:7,.0f} MiB  (load {m.load:.1f})  {status}",
         flush=True,
     )
 

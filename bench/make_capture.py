@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import dpkt  # type: ignore[import-untyped]
+import dpkt
 import h2.config
 import h2.connection
 import h2.events
@@ -67,6 +67,7 @@ FRAME_TYPE_NAMES = {
     9: "CONTINUATION",
 }
 CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+SIDECAR_FORMAT = 1  # bump when the sidecar's meaning changes, so old captures are remade
 CLOSE_REASON = "bye"
 CLOSE_PAYLOAD = struct.pack("!H", CloseReason.NORMAL_CLOSURE) + CLOSE_REASON.encode()
 
@@ -187,9 +188,8 @@ class TcpFlow:
         ip = _IP_HEADER.pack(0x45, 0, 20 + len(tcp), ip_id, 0x4000, 64, 6, 0, src, dst)
         ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
         self._sink.write(direction, ip + tcp, self._clock.now_us)
-        self._next_seq[direction] = (seq + len(payload) + (flags & (TCP_SYN | TCP_FIN) and 1)) & (
-            0xFFFFFFFF
-        )
+        consumed = len(payload) + (1 if flags & (TCP_SYN | TCP_FIN) else 0)  # SYN, FIN: 1 each
+        self._next_seq[direction] = (seq + consumed) & 0xFFFFFFFF
         if flags & TCP_ACK:
             self._unacked[direction] = 0
         if payload or flags & (TCP_SYN | TCP_FIN):
@@ -680,6 +680,7 @@ def generate(params: Params, output: Path) -> dict[str, Any]:
     sidecar: dict[str, Any] = {
         "capture": output.name,
         "generator": "bench/make_capture.py",
+        "format": SIDECAR_FORMAT,
         "params": vars(params),
         "server_port": params.port,
         "link_type": params.link,

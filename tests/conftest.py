@@ -17,13 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers import runner
-from tests.peers.runner import Certificate, EchoServer, Scenario
-
-#: Seed of every client's message mix: the payloads are the same on every run.
-SEED = 8441
-#: The Node.js client's h2c scenario: WebSockets and GETs interleaved on one connection.
-NODE_WEBSOCKETS = 3
-NODE_GETS = 3
+from tests.peers.runner import NODE_GETS, NODE_WEBSOCKETS, SEED, Certificate, EchoServer, Scenario
 
 
 def require(*tools: str) -> None:

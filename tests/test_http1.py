@@ -190,3 +190,22 @@ def test_random_bytes_after_a_request_never_raise(c2s: bytes, s2c: bytes) -> Non
     records = decode([("c2s", UPGRADE + c2s), ("s2c", SWITCHING + s2c)])
     assert of(records, ConnectionRecord)
     assert all(isinstance(r.code, str) for r in of(records, DiagnosticRecord))
+
+
+def test_response_body_in_a_later_segment_then_upgrade() -> None:
+    """hypercorn writes headers and body separately; the WebSocket after the GET must survive."""
+    client, server = ws_peer("c2s"), ws_peer("s2c")
+    records = decode(
+        [
+            ("c2s", b"GET /hello HTTP/1.1\r\nHost: h\r\n\r\n"),
+            ("s2c", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            ("s2c", b"hello"),
+            ("c2s", UPGRADE),
+            ("s2c", SWITCHING),
+            ("c2s", client.send_data("hi")),
+            ("s2c", server.send_data("hi")),
+        ]
+    )
+    get, ws = of(records, StreamRecord)
+    assert (get.bytes_s2c, get.stream_end) == (5, "end_stream")
+    assert (ws.kind, ws.status, ws.messages_c2s, ws.messages_s2c) == ("websocket", 101, 1, 1)

@@ -79,6 +79,17 @@ def sll2(ip: bytes) -> bytes:
     return bytes(dpkt.sll2.SLL2(ethtype=etype, data=ip))
 
 
+def mpls(ip: bytes) -> bytes:
+    labels = struct.pack("!II", 16 << 12 | 64, 17 << 12 | 0x100 | 64)  # two labels, then IP
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x88\x47" + labels + ip
+
+
+def pppoe(ip: bytes) -> bytes:
+    proto = 0x0057 if ip[0] >> 4 == 6 else 0x0021
+    session = struct.pack("!BBHHH", 0x11, 0, 1, len(ip) + 2, proto)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x88\x64" + session + ip
+
+
 def null(ip: bytes, order: str = "<") -> bytes:
     family = 30 if ip[0] >> 4 == 6 else 2  # Darwin's AF_INET6
     return struct.pack(order + "I", family) + ip
@@ -222,6 +233,8 @@ LINKS: list[tuple[int, Callable[[bytes], bytes]]] = [
     (1, ether),
     (1, lambda ip: ether(ip, vlans=[0x8100])),
     (1, lambda ip: ether(ip, vlans=[0x88A8, 0x8100])),
+    (1, mpls),
+    (1, pppoe),
     (113, sll),
     (276, sll2),
     (0, null),
@@ -263,6 +276,18 @@ def test_ethernet_padding_is_trimmed_by_ip_length(tmp_path: Path) -> None:
     ]
     segs, _, _ = read(write_pcap(tmp_path / "x.pcap", frames))
     assert [s.payload for s in segs] == [b"", b"x"]
+
+
+def test_offloaded_ipv4_length_and_bad_tcp_header(tmp_path: Path) -> None:
+    tso = bytearray(ip_tcp(payload=b"big"))
+    struct.pack_into("!H", tso, 2, 0)  # total length left to the NIC
+    bad = bytearray(ip_tcp())
+    bad[20 + 12] = 4 << 4  # TCP header length 16
+    segs, diags, _ = read(
+        write_pcap(tmp_path / "x.pcap", [(TS, bytes(tso)), (TS, bytes(bad))], 101)
+    )
+    assert [s.payload for s in segs] == [b"big"]
+    assert codes(diags) == ["malformed_packet"]
 
 
 def test_ipv6_extension_headers_before_tcp(tmp_path: Path) -> None:

@@ -24,10 +24,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import NODE_GETS, NODE_WEBSOCKETS
 from tests.peers import tshark, wsframes
 from tests.peers.plan import payload_of
-from tests.peers.runner import Scenario
+from tests.peers.runner import NODE_GETS, NODE_WEBSOCKETS, Scenario
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -172,7 +171,7 @@ def test_capture_h2_matches_client_log(scenario: Scenario) -> None:
     """tshark's HTTP/2 view of the capture equals the client log (peers and capture sanity)."""
     log = scenario.log
     # TLS: the key log travels inside the pcapng (Decryption Secrets Block).
-    frames = tshark.h2_frames(scenario.capture, scenario.port)
+    frames = tshark.h2_frames(scenario.capture, scenario.port, scenario.log["transport"])
     port = log["local_port"]
     assert {f.client_port for f in frames} == {port}, "one connection, from the logged port"
     settings = [f.settings for f in frames if f.type == 4 and f.direction == "s2c" and f.settings]
@@ -206,7 +205,7 @@ def test_capture_h1_matches_client_log(capture_h1_baseline: Scenario) -> None:
             expected = logged(ws[key])
             assert [m.opcode for m in got] == [e[0] for e in expected]
             for m, (_, payload) in zip(got, expected, strict=True):
-                if m.payload is not None:  # None: compressed and fragmented, tshark can't tell
+                if m.payload is not None:  # None: tshark does not tell (see tshark.ws_messages)
                     assert m.payload == payload, (ws["path"], direction, m)
 
 
@@ -377,7 +376,7 @@ def check_message_details(rows: Rows, log: list[dict[str, Any]], ws: dict[str, A
 def test_h2_frames_match_tshark(scenario: Scenario, tables: Tables) -> None:
     """Per direction the same frames in the same order (type, flags, stream, length), and per
     stream and direction the same number of DATA bytes."""
-    frames = tshark.h2_frames(scenario.capture, scenario.port)
+    frames = tshark.h2_frames(scenario.capture, scenario.port, scenario.log["transport"])
     conn_id = tables["connections"][0]["conn_id"]
     ours = sorted(
         (f for f in tables["frames"] if f["conn_id"] == conn_id), key=lambda f: f["index"]
@@ -411,7 +410,7 @@ def test_h2_frames_match_tshark(scenario: Scenario, tables: Tables) -> None:
 @pytest.mark.parametrize("scenario", list(H2_SCENARIOS), indirect=True)
 def test_h2_streams_match_tshark(scenario: Scenario, tables: Tables) -> None:
     """Stream ids, methods, :protocol, paths and statuses as tshark decodes the HEADERS."""
-    frames = tshark.h2_frames(scenario.capture, scenario.port)
+    frames = tshark.h2_frames(scenario.capture, scenario.port, scenario.log["transport"])
     requests: dict[int, dict[str, str]] = {}
     statuses: dict[int, int] = {}
     for f in frames:
@@ -443,7 +442,7 @@ def test_h2_streams_match_tshark(scenario: Scenario, tables: Tables) -> None:
 def test_h2_messages_match_tshark(scenario: Scenario, tables: Tables) -> None:
     """h2ws's messages equal tshark's DATA bytes read as RFC 6455 frames by ``wsframes``
     (opcode, payload, fragments, compression), stream by stream."""
-    frames = tshark.h2_frames(scenario.capture, scenario.port)
+    frames = tshark.h2_frames(scenario.capture, scenario.port, scenario.log["transport"])
     data = tshark_data(frames)
     conn = tables["connections"][0]
     for s in tables["streams"]:

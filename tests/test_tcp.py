@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections.abc import Iterable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2ws.analysis.capture.tcp import ACK, FIN, RST, SYN, TcpReassembler, TcpSegment
+from h2ws.analysis.capture.tcp import ACK, FIN, RST, SYN, TcpReassembler, TcpSegment, new_segment
 from h2ws.analysis.chunks import ChunkEvent, Closed, Data, Gap, Opened
 from h2ws.analysis.records import DiagnosticRecord
 
@@ -429,3 +431,11 @@ def test_one_lost_segment_is_exactly_one_gap(
     assert stream(events) == data[: lost[0]] + data[lost[1] :]
     assert gaps(events) == [("c2s", lost[1] - lost[0])]
     assert [e.code for e in events if isinstance(e, DiagnosticRecord)] == ["gap"]
+
+
+def test_fast_segment_constructor_builds_the_same_frozen_segment() -> None:
+    args = (T0, "10.0.0.1", 1, "::1", 2, 3, 4, ACK, b"x")
+    seg = new_segment(*args)
+    assert seg == TcpSegment(*args) and type(seg) is TcpSegment
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seg.seq = 5  # type: ignore[misc]

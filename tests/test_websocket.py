@@ -1,8 +1,9 @@
-"""WebSocket message decoding (RFC 6455 + RFC 7692), each rule with a case that fails when broken."""
+"""WebSocket messages (RFC 6455 + RFC 7692): each rule with a case that fails when it is broken."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
 import tracemalloc
@@ -51,7 +52,7 @@ def decode(
     dec = decoder(direction, **kw)
     out: list[Rec] = []
     ts = 0.0
-    for ts, chunk in enumerate(chunks, 1):  # noqa: B007 - ts is used after the loop
+    for ts, chunk in enumerate(chunks, 1):
         out += dec.feed(chunk, float(ts))
     if finish:
         out += dec.finish(float(ts))
@@ -184,7 +185,13 @@ def test_masking_violation(direction: str, data: bytes) -> None:
     out = dec.feed(data, 1.0)
     (d,) = out
     assert isinstance(d, DiagnosticRecord)
-    assert (d.code, d.layer, d.severity, d.ts, d.stream_id) == ("ws_bad_mask", "ws", "error", 1.0, 1)
+    assert (d.code, d.layer, d.severity, d.ts, d.stream_id) == (
+        "ws_bad_mask",
+        "ws",
+        "error",
+        1.0,
+        1,
+    )
     assert dec.failed
     assert dec.feed(bytes.fromhex("810548656c6c6f"), 2.0) == []
 
@@ -307,13 +314,13 @@ def composite(direction: str) -> tuple[bytes, list[tuple[int, int]]]:
     parts.append((build(1, b"plain text"), 0))
     parts.append((build(2, bytes(range(200))), 1))  # 16-bit length
     parts.append((build(9, b"ping"), 2))
-    parts.append((build(1, "caf".encode(), fin=False), None))  # fragmented text ...
+    parts.append((build(1, b"caf", fin=False), None))  # fragmented text ...
     parts.append((build(0xA, b"pong"), 3))  # ... with a control frame in between
     parts.append((build(0, "é ünïcödé".encode(), fin=False), None))
     parts.append((build(0, b"", fin=True), 4))  # empty final fragment
     parts.append((build(2, b""), 5))  # empty message
     parts.append((build(2, os.urandom(70000)), 6))  # 64-bit length
-    parts.append((build(1, "ok".encode()), 7))
+    parts.append((build(1, b"ok"), 7))
     parts.append((build(8, struct.pack("!H", 1001) + b"going"), 8))
     stream = b""
     spans: list[tuple[int, int]] = []
@@ -585,9 +592,7 @@ def test_utf8_sequence_split_across_fragments_and_feeds_is_fine(fast: bool) -> N
 def test_deflate_errors(fast: bool) -> None:
     out = decode([frame(1, b"\xff\xff\xff\xff", rsv=4)], deflate=DEFLATE, fast_path=fast)
     assert codes(out) == ["ws_inflate_error"]
-    out = decode(
-        [frame(9, b"x", rsv=4), frame(0, b"x", rsv=4)], deflate=DEFLATE, fast_path=fast
-    )
+    out = decode([frame(9, b"x", rsv=4), frame(0, b"x", rsv=4)], deflate=DEFLATE, fast_path=fast)
     assert codes(out) == ["ws_reserved_bits"]
     out = decode(
         [frame(1, b"", rsv=4, fin=False) + frame(0, b"", rsv=4)], deflate=DEFLATE, fast_path=fast
@@ -633,7 +638,9 @@ def bomb() -> bytes:
         (FULL, 16 << 20, 40 << 20),  # full payloads: bounded by the cap
     ],
 )
-def test_decompression_bomb_is_capped(bomb: bytes, policy: PayloadPolicy, cap: int, limit: int) -> None:
+def test_decompression_bomb_is_capped(
+    bomb: bytes, policy: PayloadPolicy, cap: int, limit: int
+) -> None:
     dec = decoder("s2c", deflate=DEFLATE, payload=policy, max_message_bytes=cap)
     out: list[Rec] = []
     tracemalloc.start()
@@ -673,6 +680,8 @@ def test_finish_reports_a_cut_message(fast: bool, data: bytes, pending: bool) ->
     dec.feed(data, 1.0)
     assert dec.in_message is pending
     out = dec.finish(2.0)
+    assert dec.in_message is pending  # callers ask after finish() to classify the stream end
+    assert dec.messages == (0 if pending else 1)
     if pending:
         (d,) = out
         assert (d.code, d.severity, d.ts) == ("ws_incomplete_message", "warning", 2.0)
@@ -698,7 +707,10 @@ def test_finish_with_no_timestamp() -> None:
         ("", None),
         ("x-webkit-deflate-frame", None),
         ("permessage-deflate", DeflateParams()),
-        ("Permessage-Deflate ; Server_No_Context_Takeover", DeflateParams(server_no_context_takeover=True)),
+        (
+            "Permessage-Deflate ; Server_No_Context_Takeover",
+            DeflateParams(server_no_context_takeover=True),
+        ),
         (
             "foo; a=1, permessage-deflate; client_no_context_takeover;"
             ' client_max_window_bits="10"; server_max_window_bits=12, bar',
@@ -733,7 +745,7 @@ def test_negotiated_deflate_never_raises(header: str) -> None:
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a] or [b""]
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a] or [b""]
 
 
 DEFLATE_OFFERS = st.sampled_from(
@@ -814,7 +826,9 @@ def test_random_bytes_never_raise(
     policy: PayloadPolicy,
 ) -> None:
     for fast in (True, False):
-        dec = decoder(direction, deflate=deflate, payload=policy, max_message_bytes=1000)
+        dec = decoder(
+            direction, deflate=deflate, payload=policy, max_message_bytes=1000, fast_path=fast
+        )
         out: list[Rec] = []
         for chunk in chunked(data, cuts):
             out += dec.feed(chunk, 1.0)

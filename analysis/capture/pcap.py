@@ -30,7 +30,7 @@ from socket import AF_INET, AF_INET6, inet_ntop
 from typing import BinaryIO
 
 from ..records import DiagnosticRecord
-from .tcp import TcpSegment
+from .tcp import TcpSegment, new_segment
 
 Result = TcpSegment | DiagnosticRecord | None
 #: Decodes one captured frame ``buf[off:end]`` seen at ``ts``.
@@ -101,7 +101,7 @@ def _tcp(buf: bytes, off: int, end: int, ts: float, addrs: bytes) -> Result:
     if off + hlen > end:
         return _truncated(ts, "TCP header")
     src, dst = _addrs(addrs)
-    return TcpSegment(
+    return new_segment(
         ts, src, sport, dst, dport, seq, ack, off_flags & 0x1FF, buf[off + hlen : end]
     )
 

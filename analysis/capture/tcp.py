@@ -27,8 +27,10 @@ Diagnostic codes (layer ``tcp``): ``midstream_start`` (warning), ``gap`` (error)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..chunks import ChunkEvent, Closed, ConnectionInfo, Data, Gap, Opened
@@ -71,6 +73,45 @@ class TcpSegment:
     ack: int
     flags: int
     payload: bytes
+
+
+def _segment_constructor() -> Callable[
+    [float, str, int, str, int, int, int, int, bytes], TcpSegment
+]:
+    new = object.__new__
+    ts_, src_, sport_, dst_, dport_, seq_, ack_, flags_, payload_ = (
+        getattr(TcpSegment, f.name).__set__ for f in dataclasses.fields(TcpSegment)
+    )
+
+    def make(
+        ts: float,
+        src: str,
+        sport: int,
+        dst: str,
+        dport: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        payload: bytes,
+    ) -> TcpSegment:
+        seg: TcpSegment = new(TcpSegment)
+        ts_(seg, ts)
+        src_(seg, src)
+        sport_(seg, sport)
+        dst_(seg, dst)
+        dport_(seg, dport)
+        seq_(seg, seq)
+        ack_(seg, ack)
+        flags_(seg, flags)
+        payload_(seg, payload)
+        return seg
+
+    return make
+
+
+#: ``TcpSegment(...)`` at half the cost, for capture readers (one call per packet): a frozen
+#: dataclass's ``__init__`` sets every field through ``object.__setattr__``.
+new_segment = _segment_constructor()
 
 
 class _Half:

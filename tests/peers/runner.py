@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: Seed of every client's message mix: the payloads are the same on every run.
+SEED = 8441
+#: The Node.js client's h2c scenario: WebSockets and GETs interleaved on one connection.
+NODE_WEBSOCKETS = 3
+NODE_GETS = 3
 PEERS = Path(__file__).resolve().parent
 NODE_CLIENT = PEERS / "h2_client.mjs"
 

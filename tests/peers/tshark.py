@@ -109,10 +109,19 @@ def _data_frame_payload(stream: ET.Element, frame: H2Frame, number: int) -> byte
     raise ValueError(f"frame {number}: DATA of {size} bytes, tshark shows {len(data)}")
 
 
-def h2_frames(capture: Path, server_port: int) -> list[H2Frame]:
-    """Every HTTP/2 frame tshark decodes on ``server_port`` (h2c: decoded as http2 by force)."""
+#: How tshark must be told to decode a server port, by transport (the clients' log "transport").
+DECODE_AS = {"h2c": "http2", "h2c-upgrade": "http", "h2": None, "http/1.1": "http"}
+
+
+def h2_frames(capture: Path, server_port: int, transport: str = "h2c") -> list[H2Frame]:
+    """Every HTTP/2 frame tshark decodes on ``server_port``.  ``transport``: ``h2c`` (prior
+    knowledge: the port is decoded as http2 by force), ``h2c-upgrade`` (decoded as HTTP/1.1,
+    which follows the ``Upgrade: h2c``), ``h2`` (TLS, found by heuristics; keys from a pcapng
+    Decryption Secrets Block or ``-o tls.keylog_file``)."""
     frames: list[H2Frame] = []
-    args = ["-d", f"tcp.port=={server_port},http2", "-Y", "http2"]
+    decode_as = DECODE_AS[transport]
+    args = ["-d", f"tcp.port=={server_port},{decode_as}"] if decode_as else []
+    args += ["-Y", "http2"]
     for packet in _pdml(capture, args):
         number = int(_show(packet, "num") or 0)
         tcp_stream, src, dst = _tcp(packet)
@@ -165,6 +174,15 @@ OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10:
 
 @dataclass
 class WsFrame:
+    """One WebSocket frame and the payload fields tshark shows with it.
+
+    tshark 4.0 puts some of a frame's fields in the protocols that follow its ``websocket``
+    protocol in the packet (``fake-field-wrapper``, ``data``, ``data-text-lines``): binary
+    payloads as ``data.data``, the middle fragments as ``websocket.payload.continue``; on the
+    last frame of a fragmented message it lists every fragment's unmasked bytes
+    (``websocket.fragment``) and shows the reassembled message as text / data.  It inflates
+    unfragmented permessage-deflate messages, not fragmented ones."""
+
     frame_number: int
     tcp_stream: int
     client_port: int
@@ -174,7 +192,25 @@ class WsFrame:
     compressed: bool  # RSV1 (permessage-deflate) on this frame
     masked: bool
     payload_length: int  # on the wire
-    payload: bytes  # unmasked; tshark inflates unfragmented compressed messages itself
+    text: bytes | None = None  # websocket.payload.text (the reassembled message on a last frame)
+    data: bytes | None = None  # data.data (binary; reassembled on a last frame)
+    control: bytes | None = None  # ping / pong payload, or close code + reason
+    fragments: list[bytes] | None = None  # websocket.fragment: every fragment, unmasked
+
+
+def _take_ws_fields(elem: ET.Element, frame: WsFrame) -> None:
+    for f in elem.iter("field"):
+        name = f.get("name")
+        if name == "websocket.payload.text" and frame.text is None:
+            frame.text = _bytes(f)
+        elif name == "data.data" and frame.data is None:
+            frame.data = _bytes(f)
+        elif name in ("websocket.payload.ping", "websocket.payload.pong"):
+            frame.control = _bytes(f)
+        elif name in ("websocket.payload.close.status_code", "websocket.payload.close.reason"):
+            frame.control = (frame.control or b"") + _bytes(f)
+        elif name == "websocket.fragment":
+            frame.fragments = [*(frame.fragments or []), _bytes(f)]
 
 
 def ws_frames(capture: Path, server_port: int) -> list[WsFrame]:
@@ -186,43 +222,27 @@ def ws_frames(capture: Path, server_port: int) -> list[WsFrame]:
         tcp_stream, src, dst = _tcp(packet)
         direction = "s2c" if src == server_port else "c2s"
         client_port = dst if src == server_port else src
-        pending: WsFrame | None = None  # a binary frame whose data follows in a "data" proto
-        for proto in packet.iter("proto"):
-            name = proto.get("name")
-            if name == "websocket":
-                opcode = OPCODES.get(int(_show(proto, "websocket.opcode") or -1), "unknown")
+        current: WsFrame | None = None
+        for proto in packet.findall("proto"):
+            if proto.get("name") == "websocket":
                 length = int(_show(proto, "websocket.payload_length") or 0)
                 for ext in ("websocket.payload_length_ext_16", "websocket.payload_length_ext_64"):
                     if _show(proto, ext) is not None:
                         length = int(_show(proto, ext) or 0)
-                payload = b""
-                if opcode == "text":
-                    payload = _bytes(_first(proto, "websocket.payload.text"))
-                elif opcode in ("ping", "pong"):
-                    payload = _bytes(_first(proto, f"websocket.payload.{opcode}"))
-                elif opcode == "continuation":
-                    payload = _bytes(_first(proto, "websocket.payload.unknown"))
-                elif opcode == "close":
-                    code = _first(proto, "websocket.payload.close.status_code")
-                    reason = _first(proto, "websocket.payload.close.reason")
-                    payload = _bytes(code) + _bytes(reason)
-                frame = WsFrame(
+                current = WsFrame(
                     frame_number=number,
                     tcp_stream=tcp_stream,
                     client_port=client_port,
                     direction=direction,
                     fin=_show(proto, "websocket.fin") == "1",
-                    opcode=opcode,
+                    opcode=OPCODES.get(int(_show(proto, "websocket.opcode") or -1), "unknown"),
                     compressed=_show(proto, "websocket.pmc") == "1",
                     masked=_show(proto, "websocket.mask") == "1",
                     payload_length=length,
-                    payload=payload,
                 )
-                out.append(frame)
-                pending = frame if opcode == "binary" and length else None
-            elif pending is not None and _first(proto, "data.data") is not None:
-                pending.payload = _bytes(_first(proto, "data.data"))
-                pending = None
+                out.append(current)
+            if current is not None:
+                _take_ws_fields(proto, current)
     return out
 
 
@@ -231,32 +251,49 @@ class WsMessage:
     client_port: int
     direction: str
     opcode: str
-    payload: bytes | None  # None: compressed and fragmented (tshark does not inflate those)
+    payload: bytes | None  # None: tshark does not show it (see ws_messages)
     fragments: int
     compressed: bool
 
 
 def ws_messages(frames: list[WsFrame]) -> list[WsMessage]:
     """Frames reassembled into messages per TCP connection (client port) and direction, in
-    completion order."""
-    partial: dict[tuple[int, str], list[WsFrame]] = {}
+    completion order (control frames inside a fragmented message come first).  ``payload`` is
+    None where tshark cannot be trusted or shows nothing: compare those by opcode only."""
+    started: dict[tuple[int, str], list[WsFrame]] = {}
     out: list[WsMessage] = []
     for f in frames:
         key = (f.client_port, f.direction)
         if f.opcode in ("close", "ping", "pong"):
-            out.append(WsMessage(f.client_port, f.direction, f.opcode, f.payload, 1, f.compressed))
+            payload = f.control or b""
+            out.append(WsMessage(f.client_port, f.direction, f.opcode, payload, 1, False))
             continue
         if f.opcode != "continuation":
-            partial[key] = []
-        partial.setdefault(key, []).append(f)
-        if f.fin:
-            parts = partial.pop(key)
-            first = parts[0]
-            compressed = first.compressed
-            payload: bytes | None = b"".join(p.payload for p in parts)
-            if compressed and len(parts) > 1:
-                payload = None
-            out.append(
-                WsMessage(f.client_port, f.direction, first.opcode, payload, len(parts), compressed)
+            started[key] = []
+        parts = started.setdefault(key, [])
+        parts.append(f)
+        if not f.fin:
+            continue
+        del started[key]
+        first = parts[0]
+        message: bytes | None
+        if first.compressed and (len(parts) > 1 or f.direction == "c2s"):
+            # tshark 4.0 does not inflate fragmented messages, and inflates some masked
+            # (client -> server) ones wrongly (right length, wrong bytes after a while).
+            message = None
+        elif len(parts) == 1:
+            message = f.text if first.opcode == "text" else f.data
+            if message is None and f.payload_length == 0:
+                message = b""
+            # else None: tshark 4.0 sometimes shows no data for the last binary frames of a
+            # segment that holds many frames.
+        elif f.fragments is not None:
+            message = b"".join(f.fragments)
+        else:  # fragments of 0 bytes only: tshark lists none
+            message = b""
+        out.append(
+            WsMessage(
+                f.client_port, f.direction, first.opcode, message, len(parts), first.compressed
             )
+        )
     return out

@@ -1,0 +1,160 @@
+"""Which mitmproxy layer relays a connection: HTTP/2 goes byte for byte through the TCP layer.
+
+This is the one module that depends on mitmproxy's proxy internals (``mitmproxy.proxy``: the
+layer classes, ``NextLayer``, the built-in ``next_layer`` addon); revisit it when mitmproxy
+changes.  The addon's ``next_layer`` hook runs before mitmproxy's built-in one (script addons
+come first) and sets a layer only when it takes the connection; otherwise the built-in decides
+as usual.
+
+mitmproxy terminates HTTP/2 itself, never advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and
+refuses ``:protocol`` (mitmproxy#4607), which breaks RFC 8441.  A connection is relayed
+verbatim instead when both legs speak the same HTTP/2:
+
+- TLS on both legs and both negotiated ALPN ``h2``.  mitmproxy's ``tlsconfig`` mirrors ALPN
+  when the server's TLS comes first (``connection_strategy=eager``, the default): the server is
+  offered what the client offered, the client gets what the server chose.
+- cleartext on both legs and the client starts with the HTTP/2 connection preface (h2c with
+  prior knowledge), recognised before mitmproxy's ``disable_h2c`` addon would kill it.  A first
+  chunk that is only a prefix of the preface is held by :class:`AwaitPreface` until it decides.
+
+In reverse mode with an ``https://`` target, mitmproxy builds its whole layer stack before ALPN
+is known (server TLS, client TLS, HTTP); :func:`relay_layer` builds server TLS and client TLS
+with a fresh ``NextLayer`` on top instead, so that the decision above is made after the
+handshakes, exactly as in regular mode.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+
+from mitmproxy import ctx
+from mitmproxy.addons.next_layer import NeedsMoreData
+from mitmproxy.addons.next_layer import NextLayer as BuiltinNextLayer
+from mitmproxy.net.tls import starts_like_tls_record
+from mitmproxy.proxy import events, mode_specs
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layer import CommandGenerator, Layer, NextLayer
+from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer, modes
+
+from h2ws.analysis.h2 import PREFACE
+
+#: NextLayers created by AwaitPreface: they must decide, not wait again.
+_NO_DEFER: weakref.WeakSet[NextLayer] = weakref.WeakSet()
+#: Used for its ignore_hosts/allow_hosts logic only (it reads mitmproxy's options).
+_BUILTIN = BuiltinNextLayer()
+
+
+def _ignored(context: Context, nextlayer: NextLayer) -> bool | None:
+    """mitmproxy's ``ignore_hosts``/``allow_hosts`` verdict; None: not enough data yet."""
+    if not (ctx.options.ignore_hosts or ctx.options.allow_hosts):
+        return False
+    try:
+        return bool(
+            _BUILTIN._ignore_connection(context, nextlayer.data_client(), nextlayer.data_server())
+        )
+    except NeedsMoreData:
+        return None
+
+
+def _reverse_tls_target(context: Context) -> bool:
+    layers = context.layers
+    if len(layers) != 1 or not isinstance(layers[0], modes.ReverseProxy):
+        return False
+    spec = context.client.proxy_mode
+    return isinstance(spec, mode_specs.ReverseMode) and spec.scheme == "https"
+
+
+def relay_layer(nextlayer: NextLayer) -> Layer | None:
+    """The layer that relays this connection verbatim, or None to leave it to mitmproxy."""
+    context = nextlayer.context
+    if nextlayer.layer is not None or context.client.transport_protocol != "tcp":
+        return None
+    data = nextlayer.data_client()
+    if not data:
+        return None
+    ignored = _ignored(context, nextlayer)
+    if ignored is None or ignored:
+        return None
+
+    if _reverse_tls_target(context) and starts_like_tls_record(data):
+        # Both handshakes first; the NextLayer on top of client TLS asks again after ALPN.
+        server_tls = ServerTLSLayer(context)
+        server_tls.child_layer = ClientTLSLayer(context)
+        return server_tls
+
+    client, server = context.client, context.server
+    if server.address is None or client.tls != server.tls:
+        return None  # no destination yet, or cleartext on one leg and TLS on the other
+    if client.tls:
+        if not isinstance(context.layers[-1], ClientTLSLayer) or client.alpn != server.alpn:
+            return None  # not right above the client's TLS, or the legs differ (lazy strategy)
+        if client.alpn == b"h2":
+            return TCPLayer(context)
+        if client.alpn:
+            return None  # http/1.1 and others: mitmproxy's own layers
+    if data.startswith(PREFACE):
+        return TCPLayer(context)
+    if PREFACE.startswith(data) and nextlayer not in _NO_DEFER:
+        return AwaitPreface(context)
+    return None
+
+
+def legs_differ(context: Context) -> bool:
+    """The client negotiated h2 but the server leg is not (yet) the same: mitmproxy terminates
+    that HTTP/2 connection itself, so RFC 8441 is unavailable on it."""
+    client, server = context.client, context.server
+    return bool(client.tls and client.alpn == b"h2" and server.alpn != b"h2")
+
+
+class AwaitPreface(Layer):
+    """Holds a connection whose first bytes are only a prefix of the HTTP/2 preface.
+
+    The built-in ``next_layer`` cannot be told to wait for more data, and on ``PRI`` it would
+    choose HTTP (whose ``disable_h2c`` then kills the connection).  This layer buffers events
+    until the client's bytes are the whole preface or stop matching it (or the client closes),
+    then hands them, coalesced, to a fresh ``NextLayer``, which asks the addons again.
+    """
+
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        # Like NextLayer: not a protocol layer of its own, so invisible in the stack.
+        context.layers.remove(self)
+        self._events: list[events.Event] = []
+        self._client_data = bytearray()
+
+    def _handle_event(self, event: events.Event) -> CommandGenerator[None]:
+        self._events.append(event)
+        if isinstance(event, events.DataReceived) and event.connection == self.context.client:
+            self._client_data += event.data
+            data = bytes(self._client_data)
+            if len(data) < len(PREFACE) and PREFACE.startswith(data):
+                return
+        elif not isinstance(event, events.ConnectionClosed):
+            return
+        child = NextLayer(self.context)
+        _NO_DEFER.add(child)
+        self._handle_event = child.handle_event  # type: ignore[method-assign]
+        for replayed in self._coalesced():
+            yield from child.handle_event(replayed)
+
+    def _coalesced(self) -> Iterator[events.Event]:
+        """The buffered events with the client's data as one event, so the next decision sees
+        all of it at once."""
+        client = self.context.client
+        merged = False
+        for event in self._events:
+            if isinstance(event, events.DataReceived) and event.connection == client:
+                if not merged:
+                    merged = True
+                    yield events.DataReceived(client, bytes(self._client_data))
+            else:
+                yield event
+
+
+def relay_kind(context: Context) -> str:
+    """How the relayed connection's legs look, for the flow's metadata."""
+    return "h2" if context.client.tls else "h2c"
+
+
+__all__ = ["AwaitPreface", "legs_differ", "relay_kind", "relay_layer"]
