@@ -33,7 +33,7 @@ class Opened:
     ts: float
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: built once per segment, and frozen costs 2x to build
 class Data:
     conn_id: str
     direction: Direction
