@@ -10,7 +10,6 @@ import argparse
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
 from pathlib import Path
 
 from .capture.pcap import CaptureReader
@@ -23,14 +22,11 @@ from .pipeline import Pipeline
 from .records import DiagnosticRecord
 from .websocket import PayloadPolicy
 
-#: The ``--keylog`` files of the running ``extract``.  A bridge: once ``cmd_extract`` passes
-#: ``keylogs=args.keylog`` to :func:`_capture_events`, this and the wrapper in the parser go.
-_KEYLOG_FILES: ContextVar[tuple[Path, ...]] = ContextVar("_KEYLOG_FILES", default=())
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 
 def _capture_events(
-    path: Path, stats: Counter[str], keylogs: Sequence[Path] | None = None
+    path: Path, stats: Counter[str], keylogs: Sequence[Path] = ()
 ) -> Iterator[ChunkEvent]:
     """CaptureReader -> TcpReassembler -> TlsLayer.
 
@@ -38,7 +34,7 @@ def _capture_events(
     form one :class:`KeyLog`; an embedded one is learnt before the packets after it are fed.
     """
     keylog = KeyLog()
-    for name in _KEYLOG_FILES.get() if keylogs is None else keylogs:
+    for name in keylogs:
         try:
             keylog.add(Path(name).read_bytes())
         except OSError as exc:
@@ -63,6 +59,8 @@ def _capture_events(
             continue
         for event in reassembler.feed(item):
             yield from tls.feed(event)
+    for block in reader.tls_key_log[blocks:]:  # after the last packet: for what is still open
+        keylog.add(block)
     for event in reassembler.finish():
         yield from tls.feed(event)
     yield from tls.finish()
@@ -92,7 +90,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         for name in args.captures:
             path = Path(name)
             pipeline = Pipeline(options)
-            for record in pipeline.run(_capture_events(path, stats)):
+            for record in pipeline.run(_capture_events(path, stats, args.keylog)):
                 if isinstance(record, DiagnosticRecord):
                     _report(record, problems, first_message)
                 sink.write(record)
@@ -167,14 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Decryption Secrets Blocks of pcapng captures",
     )
 
-    def run_extract(args: argparse.Namespace) -> int:
-        token = _KEYLOG_FILES.set(tuple(args.keylog))
-        try:
-            return cmd_extract(args)
-        finally:
-            _KEYLOG_FILES.reset(token)
-
-    extract.set_defaults(func=run_extract)
+    extract.set_defaults(func=cmd_extract)
 
     summary = sub.add_parser("summary", help="print a readable summary of extracted tables")
     summary.add_argument("directory")

@@ -80,18 +80,23 @@ class ConnectionDecoder:
         rec = self.record
         rec.tls = True
         rec.tls_version = info.version
+        rec.tls_cipher = info.cipher
         rec.sni = info.sni
         rec.alpn = info.alpn
         self._wire_counted = True
         if rec.ts_start is None:
             rec.ts_start = info.ts
+        if info.alpn == "h2":
+            rec.http_version = "h2"
+        elif info.alpn == "http/1.1":
+            rec.http_version = "http/1.1"
         if not info.decrypted:
             self._protocol = "tls"
             self._forget_sniffed()
-            if info.alpn == "h2":
-                rec.http_version = "h2"
-            elif info.alpn == "http/1.1":
-                rec.http_version = "http/1.1"
+        elif info.alpn == "h2" and self._protocol is None:
+            # ALPN settles it: no need to wait for the client preface (the server's SETTINGS
+            # may come first, and a spare browser connection may never send anything).
+            self._start_h2(info.ts, upgrade=False)
         return self._take()
 
     def count_wire(self, direction: Direction, length: int, ts: float) -> None:

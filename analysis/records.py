@@ -46,6 +46,7 @@ class ConnectionRecord:
     server_port: int | None = _col(_I64)
     tls: bool = _col(_BOOL, False)
     tls_version: str | None = _col(_STR)
+    tls_cipher: str | None = _col(_STR)
     sni: str | None = _col(_STR)
     alpn: str | None = _col(_STR)
     http_version: str = _col(_STR, "unknown")  # h2 | h2c | http/1.1 | unknown

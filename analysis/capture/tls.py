@@ -39,8 +39,8 @@ Diagnostic codes (layer ``tls``; ``conn_id`` set):
   direction stops.
 - ``tls_truncated`` (warning): a direction ended inside a TLS record.
 - ``tls_resumed`` (info): an abbreviated TLS 1.2 handshake or a TLS 1.3 PSK handshake.
-- ``tls_early_data_skipped`` (info): 0-RTT records that could not be decrypted (no
-  ``CLIENT_EARLY_TRAFFIC_SECRET``, or data the server rejected).
+- ``tls_early_data_skipped`` (info): 0-RTT data the server rejected (its EncryptedExtensions
+  say so), skipped as the server skipped it.  Accepted 0-RTT data is decoded like any other.
 - ``tls_internal_error`` (error): a bug; the connection is counted only, the capture goes on.
 """
 
@@ -544,7 +544,7 @@ _NOT_WAITING, _WAIT_KEYS, _WAIT_PEER = 0, 1, 2
 _UNDECIDED, _TLS, _COUNT = 0, 1, 2
 _NEVER = 1 << 62
 
-Plain = list[bytes | memoryview]
+Plain = list[bytes | memoryview]  # application data of consecutive records, joined once
 
 
 class _Dir:
@@ -565,7 +565,7 @@ class _Dir:
         "parts",
         "phase",
         "protected",
-        "trial",
+        "wait_seq",
         "wait_ts",
         "waiting",
     )
@@ -582,11 +582,11 @@ class _Dir:
         #: Records are protected (TLS 1.2 after ChangeCipherSpec; TLS 1.3 after ServerHello).
         self.protected = False
         self.keys: _Keys13 | _Keys12 | None = None
-        self.trial: dict[str, _Keys13] = {}  # 0-RTT: candidate keys by label
         self.waiting = _NOT_WAITING
         self.wait_ts = 0.0  # when the bytes in ``parts`` had all arrived
-        #: Chunks that arrived while waiting, with their times (replayed in order).
-        self.held: list[tuple[float, bytes]] = []
+        self.wait_seq = 0  # and the arrival number of the chunk that completed them
+        #: Chunks that arrived while waiting: (arrival number, time, bytes), replayed in order.
+        self.held: list[tuple[int, float, bytes]] = []
         self.held_bytes = 0  # of ``parts`` and ``held``, while waiting for keys
         self.dead = False  # nothing more is parsed: only counted
         self.gap = False  # bytes were lost after what ``parts`` and ``held`` hold
@@ -602,6 +602,7 @@ class _Conn:
         "client_random",
         "conn_id",
         "decrypted",
+        "early_accepted",
         "held",
         "info_sent",
         "key_block",
@@ -633,6 +634,8 @@ class _Conn:
         self.decrypted = False
         self.key_block: tuple[bytes, bytes, bytes, bytes] | None = None
         self.missing: set[str] = set()
+        #: 0-RTT: None until the server's EncryptedExtensions say whether it read early data.
+        self.early_accepted: bool | None = None
 
     @property
     def tls13(self) -> bool:
@@ -671,6 +674,10 @@ class TlsLayer:
         self._waiting: dict[bytes, dict[str, _Conn]] = {}
         self._keys_seen = len(keylog.added)
         self._held_total = 0
+        #: Arrival numbers of chunks: replays keep both directions in order.
+        self._seq = 0
+        self._seq_now = 0
+        self._last_ts = 0.0  # for what ``finish`` settles
 
     def __repr__(self) -> str:
         return f"<TlsLayer: {len(self._conns)} connections, {self.keylog!r}>"
@@ -679,18 +686,18 @@ class TlsLayer:
 
     def feed(self, event: ChunkEvent) -> list[ChunkEvent]:
         """Events that ``event`` causes, in order."""
-        out: list[ChunkEvent] = []
         if len(self.keylog.added) != self._keys_seen:
+            out: list[ChunkEvent] = []
             self._retry(out)
-        if type(event) is Opened:
+            out.extend(self.feed(event))
+            return out
+        if isinstance(event, Opened):
             self._conns[event.conn.conn_id] = _Conn(event.conn.conn_id)
-            out.append(event)
-            return out
-        conn_id = getattr(event, "conn_id", None)
-        conn = self._conns.get(conn_id) if conn_id is not None else None
-        if conn is None:  # not TLS, or not a connection's event
-            out.append(event)
-            return out
+            return [event]
+        conn = self._conns.get(event.conn_id)  # type: ignore[arg-type]  # None: never found
+        if conn is None:  # not TLS, or not a connection's event: the cheap path
+            return [event]
+        out = []
         try:
             self._feed(conn, event, out)
         except Exception as exc:  # a bug must not lose the rest of the capture
@@ -704,7 +711,7 @@ class TlsLayer:
             self._retry(out)
         for conn in list(self._conns.values()):
             try:
-                self._end(conn, None, out)
+                self._end(conn, self._last_ts, out)
             except Exception as exc:
                 self._internal_error(conn, None, exc, out)
         self._conns.clear()
@@ -721,6 +728,7 @@ class TlsLayer:
             else:
                 self._data(conn, event, out)
         elif type(event) is Closed:
+            self._last_ts = event.ts
             self._end(conn, event.ts, out)
             self._conns.pop(conn.conn_id, None)
             out.append(event)
@@ -777,31 +785,42 @@ class TlsLayer:
 
     def _data(self, conn: _Conn, event: Data, out: list[ChunkEvent]) -> None:
         data = event.data
+        self._last_ts = event.ts
         out.append(Wire(conn.conn_id, event.direction, event.ts, len(data)))
         d = conn.dir(event.direction)
         if not d.dead and not d.gap and data:
-            self._chunk(conn, d, event.ts, data, out)
+            self._seq += 1
+            self._chunk(conn, d, self._seq, event.ts, data, out)
 
-    def _chunk(self, conn: _Conn, d: _Dir, ts: float, data: bytes, out: list[ChunkEvent]) -> None:
+    def _chunk(
+        self, conn: _Conn, d: _Dir, seq: int, ts: float, data: bytes, out: list[ChunkEvent]
+    ) -> None:
         if d.waiting:
-            d.held.append((ts, data))
-            if d.waiting == _WAIT_KEYS:
-                d.held_bytes += len(data)
-                self._held_total += len(data)
-                if d.held_bytes > self.max_held or self._held_total > self.max_held_total:
+            d.held.append((seq, ts, data))
+            d.held_bytes += len(data)
+            self._held_total += len(data)
+            if d.held_bytes > self.max_held or self._held_total > self.max_held_total:
+                if d.waiting == _WAIT_KEYS:
                     self._stop_waiting(conn, ts, out, "too much data held while waiting")
+                else:
+                    self._kill(conn, d, ts, out, "tls_malformed", "0-RTT data without a reply")
             return
         d.parts.append(data)
         d.have += len(data)
         if d.have >= d.need:
+            self._seq_now = seq
             self._pump(conn, d, ts, out)
 
     def _pump(self, conn: _Conn, d: _Dir, ts: float, out: list[ChunkEvent]) -> None:
         """Parse every complete record of ``d``; then the peer's, if it waited for ``d``."""
         self._records(conn, d, ts, out)
         peer = conn.peer(d)
-        if peer.waiting == _WAIT_PEER and (conn.server_random is not None or peer.dead):
-            self._resume(conn, peer, out)
+        if peer.waiting == _WAIT_PEER and (
+            conn.early_accepted is not None
+            if peer.phase == _EARLY
+            else conn.server_random is not None
+        ):
+            self._resume(conn, [peer], out)
 
     def _records(self, conn: _Conn, d: _Dir, ts: float, out: list[ChunkEvent]) -> None:
         if d.dead or d.waiting or conn.state != _TLS or d.have < 5:
@@ -821,6 +840,26 @@ class TlsLayer:
             end = pos + 5 + length
             if end > n:
                 break
+            keys = d.keys
+            if ctype == APPLICATION_DATA and keys is not None and d.protected:
+                # The bulk of any capture: one record of application data under known keys.
+                try:
+                    if type(keys) is _Keys13:
+                        pt = keys.open(buf[pos : pos + 5], view[pos + 5 : end])
+                        if pt and pt[-1] == APPLICATION_DATA:
+                            plain.append(memoryview(pt)[:-1])
+                        else:
+                            self._inner(conn, d, pt, ts, plain, out)
+                    else:
+                        assert isinstance(keys, _Keys12)
+                        version = (buf[pos + 1] << 8) | buf[pos + 2]
+                        plain.append(keys.open(ctype, version, view[pos + 5 : end]))
+                    pos = end
+                    if d.dead or conn.state != _TLS:
+                        break
+                    continue
+                except (InvalidTag, ValueError):
+                    pass  # the general path below reports it
             if not self._record(conn, d, ctype, buf, view, pos, end, ts, plain, out):
                 break  # it waits: the record stays
             pos = end
@@ -835,7 +874,10 @@ class TlsLayer:
         d.have = len(rest)
         if d.waiting:
             d.wait_ts = ts
+            d.wait_seq = self._seq_now
             d.need = _NEVER
+            d.held_bytes = d.have
+            self._held_total += d.have
             if d.waiting == _WAIT_KEYS:
                 self._wait_keys(conn, d, ts, out)
         elif d.have >= 5:
@@ -844,6 +886,8 @@ class TlsLayer:
             d.need = 5
 
     def _drop(self, d: _Dir) -> None:
+        self._held_total -= d.held_bytes
+        d.held_bytes = 0
         d.parts = []
         d.held = []
         d.have = 0
@@ -947,43 +991,42 @@ class TlsLayer:
         plain: Plain,
         out: list[ChunkEvent],
     ) -> bool:
-        """After a ClientHello offering 0-RTT, a client record is early data (accepted or not)
-        or the first handshake record: only trying the keys tells which."""
-        assert conn.suite is not None and conn.client_random is not None
-        for phase in (_HANDSHAKE, _EARLY):
-            label = _SECRET_LABELS[("c2s", phase)]
-            keys = d.trial.get(label)
+        """A client record after a ClientHello that offered 0-RTT.  Whether it is early data
+        the server read or ignored is known only from the server's EncryptedExtensions, so it
+        waits for them; ignored early data is skipped until a record opens with the handshake
+        key (RFC 8446 4.2.10: what the server does too)."""
+        if conn.early_accepted is None:
+            d.waiting = _WAIT_PEER
+            return False
+        keys = d.keys
+        if keys is None:
+            keys = self._load_keys(conn, d)
             if keys is None:
-                secret = self.keylog.get(label, conn.client_random)
-                if secret is None:
-                    if phase == _HANDSHAKE:
-                        conn.missing.add(label)
-                        d.waiting = _WAIT_KEYS
-                        return False
-                    continue
-                keys = d.trial[label] = _Keys13(conn.suite, secret)
-            try:
-                pt = keys.open(buf[pos : pos + 5], view[pos + 5 : end])
-            except (InvalidTag, ValueError):
-                continue
-            if phase == _HANDSHAKE:
-                d.phase = _HANDSHAKE
-                d.protected = True
-                d.keys = keys
-                d.trial.clear()
-            self._inner(conn, d, pt, ts, plain, out)
+                d.waiting = _WAIT_KEYS
+                return False
+        assert isinstance(keys, _Keys13)
+        try:
+            pt = keys.open(buf[pos : pos + 5], view[pos + 5 : end])
+        except (InvalidTag, ValueError):
+            if conn.early_accepted:
+                self._flush(conn, d, ts, plain, out)
+                self._kill(conn, d, ts, out, "tls_bad_record_mac", "0-RTT record failed")
+                return True
+            d.early_skipped += 1
+            if d.early_skipped == 1:
+                self._diag(
+                    conn,
+                    ts,
+                    out,
+                    "info",
+                    "tls_early_data_skipped",
+                    "0-RTT data the server rejected is not decoded",
+                )
             return True
-        d.early_skipped += 1
-        if d.early_skipped == 1:
-            self._diag(
-                conn,
-                ts,
-                out,
-                "info",
-                "tls_early_data_skipped",
-                "0-RTT records not decrypted (no CLIENT_EARLY_TRAFFIC_SECRET, or early data the "
-                "server rejected)",
-            )
+        if not conn.early_accepted:
+            d.phase = _HANDSHAKE  # the first handshake record: early data is over
+            d.protected = True
+        self._inner(conn, d, pt, ts, plain, out)
         return True
 
     def _content(
@@ -1045,6 +1088,8 @@ class TlsLayer:
     ) -> None:
         if d.direction == "c2s" and mtype == CLIENT_HELLO:
             hello = parse_client_hello(body)
+            if conn.client_hello is not None and conn.server_random is None:
+                hello.early_data |= conn.client_hello.early_data  # after a HelloRetryRequest
             conn.client_hello = hello
             conn.client_random = hello.random
             conn.sni = hello.server_name
@@ -1063,13 +1108,14 @@ class TlsLayer:
             ee = parse_encrypted_extensions(body)
             if ee.alpn:
                 conn.alpn = ee.alpn[0]
+            if conn.c2s.phase == _EARLY:
+                conn.early_accepted = ee.early_data
             conn.decrypted = True
             self._send_info(conn, ts, out)
         elif mtype == END_OF_EARLY_DATA and d.phase == _EARLY:
             d.phase = _HANDSHAKE
             d.protected = True
             d.keys = None
-            d.trial.clear()
 
     def _server_hello(self, conn: _Conn, sh: _Hello, ts: float, out: list[ChunkEvent]) -> None:
         ch = conn.client_hello
@@ -1129,7 +1175,10 @@ class TlsLayer:
         cr = conn.client_random
         assert suite is not None and cr is not None
         if conn.tls13:
-            label = _SECRET_LABELS[(d.direction, d.phase)]
+            phase = d.phase
+            if phase == _EARLY and not conn.early_accepted:
+                phase = _HANDSHAKE  # rejected early data is skipped by trying this key
+            label = _SECRET_LABELS[(d.direction, phase)]
             secret = self.keylog.get(label, cr)
             if secret is None:
                 conn.missing.add(label)
@@ -1158,8 +1207,6 @@ class TlsLayer:
         if not self.wait_for_keys:
             self._stop_waiting(conn, ts, out, "")
             return
-        d.held_bytes = d.have
-        self._held_total += d.have
         cr = conn.client_random
         assert cr is not None
         self._waiting.setdefault(cr, {})[conn.conn_id] = conn
@@ -1173,36 +1220,40 @@ class TlsLayer:
             conns = self._waiting.pop(cr, None)
             for conn in (conns or {}).values():
                 try:
-                    for d in (conn.c2s, conn.s2c):
-                        if d.waiting == _WAIT_KEYS:
-                            self._resume(conn, d, out)
+                    waiting = [d for d in (conn.c2s, conn.s2c) if d.waiting == _WAIT_KEYS]
+                    self._resume(conn, waiting, out)
                 except Exception as exc:
                     self._internal_error(conn, None, exc, out)
 
-    def _resume(self, conn: _Conn, d: _Dir, out: list[ChunkEvent]) -> None:
-        """Parse what waited, then replay the chunks held meanwhile, with their own times."""
-        self._held_total -= d.held_bytes
-        d.held_bytes = 0
-        d.waiting = _NOT_WAITING
-        d.need = 5
-        held, d.held = d.held, []
-        self._pump(conn, d, d.wait_ts, out)
-        for i, (ts, data) in enumerate(held):
-            if d.dead or conn.state != _TLS:
+    def _resume(self, conn: _Conn, dirs: list[_Dir], out: list[ChunkEvent]) -> None:
+        """Parse what waited, then replay the chunks held meanwhile: both directions merged
+        in arrival order, each with its own time, as if the keys had been there all along."""
+        steps: list[tuple[int, _Dir, float, bytes | None]] = []
+        for d in dirs:
+            self._held_total -= d.held_bytes
+            d.held_bytes = 0
+            d.waiting = _NOT_WAITING
+            d.need = 5
+            steps.append((d.wait_seq, d, d.wait_ts, None))
+            steps.extend((seq, d, ts, data) for seq, ts, data in d.held)
+            d.held = []
+        steps.sort(key=lambda step: step[0])
+        for seq, d, ts, data in steps:
+            if conn.state != _TLS:
                 break
-            if d.waiting:  # waits again (e.g. for the next secret): the rest stays held
-                d.held = held[i:]
-                if d.waiting == _WAIT_KEYS:
-                    size = sum(len(c) for _, c in d.held)
-                    d.held_bytes += size
-                    self._held_total += size
-                break
-            self._chunk(conn, d, ts, data, out)
-        self._after_gap(conn, d, out)
+            if data is None:
+                self._seq_now = seq
+                self._pump(conn, d, ts, out)
+            elif not d.dead:
+                self._chunk(conn, d, seq, ts, data, out)  # held again if it waits again
+        for d in dirs:
+            self._after_gap(conn, d, out)
 
     def _stop_waiting(self, conn: _Conn, ts: float | None, out: list[ChunkEvent], why: str) -> None:
         """No keys after all: the directions that waited are counted only from now on."""
         waited = [d for d in (conn.c2s, conn.s2c) if d.waiting == _WAIT_KEYS]
+        if waited:  # stamped when the key was first needed, however late this is decided
+            ts = min(d.wait_ts for d in waited)
         self._unwait(conn)
         labels = ", ".join(sorted(conn.missing)) or "secrets"
         cr = conn.client_random.hex() if conn.client_random else "?"
@@ -1219,8 +1270,6 @@ class TlsLayer:
     def _unwait(self, conn: _Conn) -> None:
         for d in (conn.c2s, conn.s2c):
             if d.waiting == _WAIT_KEYS:
-                self._held_total -= d.held_bytes
-                d.held_bytes = 0
                 d.waiting = _NOT_WAITING
                 d.dead = True
                 self._drop(d)
@@ -1334,7 +1383,6 @@ class TlsLayer:
             d.dead = True
             self._drop(d)
             d.hs = bytearray()
-            d.trial = {}
             d.keys = None
         conn.key_block = None
 
@@ -1355,6 +1403,7 @@ class TlsLayer:
         d.dead = True
         d.keys = None
         self._drop(d)
+        d.waiting = _NOT_WAITING
         out.append(Gap(conn.conn_id, d.direction, ts or 0.0, None))
 
     def _diag(
