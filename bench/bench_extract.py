@@ -16,10 +16,12 @@ hold the capture. This script measures exactly that, in one process:
    parameters, since the 10x one takes a couple of minutes to make;
 2. runs ``h2ws extract FILE -o DIR`` (and ``--no-frames``) and the tshark pass as child
    processes, one after the other, timing each by wall clock and reading its peak RSS and CPU
-   time from ``os.wait4``; the 1-minute load average before each run is kept, because on a
-   shared machine wall-clock figures are only as good as the quiet they were taken in;
-3. checks h2ws's tables against the counts the generator recorded (messages per direction and
-   opcode, streams, connections, frames) - a fast wrong answer is a FAIL, not a result;
+   time from ``os.wait4`` (through a small launcher, see ``run_measured``); the 1-minute load
+   average before each run is kept, because on a shared machine wall-clock figures are only
+   as good as the quiet they were taken in;
+3. checks h2ws's tables against what the generator recorded (messages per direction and
+   opcode, payload bytes and SHA-256 sums, WebSocket frames, streams, connections, HTTP/2
+   frames) - a fast wrong answer is a FAIL, not a result;
 4. prints packets/s, messages/s and peak RSS per tool and scale, the throughput ratio
    h2ws / tshark (by wall clock, and by CPU time, which other load disturbs less), and the RSS
    growth from the smallest to the largest scale.
@@ -37,7 +39,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,19 +83,44 @@ class Measurement:
         return self.max_rss_kib / 1024
 
 
+# Runs one command and reports on it.  Run as a fresh, small Python (``-S``: no site imports),
+# which forks the command itself, so the command's peak RSS starts from this launcher's few MB.
+_LAUNCHER = """
+import os, sys, time
+out, err, *cmd = sys.argv[1:]
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 1)
+        os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2)
+        os.execvp(cmd[0], cmd)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+cpu = usage.ru_utime + usage.ru_stime
+print(wall, cpu, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(cmd: list[str], stdout: Path, stderr: Path) -> tuple[float, float, int, int]:
     """Run ``cmd``; return wall seconds, CPU seconds, peak RSS (KiB) and exit code.
 
-    ``os.wait4`` hands back the child's own rusage, so the figures are the child's (and its
-    waited-for descendants'), not this process's, and need no extra tool such as GNU time.
+    The figures come from ``os.wait4``, the child's own rusage, so no extra tool such as GNU
+    time is needed.  But not from a child of this process: Linux carries the high-water RSS of
+    the address space a process had before ``exec`` into its ``ru_maxrss``, and a child that
+    subprocess forks (or vforks) from this process starts with this process's pages - hundreds
+    of MB once it has made a capture or read a 2M-row table - which would then be reported as
+    the tool's peak.  So a small launcher forks the command and reports its rusage instead.
     """
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped: tell Popen
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode
+    report = subprocess.run(
+        [sys.executable, "-S", "-c", _LAUNCHER, str(stdout), str(stderr), *cmd],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return float(report[0]), float(report[1]), int(report[2]), int(report[3])
 
 
 def _tail(path: Path, lines: int = 5) -> str:

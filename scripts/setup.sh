@@ -8,11 +8,17 @@ cd "$(dirname "$0")/.."
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------------------
-# tshark (cross-checks), tcpdump (captures in tests), nodejs (a real RFC 8441 client).
+# tshark and editcap (cross-checks, key injection), tcpdump (captures in tests), nodejs (a real
+# RFC 8441 client and server), chromium and firefox-esr (real browsers, headless), certutil
+# (trusting a test CA in a Firefox profile).
 need=()
-command -v tshark  >/dev/null || need+=(tshark)
-command -v tcpdump >/dev/null || need+=(tcpdump)
-command -v node    >/dev/null || need+=(nodejs)
+command -v tshark      >/dev/null || need+=(tshark)
+command -v editcap     >/dev/null || need+=(wireshark-common)
+command -v tcpdump     >/dev/null || need+=(tcpdump)
+command -v node        >/dev/null || need+=(nodejs)
+command -v chromium    >/dev/null || need+=(chromium)
+command -v firefox-esr >/dev/null || need+=(firefox-esr)
+command -v certutil    >/dev/null || need+=(libnss3-tools)
 if ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         log "missing ${need[*]}; run as root or install them with apt-get"; exit 1

@@ -878,3 +878,26 @@ def test_mutated_streams_never_raise_and_both_paths_agree(
     slow = decode(chunks, direction, deflate=deflate, fast_path=False, max_message_bytes=5000)
     assert fast == slow
     assert "ws_internal_error" not in codes(fast)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_fast_path_data_after_a_ping_is_data(split: bool) -> None:
+    """Regression: the fast path once took the message after a ping for another ping."""
+    server = FrameProtocol(client=False, extensions=[])
+    wire = [server.ping(b"p"), server.send_data("hello"), server.send_data(b"bin")]
+    decoder = MessageDecoder(
+        conn_id="c",
+        stream_id=1,
+        exchange=None,
+        direction="s2c",
+        fast_path=True,
+        payload=PayloadPolicy(mode="full"),
+    )
+    out = []
+    for chunk in wire if split else [b"".join(wire)]:
+        out += decoder.feed(chunk, 1.0)
+    assert [(r.opcode, r.payload) for r in out] == [
+        ("ping", b"p"),
+        ("text", b"hello"),
+        ("binary", b"bin"),
+    ]
