@@ -27,7 +27,9 @@ from h2ws.analysis.capture.tcp import ACK, FIN, PSH, SYN, TcpReassembler, TcpSeg
 from h2ws.analysis.chunks import Data, Opened
 from h2ws.analysis.records import DiagnosticRecord
 
-CAPTURES = Path("/work/shared/captures")
+from .paths import SHARED_CAPTURES
+
+CAPTURES = SHARED_CAPTURES
 TS = 1_700_000_000.123456
 
 # -- packet and file builders -------------------------------------------------------------------

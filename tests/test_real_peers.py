@@ -28,10 +28,12 @@ from tests.peers import tshark, wsframes
 from tests.peers.plan import payload_of
 from tests.peers.runner import NODE_GETS, NODE_WEBSOCKETS, Scenario
 
+from .paths import SHARED_CAPTURES
+
 pytestmark = pytest.mark.timeout(180)
 
 TABLES = ("connections", "streams", "frames", "messages", "diagnostics")
-SAMPLE = Path("/work/shared/captures/h2c_hypercorn_ws.pcap")
+SAMPLE = SHARED_CAPTURES / "h2c_hypercorn_ws.pcap"
 SAMPLE_PORT = 8080
 
 Rows = list[dict[str, Any]]

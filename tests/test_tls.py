@@ -33,9 +33,11 @@ from h2ws.analysis.chunks import ChunkEvent, Closed, Data, Gap, Opened, TlsInfo,
 from h2ws.analysis.records import DiagnosticRecord
 from tests.tls_peers import harness, synth
 
+from .paths import SHARED_CAPTURES
+
 pytestmark = pytest.mark.timeout(240)
 
-SAMPLES = Path("/work/shared/captures")
+SAMPLES = SHARED_CAPTURES
 TABLES = ("connections", "streams", "frames", "messages", "diagnostics")
 Rows = list[dict[str, Any]]
 Tables = dict[str, Rows]
