@@ -10,9 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(VENV)/bin/h2ws extract samples/h2c_hypercorn_ws.pcap -o $(OUT)
-	$(VENV)/bin/h2ws summary $(OUT)
-	@echo "tables written to $(OUT)/"
+	OUT=$(OUT) bash scripts/demo.sh
 
 test: setup
 	$(VENV)/bin/ruff check addon analysis tests bench
@@ -22,6 +20,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/bench_extract.py
+	$(PY) bench/bench_metrics.py
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -116,6 +116,26 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from nbclient.exceptions import CellExecutionError
+
+    from .report import run_report
+
+    try:
+        path = run_report(
+            args.directory,
+            args.output,
+            args.notebook,
+            executed_notebook=args.executed,
+            show_code=args.code,
+        )
+    except (FileNotFoundError, CellExecutionError) as exc:
+        print(f"h2ws: {exc}", file=sys.stderr)
+        return 1
+    print(f"report written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="h2ws", description="WebSockets over HTTP/2 (RFC 8441) as tables and reports."
@@ -170,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     summary = sub.add_parser("summary", help="print a readable summary of extracted tables")
     summary.add_argument("directory")
     summary.set_defaults(func=cmd_summary)
+
+    report = sub.add_parser(
+        "report", help="run notebooks/report.ipynb on extracted tables and write HTML"
+    )
+    report.add_argument("directory", help="tables written by extract or by the live addon")
+    report.add_argument("-o", "--output", default="report.html")
+    report.add_argument("--notebook", help="another notebook to run instead of the report")
+    report.add_argument("--executed", help="also save the executed notebook (.ipynb) here")
+    report.add_argument("--code", action="store_true", help="show code cells in the HTML")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -1,0 +1,875 @@
+"""Metrics on hand-made tables (each with a case that fails when the metric is wrong), on the
+tables of real captures, in both table layouts, and partitioned by connection with Dask."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from h2ws.analysis import metrics as M
+from h2ws.analysis.cli import main as cli_main
+from h2ws.analysis.export import TableSink
+from h2ws.analysis.records import TABLES
+from tests.report_fixtures import scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A real capture: Node.js 20 http2 client -> hypercorn 0.18, one RFC 8441 WebSocket.
+SAMPLE = ROOT / "samples" / "h2c_hypercorn_ws.pcap"
+
+
+def db(**tables: list[dict[str, Any]]) -> Any:
+    """Hand-made tables as lists of rows; timestamps in seconds."""
+    return M.from_frames(**{name: pd.DataFrame(rows) for name, rows in tables.items()})
+
+
+def row(frame: pd.DataFrame, **where: Any) -> pd.Series:
+    sel = frame
+    for key, value in where.items():
+        sel = sel[sel[key] == value]
+    assert len(sel) == 1, f"{len(sel)} rows match {where}:\n{frame}"
+    return sel.iloc[0]
+
+
+def conn(conn_id: str, start: float, end: float, **kw: Any) -> dict[str, Any]:
+    base = {
+        "conn_id": conn_id,
+        "capture": "hand",
+        "http_version": "h2c",
+        "tls": False,
+        "server_addr": "10.0.0.1",
+        "server_port": 443,
+        "ts_start": start,
+        "ts_end": end,
+    }
+    return base | kw
+
+
+def stream(conn_id: str, sid: int | None, kind: str, t0: float, t1: float, **kw: Any) -> dict:
+    base = {
+        "conn_id": conn_id,
+        "stream_id": sid,
+        "kind": kind,
+        "method": "CONNECT" if kind == "websocket" else "GET",
+        "ts_open": t0,
+        "ts_close": t1,
+        "ws_accepted": True if kind == "websocket" else None,
+    }
+    return base | kw
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def test_from_frames_fills_schema_and_rejects_unknown_tables() -> None:
+    d = db(streams=[stream("a", 1, "http", 1.0, 2.0)])
+    cols = [r[0] for r in d.execute("DESCRIBE messages").fetchall()]
+    assert cols == [name for name in TABLES["messages"].__dataclass_fields__]
+    ts = d.execute("SELECT ts_open FROM streams").fetchone()[0]
+    assert ts.timestamp() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown tables"):
+        M.from_frames(packets=pd.DataFrame())
+
+
+def test_connect_reports_a_directory_without_tables(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        M.connect(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no h2ws tables"):
+        M.connect(tmp_path)
+
+
+# -- streams and coalescing ------------------------------------------------------------------
+
+
+def test_streams_per_connection_counts_kinds_and_authorities() -> None:
+    d = db(
+        connections=[conn("a", 0, 10), conn("b", 0, 1)],
+        streams=[
+            stream("a", 1, "http", 0, 1, authority="x.test"),
+            stream("a", 3, "http", 0, 1, authority="x.test"),
+            stream("a", 5, "http", 0, 1, authority="y.test"),
+            stream("a", 7, "websocket", 1, 9, authority="x.test"),
+            stream("a", 9, "websocket", 1, 2, authority="x.test", ws_accepted=False),
+            stream("a", 11, "connect", 1, 2, authority="z.test"),
+        ],
+    )
+    out = M.streams_per_connection(d)
+    a = row(out, conn_id="a")
+    assert (a.streams, a.websockets, a.websockets_accepted, a.http, a.other) == (6, 2, 1, 3, 1)
+    assert a.authorities == 3 and a.authority_list == "x.test, y.test, z.test"
+    assert bool(a.mixed)
+    b = row(out, conn_id="b")  # a connection without streams is still a row
+    assert (b.streams, b.authorities, bool(b.mixed)) == (0, 0, False)
+
+
+def test_streams_of_a_connection_not_written_yet_still_count() -> None:
+    d = db(streams=[stream("live:0", 1, "websocket", 5, 7), stream("live:0", 3, "http", 6, 8)])
+    out = M.streams_per_connection(d)
+    assert row(out, conn_id="live:0").streams == 2
+    assert row(M.concurrency_per_connection(d), conn_id="live:0").duration_s == pytest.approx(3)
+
+
+# -- concurrency ---------------------------------------------------------------------------
+
+
+def test_concurrency_back_to_back_streams_do_not_overlap() -> None:
+    d = db(
+        connections=[conn("a", 0, 20)],
+        streams=[
+            stream("a", 1, "http", 0, 10),
+            stream("a", 3, "websocket", 5, 15),
+            stream("a", 5, "http", 10, 20),  # opens when stream 1 closes
+        ],
+    )
+    c = row(M.concurrency_per_connection(d), conn_id="a")
+    assert c.peak_streams == 2  # not 3: closes and opens at t=10 net out
+    assert c.peak_websockets == 1
+    assert c.stream_seconds == pytest.approx(30)
+    assert c.mean_open_streams == pytest.approx(1.5)
+    assert c.multiplexed_share == pytest.approx(0.5)  # [5, 15) has two streams open
+    assert c.mean_open_streams_busy == pytest.approx(1.5)
+    tl = M.concurrency_timeline(d, ["a"])
+    assert tl["t_s"].tolist() == [0, 5, 10, 15, 20]
+    assert tl["open_streams"].tolist() == [1, 2, 2, 1, 0]
+    assert tl["open_websockets"].tolist() == [0, 1, 1, 0, 0]
+    assert M.concurrency_timeline(d, []).empty
+
+
+def test_concurrency_busy_mean_ignores_idle_time() -> None:
+    d = db(
+        connections=[conn("a", 0, 100)],
+        streams=[stream("a", 1, "http", 0, 10), stream("a", 3, "http", 0, 10)],
+    )
+    c = row(M.concurrency_per_connection(d), conn_id="a")
+    assert c.mean_open_streams == pytest.approx(0.2)
+    assert c.mean_open_streams_busy == pytest.approx(2.0)
+
+
+# -- sharing -------------------------------------------------------------------------------
+
+
+def test_websocket_sharing_measures_the_union_of_other_streams() -> None:
+    d = db(
+        connections=[conn("a", 0, 10), conn("h1", 0, 5, http_version="http/1.1")],
+        streams=[
+            stream("a", 1, "websocket", 0, 10),
+            stream("a", 3, "http", 2, 4),
+            stream("a", 5, "websocket", 3, 6),  # overlaps stream 3: the union is [2, 6)
+            stream("a", 7, "http", 12, 13),  # after the WebSocket: not shared
+            stream("h1", None, "websocket", 0, 5, exchange=0),
+        ],
+    )
+    out = M.websocket_sharing(d)
+    ws = row(out, conn_id="a", stream_id=1)
+    assert ws.lifetime_s == pytest.approx(10)
+    assert ws.shared_s == pytest.approx(4)  # not 5 (2 + 3): overlapping time counts once
+    assert ws.shared_share == pytest.approx(0.4)
+    assert ws.shared_with_http_s == pytest.approx(2)
+    assert (ws.overlapping_streams, ws.overlapping_websockets) == (2, 1)
+    inner = row(out, conn_id="a", stream_id=5)
+    assert inner.shared_share == pytest.approx(1.0)
+    assert inner.shared_with_http_s == pytest.approx(1)  # [3, 4)
+    h1 = row(out, conn_id="h1")
+    assert (h1.over, h1.shared_s, h1.overlapping_streams) == ("HTTP/1.1", 0, 0)
+
+
+# -- what HTTP/1.1 would have cost ---------------------------------------------------------
+
+
+def test_rfc8441_savings_counts_connections_handshakes_round_trips() -> None:
+    d = db(
+        connections=[
+            conn("tls12", 0, 10, http_version="h2", tls=True, tls_version="TLSv1.2"),
+            conn("tls13", 0, 10, http_version="h2", tls=True, tls_version="TLSv1.3"),
+            conn("plain", 0, 10),
+            conn("h1", 0, 10, http_version="http/1.1"),
+        ],
+        streams=[
+            stream("tls12", 1, "http", 0.0, 1, ts_response=0.05),
+            stream("tls12", 3, "websocket", 0.1, 5, ts_response=0.13),
+            stream("tls12", 5, "websocket", 0.2, 5, ts_response=0.23),
+            stream("tls12", 7, "websocket", 0.3, 5, ts_response=0.33),
+            stream("tls13", 1, "websocket", 0, 5, ts_response=0.04),
+            stream("tls13", 3, "websocket", 0, 5, ts_response=0.05),
+            stream("plain", 1, "http", 0, 1),  # no WebSocket: nothing to save
+            stream("h1", None, "websocket", 0, 5, exchange=0),
+        ],
+    )
+    out = M.rfc8441_savings(d)
+    assert sorted(out["conn_id"]) == ["tls12", "tls13"]
+    a = row(out, conn_id="tls12")
+    assert (a.http1_connections, a.connections_avoided, a.tcp_handshakes_avoided) == (4, 3, 3)
+    assert (a.tls_handshakes_avoided, a.handshake_round_trips, a.round_trips_avoided) == (3, 3, 9)
+    assert a.rtt_estimate_ms == pytest.approx(30)  # the fastest request -> response
+    assert a.setup_time_avoided_ms == pytest.approx(270)
+    b = row(out, conn_id="tls13")  # only WebSockets: one of them would have had this connection
+    assert (b.http1_connections, b.connections_avoided, b.round_trips_avoided) == (2, 1, 2)
+
+
+def test_websocket_setup_measures_http1_from_its_connection_start() -> None:
+    d = db(
+        connections=[
+            conn("h1a", 10.0, 20, http_version="http/1.1"),
+            conn("h1b", 10.0, 20, http_version="http/1.1"),
+            conn("h2", 0, 20),
+        ],
+        streams=[
+            stream("h1a", None, "websocket", 10.05, 15, exchange=0, ts_response=10.08),
+            stream("h1b", None, "http", 10.0, 10.2, exchange=0, ts_response=10.1),
+            stream("h1b", None, "websocket", 10.3, 15, exchange=1, ts_response=10.33),
+            stream("h2", 1, "http", 0, 1),
+            stream("h2", 3, "websocket", 2.0, 9, ts_response=2.02),
+        ],
+    )
+    out = M.websocket_setup(d)
+    assert len(out) == 3  # WebSockets only
+    a = row(out, conn_id="h1a")
+    assert bool(a.first_on_connection)
+    assert a.handshake_ms == pytest.approx(30)
+    assert a.from_connection_start_ms == pytest.approx(80)
+    assert not bool(row(out, conn_id="h1b").first_on_connection)  # a GET came first
+    h2 = row(out, conn_id="h2")
+    assert h2.over == "HTTP/2" and h2.handshake_ms == pytest.approx(20)
+    assert not bool(h2.first_on_connection)
+
+
+# -- interleaving and fairness ---------------------------------------------------------------
+
+
+def frame(conn_id: str, index: int, ts: float, d: str, typ: str, sid: int, n: int = 0, **kw: Any):
+    return {
+        "conn_id": conn_id,
+        "index": index,
+        "ts": ts,
+        "direction": d,
+        "type": typ,
+        "flags": kw.pop("flags", ""),
+        "stream_id": sid,
+        "length": n,
+    } | kw
+
+
+def test_frame_interleaving_counts_switches_between_stream_frames_only() -> None:
+    seq = [
+        ("s2c", "DATA", 1),
+        ("s2c", "DATA", 1),
+        ("s2c", "SETTINGS", 0),  # connection-level: ignored
+        ("s2c", "DATA", 3),
+        ("c2s", "WINDOW_UPDATE", 3),  # not HEADERS/DATA: ignored
+        ("s2c", "DATA", 3),
+        ("s2c", "DATA", 1),
+        ("s2c", "HEADERS", 3),
+    ]
+    frames = [frame("a", i, i * 0.1, d, t, s, 10) for i, (d, t, s) in enumerate(seq)]
+    out = M.frame_interleaving(db(connections=[conn("a", 0, 1)], frames=frames))
+    s2c = row(out, conn_id="a", direction="s2c")
+    assert (s2c.frames, s2c.streams, s2c.switches) == (6, 2, 3)
+    assert s2c.switch_rate == pytest.approx(3 / 5)
+    assert s2c.mean_run_frames == pytest.approx(6 / 4)
+    assert row(out, conn_id="a", direction="both").switches == 3
+    assert "c2s" not in set(out["direction"])
+
+
+def test_bytes_share_and_jain_index() -> None:
+    frames = [
+        frame("a", 0, 0.1, "s2c", "DATA", 1, 300),
+        frame("a", 1, 0.2, "s2c", "DATA", 3, 100),
+        frame("a", 2, 0.6, "s2c", "DATA", 1, 500),  # second bin: one stream alone
+    ]
+    d = db(
+        connections=[conn("a", 0, 1)],
+        streams=[stream("a", 1, "http", 0, 1), stream("a", 3, "websocket", 0, 1)],
+        frames=frames,
+    )
+    share = M.bytes_share_over_time(d, bins=2)
+    first = share[share["bin"] == 0].set_index("stream_id")
+    assert first.loc[1, "share"] == pytest.approx(0.75)
+    assert first.loc[3, "kind"] == "websocket"
+    assert set(share["bin_s"]) == {0.5}
+    fair = M.fairness_over_time(d, bins=2)
+    assert row(fair, bin=0).jain == pytest.approx(400**2 / (2 * (300**2 + 100**2)))  # 0.8
+    assert row(fair, bin=1).jain == pytest.approx(1.0)
+    per = row(M.fairness_per_connection(d, bins=2), conn_id="a", direction="s2c")
+    assert (per.bins, per.contended_bins) == (2, 1)
+    assert per.mean_jain == pytest.approx(0.8)  # the one-stream bin does not count
+    wide = M.fairness_over_time(d, bin_s=10.0)
+    assert len(wide) == 1 and wide["streams"].iloc[0] == 2
+    with pytest.raises(ValueError):
+        M.bytes_share_over_time(d, bins=0)
+
+
+# -- latency -------------------------------------------------------------------------------
+
+
+def msg(conn_id: str, sid: int | None, d: str, index: int, t: float, op: str = "text", **kw: Any):
+    payload = kw.pop("payload", f"{d}{index}")
+    return {
+        "conn_id": conn_id,
+        "stream_id": sid,
+        "direction": d,
+        "index": index,
+        "ts_first": kw.pop("t_first", t),
+        "ts_last": t,
+        "opcode": op,
+        "length": kw.pop("length", len(payload)),
+        "sha256": payload,  # any string identifies a payload here
+    } | kw
+
+
+def test_round_trip_times_pair_repeated_payloads_in_order() -> None:
+    messages = [
+        msg("a", 1, "c2s", 0, 1.0, payload="same"),
+        msg("a", 1, "c2s", 1, 1.1, payload="same"),  # sent again before the first echo
+        msg("a", 1, "s2c", 0, 1.5, payload="same"),
+        msg("a", 1, "s2c", 1, 1.9, payload="same"),
+        msg("a", 1, "s2c", 2, 2.0, payload="server says"),  # not an echo
+        msg("a", 1, "s2c", 3, 3.0, "ping", payload="p"),  # the server pings,
+        msg("a", 1, "c2s", 2, 3.25, "pong", payload="p"),  # the client answers
+        msg("a", 1, "c2s", 3, 4.0, payload="late"),
+        msg("a", 1, "s2c", 4, 3.9, payload="late"),  # before the request: not its echo
+    ]
+    d = db(
+        connections=[conn("a", 0, 5)],
+        streams=[stream("a", 1, "websocket", 0, 5)],
+        messages=messages,
+    )
+    rtt = M.round_trip_times(d)
+    echo = rtt[rtt["pair"] == "echo"].sort_values("request_index")
+    assert echo["request_index"].tolist() == [0, 1]
+    assert echo["rtt_ms"].tolist() == pytest.approx([500, 800])  # k-th with k-th, not 500, 400
+    ping = row(rtt, pair="ping/pong")
+    assert ping.request_direction == "s2c" and ping.rtt_ms == pytest.approx(250)
+    cdf = M.latency_cdf(d, points=3)
+    median = row(cdf, measure="echo", fraction=0.5)
+    assert median.samples == 2 and median.ms in (500, 800)
+
+
+def test_message_interarrival_and_sizes() -> None:
+    messages = [msg("a", 1, "s2c", i, 1.0 + 0.1 * i, length=10 * (i + 1)) for i in range(5)]
+    messages.append(msg("a", 1, "s2c", 5, 5.0, "close", length=2))
+    d = db(connections=[conn("a", 0, 6)], messages=messages)
+    ia = row(M.message_interarrival(d), conn_id="a", direction="s2c")
+    assert ia.messages == 5
+    assert ia.median_ms == pytest.approx(100)  # the close frame is not a data message
+    sizes = M.message_size_cdf(d, points=5)
+    assert sizes["length_bytes"].tolist() == [10, 20, 30, 40, 50]
+    stats = row(M.message_stats(d), opcode="text")
+    assert (stats.messages, stats.bytes, stats.max_bytes) == (5, 150, 50)
+
+
+def test_flow_control_stalls_replay_the_windows() -> None:
+    settings = json.dumps({"INITIAL_WINDOW_SIZE": 100})  # the client's: for s2c DATA
+    f = [
+        frame("a", 0, 1.00, "s2c", "DATA", 1, 60),
+        frame("a", 1, 1.10, "s2c", "DATA", 1, 40),  # stream window 0: blocked
+        frame("a", 2, 1.20, "c2s", "WINDOW_UPDATE", 3, window_increment=50),  # another stream
+        frame("a", 3, 1.30, "c2s", "WINDOW_UPDATE", 1, window_increment=100),
+        frame("a", 4, 1.35, "s2c", "DATA", 1, 100),  # resumes; window 0 again, but
+        frame("a", 5, 1.40, "c2s", "WINDOW_UPDATE", 1, window_increment=100),
+        frame("a", 6, 1.45, "s2c", "DATA", 1, 100, flags="END_STREAM"),  # ... nothing after
+        # stream 3: exhausts the window with END_STREAM: not waiting for anything
+        frame("a", 7, 2.00, "s2c", "DATA", 3, 100, flags="END_STREAM"),
+    ]
+    d = db(
+        connections=[conn("a", 0, 3, settings_c2s=settings)],
+        streams=[stream("a", 1, "http", 0.5, 2), stream("a", 3, "http", 0.5, 2)],
+        frames=f,
+    )
+    out = M.flow_control_stalls(d)
+    assert len(out) == 2
+    first, second = out.iloc[0], out.iloc[1]
+    assert (first.stream_id, first.direction, first.limited_by) == (1, "s2c", "stream")
+    assert first.waited_ms == pytest.approx(200)
+    assert first.t_s == pytest.approx(1.1)
+    assert second.waited_ms == pytest.approx(50)
+    # the same frames with the default 65,535-byte window: nothing blocks
+    assert M.flow_control_stalls(db(connections=[conn("a", 0, 3)], frames=f)).empty
+
+
+def test_flow_control_stalls_on_the_connection_window() -> None:
+    settings = json.dumps({"INITIAL_WINDOW_SIZE": 1_000_000})
+    f = [
+        frame("a", 0, 1.0, "s2c", "DATA", 1, 40_000),
+        frame("a", 1, 1.1, "s2c", "DATA", 3, 25_535),  # connection window 0
+        frame("a", 2, 1.2, "c2s", "WINDOW_UPDATE", 3, window_increment=25_535),
+        frame("a", 3, 1.5, "c2s", "WINDOW_UPDATE", 0, window_increment=65_535),
+        frame("a", 4, 1.6, "s2c", "DATA", 3, 10),
+    ]
+    d = db(connections=[conn("a", 0, 3, settings_c2s=settings)], frames=f)
+    stall = row(M.flow_control_stalls(d), stream_id=3)
+    assert stall.limited_by == "connection"
+    assert stall.waited_ms == pytest.approx(400)  # until the connection-level update
+
+
+def test_head_of_line_exposure_splits_round_trips_by_large_bodies() -> None:
+    big = [frame("a", i, 2.0 + 0.1 * i, "s2c", "DATA", 5, 10_000) for i in range(11)]  # 2-3 s
+    messages = []
+    for i, (t, rtt) in enumerate([(1.0, 0.010), (1.5, 0.012), (2.5, 0.200), (4.0, 0.011)]):
+        messages.append(msg("a", 1, "c2s", i, t, payload=f"m{i}"))
+        messages.append(msg("a", 1, "s2c", i, t + rtt, payload=f"m{i}"))
+    d = db(
+        connections=[conn("a", 0, 5)],
+        streams=[stream("a", 1, "websocket", 0, 5), stream("a", 5, "http", 1.9, 3.1)],
+        frames=big,
+        messages=messages,
+    )
+    hol = M.head_of_line_exposure(d, large_bytes=100_000)
+    echo = hol[hol["measure"] == "echo"].set_index("exposed")
+    assert echo.loc[True, "samples"] == 1 and echo.loc[True, "median_ms"] == pytest.approx(200)
+    assert echo.loc[False, "samples"] == 3
+    assert echo.loc[False, "median_ms"] == pytest.approx(11)
+    # a smaller body is not "large"
+    assert not M.head_of_line_exposure(d, large_bytes=200_000)["exposed"].any()
+    t = row(M.large_transfers(d, 100_000), stream_id=5)
+    assert t.bytes == 110_000 and t.in_flight_ms == pytest.approx(1000)
+
+
+def test_head_of_line_exposure_without_frames_uses_stream_times() -> None:
+    messages = [
+        msg("a", 1, "c2s", 0, 2.5, payload="x"),
+        msg("a", 1, "s2c", 0, 2.7, payload="x"),
+    ]
+    d = db(
+        connections=[conn("a", 0, 5)],
+        streams=[
+            stream("a", 1, "websocket", 0, 5),
+            stream("a", 5, "http", 1.9, 3.1, ts_response=2.0, bytes_s2c=500_000),
+        ],
+        messages=messages,
+    )
+    assert row(M.head_of_line_exposure(d), measure="echo").exposed
+
+
+# -- closes --------------------------------------------------------------------------------
+
+
+def test_websocket_closes_classify_and_flag_misbehaviours() -> None:
+    def close(c: str, sid: int | None, d: str, i: int, t: float, code: int = 1000, **kw: Any):
+        return msg(c, sid, d, i, t, "close", payload=f"close{code}", close_code=code, **kw)
+
+    streams = [
+        stream("a", 1, "websocket", 0, 5, close_cause="ws_close:1000", stream_end="end_stream"),
+        stream(
+            "a", 3, "websocket", 0, 5, close_cause="ws_close:1001", stream_end="rst_stream:CANCEL"
+        ),
+        stream(
+            "a",
+            5,
+            "websocket",
+            0,
+            5,
+            close_cause="rst_stream:INTERNAL_ERROR",
+            stream_end="rst_stream:INTERNAL_ERROR",
+        ),
+        stream("a", 7, "websocket", 0, 5, close_cause="end_stream", stream_end="end_stream"),
+        stream(
+            "a",
+            9,
+            "websocket",
+            0,
+            5,
+            ws_accepted=False,
+            status=403,
+            close_cause="end_stream",
+            stream_end="end_stream",
+        ),
+        stream(
+            "h",
+            None,
+            "websocket",
+            0,
+            5,
+            exchange=0,
+            close_cause="ws_close:1000",
+            stream_end="connection_closed",
+        ),
+    ]
+    messages = [
+        close("a", 1, "c2s", 0, 1.0),
+        close("a", 1, "s2c", 0, 1.1),
+        close("a", 3, "c2s", 0, 1.0, 1001),
+        close("a", 3, "s2c", 0, 1.1, 1001),
+        msg("a", 3, "s2c", 1, 1.2),  # data after its close
+        close("h", None, "c2s", 0, 1.0, exchange=0),
+        close("h", None, "s2c", 0, 1.1, exchange=0),
+    ]
+    frames = [
+        frame("a", 0, 1.2, "c2s", "DATA", 1, 0, flags="END_STREAM"),
+        frame("a", 1, 1.3, "s2c", "DATA", 1, 0, flags="END_STREAM"),
+        frame("a", 2, 1.5, "c2s", "RST_STREAM", 3, 4, error_code="CANCEL"),
+        frame("a", 3, 1.5, "s2c", "RST_STREAM", 5, 4, error_code="INTERNAL_ERROR"),
+        frame("a", 4, 1.6, "c2s", "DATA", 7, 0, flags="END_STREAM"),
+        frame("a", 5, 1.7, "s2c", "HEADERS", 7, 10, flags="END_HEADERS,END_STREAM"),
+        frame("a", 6, 1.8, "s2c", "HEADERS", 9, 10, flags="END_HEADERS,END_STREAM"),
+    ]
+    d = db(
+        connections=[conn("a", 0, 5), conn("h", 0, 5, http_version="http/1.1")],
+        streams=streams,
+        messages=messages,
+        frames=frames,
+    )
+    out = M.websocket_closes(d)
+    clean = row(out, conn_id="a", stream_id=1)
+    assert clean.cause == "close both ways, then END_STREAM"
+    assert pd.isna(clean.misbehaviours) and clean.close_code == 1000
+    reset = row(out, conn_id="a", stream_id=3)
+    assert reset.cause == "close both ways, then RST_STREAM"
+    assert (reset.rst_by, reset.rst_code) == ("c2s", "CANCEL")
+    assert reset.misbehaviours == (
+        "close_without_end_stream:c2s, close_without_end_stream:s2c, rst_after_close, "
+        "data_after_close"
+    )
+    killed = row(out, conn_id="a", stream_id=5)
+    assert killed.cause == "no close frame, then RST_STREAM"
+    assert killed.close_handshake == "none" and pd.isna(killed.misbehaviours)
+    abrupt = row(out, conn_id="a", stream_id=7)
+    assert abrupt.misbehaviours == "end_stream_without_close:c2s, end_stream_without_close:s2c"
+    assert row(out, conn_id="a", stream_id=9).cause == "rejected (403)"
+    h1 = row(out, conn_id="h")
+    assert h1.cause == "close both ways, then TCP close"
+    assert pd.isna(h1.end_stream_c2s) and pd.isna(h1.misbehaviours)  # no frames on HTTP/1.1
+    counts = M.close_cause_counts(d)
+    assert counts["websockets"].sum() == 6
+    ends = M.stream_endings(d)
+    assert row(ends, conn_id="a", stream_end="end_stream").streams == 3
+
+
+# -- fallback ------------------------------------------------------------------------------
+
+
+def test_websocket_transport_choice_verdicts() -> None:
+    def h1ws(conn_id: str, t: float, authority: str) -> dict:
+        return stream(conn_id, None, "websocket", t, t + 1, exchange=0, authority=authority)
+
+    d = db(
+        connections=[
+            conn(
+                "x2",
+                0,
+                10,
+                server_addr="10.0.0.1",
+                server_port=443,
+                enable_connect_protocol=True,
+                ts_enable_connect_protocol=1.0,
+            ),
+            conn(
+                "y2", 0, 10, server_addr="10.0.0.2", server_port=443, enable_connect_protocol=False
+            ),
+            conn("x1late", 0.5, 10, http_version="http/1.1", server_addr="10.0.0.1"),
+            conn("x1gone", 20, 30, http_version="http/1.1", server_addr="10.0.0.1"),
+            conn(
+                "elsewhere",
+                20,
+                30,
+                http_version="http/1.1",
+                server_addr="10.0.0.1",
+                capture="another",
+            ),
+            conn(
+                "rotated",
+                2,
+                10,
+                http_version="http/1.1",
+                server_addr="10.0.0.1",
+                capture="next-file",
+            ),
+            conn("x1", 2, 10, http_version="http/1.1", server_addr="10.0.0.1"),
+            conn("y1", 2, 10, http_version="http/1.1", server_addr="10.0.0.2"),
+            conn("z1", 2, 10, http_version="http/1.1", server_addr="10.0.0.3"),
+            conn("cdn1", 2, 10, http_version="http/1.1", server_addr="10.9.9.9"),
+        ],
+        streams=[
+            stream("x2", 1, "websocket", 2, 5, authority="x.test"),
+            stream("x2", 3, "http", 2, 5, authority="cdn.test"),
+            stream("y2", 1, "websocket", 2, 5, authority="y.test"),
+            h1ws("x1late", 0.5, "x.test"),  # before x2 advertised
+            h1ws("x1gone", 20, "x.test"),  # after x2 closed
+            h1ws("elsewhere", 20, "x.test"),  # another capture, another time: unrelated
+            h1ws("rotated", 2, "x.test"),  # another file of a capture, while x2 was open
+            h1ws("x1", 2, "x.test"),
+            h1ws("y1", 2, "y.test"),
+            h1ws("z1", 2, "z.test"),
+            h1ws("cdn1", 2, "cdn.test"),  # another address, but an authority x2 served
+        ],
+    )
+    out = M.websocket_transport_choice(d).set_index("conn_id")
+    verdicts = out["verdict"].to_dict()
+    assert verdicts == {
+        "x2": "rfc8441",
+        "y2": "rfc8441_without_setting",
+        "x1late": "http1_setting_at_other_time",
+        "x1gone": "http1_setting_at_other_time",
+        "x1": "http1_despite_setting",
+        "y1": "http1_setting_never_advertised",
+        "z1": "http1_no_http2_seen",
+        "cdn1": "http1_despite_setting",
+        "elsewhere": "http1_no_http2_seen",
+        "rotated": "http1_despite_setting",
+    }
+    assert out.loc["x1", "h2_conn_id"] == "x2" and pd.isna(out.loc["z1", "h2_conn_id"])
+    assert set(verdicts.values()) <= set(M.TRANSPORT_VERDICTS)
+    support = M.connect_protocol_support(d).set_index("conn_id")
+    assert support.loc["x2", "advertised_after_ms"] == pytest.approx(1000)
+    assert (support.loc["x2", "http1_websockets"], support.loc["x2", "websockets"]) == (5, 1)
+    assert support.loc["x2", "http1_websockets_while_advertised"] == 3
+    assert not support.loc["y2", "enable_connect_protocol"]
+
+
+# -- overview ------------------------------------------------------------------------------
+
+
+def test_overview_weights_by_time_not_by_connection() -> None:
+    d = db(
+        connections=[conn("long", 0, 100), conn("short", 0, 1)],
+        streams=[
+            stream("long", 1, "http", 0, 100),
+            stream("short", 1, "http", 0, 1),
+            stream("short", 3, "http", 0, 1),
+            stream("short", 5, "http", 0, 1),
+        ],
+    )
+    ov = M.overview(M.compute_all(d)).set_index("metric")["value"]
+    # 103 stream-seconds over 101 connection-seconds; the mean of means would be 2.0
+    assert ov["time-weighted mean open streams per HTTP/2 connection"] == pytest.approx(103 / 101)
+    assert ov["TCP connections"] == 2 and ov["streams (all kinds)"] == 4
+    partial = M.overview({"streams_per_connection": M.streams_per_connection(d)})
+    assert set(partial["section"]) == {"connections", "streams", "sharing"}
+
+
+# -- real captures, both layouts -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scenario_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The simulated scenario (tests/report_fixtures/scenario.py) extracted by the CLI."""
+    base = tmp_path_factory.mktemp("scenario")
+    pcap = base / "scenario.pcap"
+    scenario.build(pcap)
+    out = base / "out"
+    assert cli_main(["extract", str(pcap), "-o", str(out)]) == 0
+    return out
+
+
+def test_scenario_tables_answer_every_question(scenario_out: Path) -> None:
+    e = scenario.EXPECTED
+    d = M.connect(scenario_out)
+    r = M.compute_all(d)
+    main = "scenario.pcap:0"
+    spc = row(r["streams_per_connection"], conn_id=main)
+    assert (spc.websockets, spc.http, spc.authorities) == (
+        e["h2_websockets"],
+        e["h2_http"],
+        e["h2_authorities"],
+    )
+    assert len(r["streams_per_connection"]) == e["connections"]
+    assert row(r["concurrency_per_connection"], conn_id=main).peak_streams >= 4
+    chat = row(r["websocket_sharing"], conn_id=main, stream_id=3)
+    assert chat.shared_share > 0.9 and chat.shared_with_http_share > 0.4
+    sav = row(r["rfc8441_savings"], conn_id=main)
+    assert (sav.http1_connections, sav.connections_avoided) == (4, 3)
+    assert 19 < sav.rtt_estimate_ms < 25  # the simulated RTT is 20 ms
+    rtt = M.round_trip_times(d)
+    assert (rtt["pair"] == "echo").sum() == e["chat_messages"] + 3 * 5  # + HTTP/1.1 echoes
+    assert (rtt["pair"] == "ping/pong").sum() == e["chat_pings"]
+    stalls = r["flow_control_stalls"]
+    assert len(stalls) >= 2 and set(stalls["stream_id"]) == {9}  # GET /big
+    hol = r["head_of_line_exposure"]
+    echo = hol[(hol["conn_id"] == main) & (hol["measure"] == "echo")].set_index("exposed")
+    assert echo.loc[True, "median_ms"] > 5 * echo.loc[False, "median_ms"]
+    closes = r["websocket_closes"].set_index("path")
+    assert closes.loc["/chat", "cause"] == "close both ways, then END_STREAM"
+    assert "rst_after_close" in closes.loc["/feed", "misbehaviours"]
+    assert "close_without_end_stream:s2c" in closes.loc["/feed", "misbehaviours"]
+    assert closes.loc["/flaky", "cause"] == "no close frame, then RST_STREAM"
+    verdicts = r["websocket_transport_choice"].set_index("conn_id")["verdict"]
+    assert verdicts["scenario.pcap:2"] == "http1_despite_setting"
+    assert verdicts["scenario.pcap:3"] == "http1_setting_never_advertised"
+    assert verdicts["scenario.pcap:4"] == "http1_no_http2_seen"
+    inter = row(r["frame_interleaving"], conn_id=main, direction="both")
+    assert 0 < inter.switch_rate < 1
+
+
+def test_sample_capture_close_without_end_stream(tmp_path: Path) -> None:
+    """hypercorn never ends the stream after the close handshake (tests/PEERS.md)."""
+    if not SAMPLE.exists():
+        pytest.skip("sample capture missing")
+    assert cli_main(["extract", str(SAMPLE), "-o", str(tmp_path)]) == 0
+    closes = M.websocket_closes(M.connect(tmp_path))
+    assert closes["misbehaviours"].iloc[0] == "close_without_end_stream:s2c"
+    assert closes["close_code"].iloc[0] == 1000
+
+
+def _split_into_parts(single: Path, parted: Path) -> None:
+    """Rewrite single-file tables as datasets of part files, as the live addon writes them;
+    the first part of a table lacks a column no metric reads (as if written by an older
+    version), and a half-written part is lying around."""
+    unused = {"streams": "error", "messages": "close_reason", "connections": "error"}
+    for table in TABLES:
+        data = pq.read_table(single / f"{table}.parquet")
+        folder = parted / table
+        folder.mkdir(parents=True)
+        half = data.num_rows // 2
+        old = data.slice(0, half)
+        if table in unused:
+            old = old.drop_columns([unused[table]])
+        pq.write_table(old, folder / "part-0.parquet")
+        pq.write_table(data.slice(half), folder / "part-1.parquet")
+        (folder / ".part-2.parquet.partial").write_bytes(b"not yet")
+
+
+def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in a fixed order, values as objects, every kind of missing as None: partitions
+    concatenated may hold an all-null text column as object where one query gives str."""
+    ordered = frame.sort_values(list(frame.columns[:3])).reset_index(drop=True)
+    return ordered.astype(object).where(ordered.notna(), None)
+
+
+def test_both_layouts_and_many_captures_give_the_same_answers(
+    scenario_out: Path, tmp_path: Path
+) -> None:
+    parted = tmp_path / "parted"
+    _split_into_parts(scenario_out, parted)
+    single = M.compute_all(M.connect(scenario_out))
+    split = M.compute_all(M.connect(parted))
+    for name in single:
+        pd.testing.assert_frame_equal(
+            _comparable(single[name]), _comparable(split[name]), check_dtype=False, obj=name
+        )
+    # one extract output per capture below out/: read as one
+    many = tmp_path / "many"
+    shutil.copytree(scenario_out, many / "capture-a")
+    if SAMPLE.exists():
+        assert cli_main(["extract", str(SAMPLE), "-o", str(many / "capture-b")]) == 0
+    both = M.streams_per_connection(M.connect(many))
+    assert set(both["capture"]) >= {"scenario.pcap"}
+    assert len(both) == len(single["streams_per_connection"]) + (1 if SAMPLE.exists() else 0)
+
+
+def test_csv_tables_read_too(scenario_out: Path, tmp_path: Path) -> None:
+    pcap = tmp_path / "scenario.pcap"
+    scenario.build(pcap)
+    assert cli_main(["extract", str(pcap), "-o", str(tmp_path / "csv"), "--format", "csv"]) == 0
+    from_csv = M.websocket_closes(M.connect(tmp_path / "csv"))
+    from_parquet = M.websocket_closes(M.connect(scenario_out))
+    assert from_csv["cause"].tolist() == from_parquet["cause"].tolist()
+
+
+# -- scale out: Dask -----------------------------------------------------------------------
+
+
+def _doc_code(name: str) -> str:
+    """A ```python block of docs/scale.md that follows a ``<!-- test: name -->`` marker: the
+    test runs exactly the code the documentation shows."""
+    text = (ROOT / "docs" / "scale.md").read_text(encoding="utf-8")
+    match = re.search(rf"<!-- test: {name} -->\s*```python\n(.*?)```", text, re.S)
+    assert match, f"no code block marked {name} in docs/scale.md"
+    return match.group(1)
+
+
+def test_dask_on_a_local_cluster_equals_duckdb(scenario_out: Path, tmp_path: Path) -> None:
+    pytest.importorskip("dask.dataframe")
+    distributed = pytest.importorskip("dask.distributed")
+    parted = tmp_path / "dataset"
+    _split_into_parts(scenario_out, parted)
+    namespace: dict[str, Any] = {}
+    exec(compile(_doc_code("dask"), "docs/scale.md", "exec"), namespace)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        per_conn = namespace["per_connection_metrics"](str(parted), shards=3)
+        per_capture = namespace["per_capture_metrics"]([str(scenario_out)])
+    expected = M.compute_all(M.connect(scenario_out))
+    for name, frame in per_conn.items():
+        pd.testing.assert_frame_equal(
+            _comparable(expected[name]), _comparable(frame), check_dtype=False, obj=name
+        )
+    assert set(per_conn) == set(M.PER_CONNECTION)
+    pd.testing.assert_frame_equal(
+        _comparable(per_capture["websocket_closes"]),
+        _comparable(expected["websocket_closes"]),
+        check_dtype=False,
+    )
+    ov_dask = M.overview(per_conn).set_index("metric")["value"]
+    ov_duck = M.overview({k: expected[k] for k in M.PER_CONNECTION}).set_index("metric")["value"]
+    pd.testing.assert_series_equal(ov_dask, ov_duck)
+
+
+def test_empty_tables_give_empty_answers(tmp_path: Path) -> None:
+    with TableSink(tmp_path):
+        pass  # every table written, empty
+    out = M.compute_all(M.connect(tmp_path))
+    assert all(frame.empty for frame in out.values())
+    assert M.overview(out)["value"].notna().any()  # counts are 0, not missing
+
+
+# -- live peers (tests/peers: Node.js http2 and wsproto clients against hypercorn) -----------
+
+
+def test_live_peers_share_one_connection_and_the_baseline_does_not(
+    capture_h2c_node: Any, capture_h1_baseline: Any, tmp_path: Path
+) -> None:
+    """Real RFC 8441 traffic: the Node.js client's WebSockets and GETs on one h2c connection,
+    and the wsproto client's HTTP/1.1 WebSockets, one connection each, to the same server."""
+    from tests.conftest import NODE_GETS, NODE_WEBSOCKETS
+
+    out = tmp_path / "out"
+    args = [str(capture_h2c_node.capture), str(capture_h1_baseline.capture)]
+    assert cli_main(["extract", *args, "-o", str(out)]) == 0
+    r = M.compute_all(M.connect(out))
+    spc = r["streams_per_connection"]
+    h2 = spc[spc["http_version"] == "h2c"]
+    assert len(h2) == 1
+    node = h2.iloc[0]
+    assert (node.websockets, node.http, bool(node.mixed)) == (NODE_WEBSOCKETS, NODE_GETS, True)
+    sav = row(r["rfc8441_savings"], conn_id=node.conn_id)
+    assert sav.connections_avoided == NODE_WEBSOCKETS
+    assert row(r["concurrency_per_connection"], conn_id=node.conn_id).peak_websockets >= 2
+    sharing = r["websocket_sharing"]
+    assert (sharing[sharing["over"] == "HTTP/2"]["shared_s"] > 0).all()
+    h1 = r["websocket_setup"][lambda f: f["over"] == "HTTP/1.1"]
+    assert len(h1) == 2 and h1["conn_id"].nunique() == 2
+    verdicts = r["websocket_transport_choice"].set_index("conn_id")["verdict"]
+    assert all(v.startswith("http1_") for v in verdicts[h1["conn_id"]])
+    rtt = M.round_trip_times(M.connect(out))
+    assert (rtt["pair"] == "echo").sum() >= NODE_WEBSOCKETS
+
+
+def test_bench_metrics_runs_on_a_small_synthetic_dataset(tmp_path: Path) -> None:
+    """bench/bench_metrics.py at 1/500 of its size: the synthetic tables are what the metrics
+    expect (echo pairs, stalls on HTTP bodies), and every metric runs on them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_metrics", ROOT / "bench" / "bench_metrics.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = tmp_path / "bench.json"
+    args = [
+        "--messages",
+        "20000",
+        "--connections",
+        "10",
+        "--data",
+        str(tmp_path),
+        "--json",
+        str(report),
+    ]
+    assert bench.main(args) == 0
+    result = json.loads(report.read_text())
+    assert result["tables"]["messages"] == 20_000
+    rows = {r["metric"]: r["rows_out"] for r in result["metrics"]}
+    assert rows["round_trip_times"] == 10_000 + 10 * 16  # every echo and ping + the HTTP pairs
+    assert rows["flow_control_stalls"] > 0
+    d = M.connect(next(tmp_path.glob("metrics-*")))
+    assert set(M.websocket_transport_choice(d)["verdict"]) == {"rfc8441"}

@@ -1,0 +1,233 @@
+"""``h2ws report`` and the notebooks, executed with nbclient on tables of real captures (the
+shared Node.js → hypercorn sample) and of the simulated scenario, checked on what they computed;
+the rendered HTML checked for embedded images and looked at through headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from h2ws.analysis import metrics as M
+from h2ws.analysis.cli import main as cli_main
+from h2ws.analysis.report import (
+    DEFAULT_NOTEBOOK,
+    execute_notebook,
+    inject_parameters,
+    notebook_results,
+    run_report,
+)
+from tests.report_fixtures import scenario
+from tests.test_metrics import SAMPLE, _split_into_parts
+
+NOTEBOOKS = DEFAULT_NOTEBOOK.parent
+QUESTIONS = sorted(p for p in NOTEBOOKS.glob("0*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """out/ with two captures' outputs: the simulated scenario and the real sample capture."""
+    base = tmp_path_factory.mktemp("report")
+    scenario.build(base / "scenario.pcap")
+    out = base / "out"
+    assert cli_main(["extract", str(base / "scenario.pcap"), "-o", str(out / "scenario")]) == 0
+    if SAMPLE.exists():
+        assert cli_main(["extract", str(SAMPLE), "-o", str(out / "sample")]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(many: Path) -> dict[str, Any]:
+    html = many.parent / "html" / "report.html"
+    executed = many.parent / "html" / "report.ipynb"
+    path = run_report(many, html, executed_notebook=executed)
+    return {"html": path, "nb": nbformat.read(executed, as_version=4)}
+
+
+def test_notebooks_are_clean_and_parametrised() -> None:
+    assert DEFAULT_NOTEBOOK.is_file() and len(QUESTIONS) >= 7
+    for path in [DEFAULT_NOTEBOOK, *QUESTIONS]:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), path.name
+        tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and "out_dir =" in tagged[0].source, path.name
+        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+
+
+def test_inject_parameters_papermill_style() -> None:
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# t"),
+            nbformat.v4.new_code_cell("out_dir = 'x'", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("print(out_dir)"),
+        ]
+    )
+    inject_parameters(nb, {"out_dir": "/data/it's", "bins": 3})
+    inject_parameters(nb, {"out_dir": "/data/b"})  # replaces, never stacks
+    assert [c.metadata.get("tags") for c in nb.cells] == [
+        None,
+        ["parameters"],
+        ["injected-parameters"],
+        None,
+    ]
+    assert nb.cells[2].source.splitlines()[1:] == ["out_dir = '/data/b'"]
+    bare = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x")])
+    inject_parameters(bare, {"a": 1})
+    assert bare.cells[0].source.endswith("a = 1")
+
+
+def test_run_report_refuses_what_is_not_there(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        run_report(tmp_path / "nothing", tmp_path / "r.html")
+    with pytest.raises(FileNotFoundError):
+        run_report(tmp_path, tmp_path / "r.html", notebook=tmp_path / "missing.ipynb")
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
+def test_report_computes_the_metrics_of_all_captures(many: Path, report: dict[str, Any]) -> None:
+    got = notebook_results(report["nb"])
+    expected = M.compute_all(M.connect(many))
+    # what the notebook computed is what the metrics compute on the same tables
+    assert got["overview"] == _records(M.overview(expected))
+    for name in [
+        "streams_per_connection",
+        "websocket_closes",
+        "rfc8441_savings",
+        "flow_control_stalls",
+        "websocket_transport_choice",
+    ]:
+        assert got[name] == _records(expected[name]), name
+    spc = pd.DataFrame(got["streams_per_connection"])
+    assert set(spc["capture"]) == {"scenario.pcap"} | ({SAMPLE.name} if SAMPLE.exists() else set())
+    overview = {r["metric"]: r["value"] for r in got["overview"]}
+    assert overview["TCP connections"] == scenario.EXPECTED["connections"] + SAMPLE.exists()
+    assert overview["TCP handshakes avoided"] == 3  # scenario: 3 WebSockets + GETs on one
+    assert overview["WebSockets: http1_despite_setting"] == 1
+    assert overview["flow-control stalls"] >= 2
+    closes = pd.DataFrame(got["websocket_closes"])
+    if SAMPLE.exists():  # the real hypercorn server never ends the stream after closing
+        real = closes[closes["conn_id"] == f"{SAMPLE.name}:0"].iloc[0]
+        assert real["misbehaviours"] == "close_without_end_stream:s2c"
+    assert got["busiest"][0] == "scenario.pcap:0"
+
+
+def test_report_html_is_self_contained(report: dict[str, Any]) -> None:
+    html = report["html"].read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") >= 10  # every chart embedded
+    assert "<script src=" not in html and '<link rel="stylesheet" href=' not in html
+    assert "Traceback" not in html
+    # no warnings printed into the report
+    stderr = [
+        o
+        for c in report["nb"].cells
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "stream" and o.get("name") == "stderr"
+    ]
+    assert not stderr, stderr
+    for heading in [
+        "Overview",
+        "Concurrency",
+        "What HTTP/1.1 would have cost",
+        "How WebSockets ended",
+        "Fallback and observer effect",
+    ]:
+        assert heading in html
+    assert "application/vnd.h2ws" not in html  # machine-readable copies stay out
+    assert "import pandas" not in html  # code hidden
+
+
+def test_question_notebooks_on_a_partitioned_dataset(many: Path, tmp_path: Path) -> None:
+    """Each short notebook runs on the live addon's layout (part files) and computes what the
+    metrics compute."""
+    parted = tmp_path / "parted"
+    _split_into_parts(many / "scenario", parted)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = list(pool.map(lambda p: execute_notebook(p, {"out_dir": str(parted)}), QUESTIONS))
+    db = M.connect(parted)
+    direct = {
+        "streams_per_connection": M.streams_per_connection(db),
+        "concurrency_per_connection": M.concurrency_per_connection(db),
+        "websocket_sharing": M.websocket_sharing(db),
+        "rfc8441_savings": M.rfc8441_savings(db),
+        "websocket_setup": M.websocket_setup(db),
+        "frame_interleaving": M.frame_interleaving(db),
+        "fairness_over_time": M.fairness_over_time(db),
+        "round_trip_times": M.round_trip_times(db),
+        "flow_control_stalls": M.flow_control_stalls(db),
+        "head_of_line_exposure": M.head_of_line_exposure(db),
+        "websocket_closes": M.websocket_closes(db),
+        "websocket_transport_choice": M.websocket_transport_choice(db),
+        "connect_protocol_support": M.connect_protocol_support(db),
+    }
+    published: dict[str, Any] = {}
+    for path, nb in zip(QUESTIONS, runs, strict=True):
+        got = notebook_results(nb)
+        assert got, f"{path.name} published nothing"
+        published.update(got)
+        images = [
+            o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+        ]
+        if path.name not in ("01_streams_and_coalescing.ipynb", "07_fallback.ipynb"):
+            assert images, f"{path.name} drew nothing"
+    assert set(published) == set(direct)
+    for name, frame in direct.items():
+        assert published[name] == _records(frame), name
+
+
+def _content_rows(png: Path) -> np.ndarray:
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png).convert("L"))
+    return np.where((pixels < 245).any(axis=1))[0]
+
+
+def test_screenshot_of_the_report(report: dict[str, Any], tmp_path: Path) -> None:
+    """Headless Chromium renders the HTML from disk, no server, no network: the page is long,
+    full of charts and tables, and its images decode (a broken image is a small blank box)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed")
+    shot = report["html"].with_suffix(".png")
+    profile = tmp_path / "profile"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1400,16000",
+            report["html"].resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    rows = _content_rows(shot)
+    assert rows.max() > 8000  # all sections rendered, images at full size
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("RGB"))[: rows.max()]
+    coloured = (np.abs(pixels[..., 0].astype(int) - pixels[..., 2].astype(int)) > 60).mean()
+    assert coloured > 0.01  # the charts' blues and reds are there, not just text
+    # keep the screenshot next to the report for a human look (see tests/report_fixtures)
+    assert shot.stat().st_size > 100_000
