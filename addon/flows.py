@@ -11,18 +11,27 @@ would trigger, in the same order: ``requestheaders``, ``request``, ``responsehea
 The flows are read-only: ``live`` is false (nothing can be intercepted, dropped or injected:
 the bytes went through already), and ``flow.metadata["h2ws"]`` says ``mirror`` with the
 connection and stream ids, so that h2ws never records them a second time.  Their messages carry
-the payload the decoder kept (``h2ws_flow_payload``).
+the payload the decoder kept (``h2ws_flow_payload``), and a long-lived flow keeps only its latest
+``h2ws_flow_bytes`` of payload (``messages_dropped`` in the metadata counts the others): the
+tables, not the flows, are the complete record.  :class:`HookQueue` triggers the hooks without
+holding the relay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
 from mitmproxy import flow as mflow
-from mitmproxy import hooks, http, tcp
-from mitmproxy.proxy.layers.http import (
+from mitmproxy import http, tcp
+from mitmproxy.hooks import Hook, UpdateHook
+from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers.http._hooks import (
     HttpErrorHook,
     HttpRequestHeadersHook,
     HttpRequestHook,
@@ -39,6 +48,8 @@ from wsproto.frame_protocol import Opcode
 
 from h2ws.analysis.capture.flowfile import METADATA_KEY
 from h2ws.analysis.records import MessageRecord, Record, StreamRecord
+
+logger = logging.getLogger(__name__)
 
 _NO_STATUS = 1005
 _ABNORMAL = 1006
@@ -57,30 +68,178 @@ def _headers(header_json: str | None) -> tuple[tuple[bytes, bytes], ...]:
     )
 
 
+@dataclass(slots=True, frozen=True)
+class Step:
+    """One hook of a mirrored flow, and the change to the flow that comes just before it.
+
+    Changes are applied when the hook is triggered, not when the chunk is decoded: a chunk may
+    complete many messages, and each ``websocket_message`` hook must see its own message as
+    ``messages[-1]`` (and ``requestheaders`` no response yet), as with mitmproxy's own layer.
+    """
+
+    hook: commands.StartHook
+    change: Callable[[], None] | None = None
+    #: a ``websocket_message`` that may be shed when the hooks fall behind the relay
+    droppable: bool = False
+
+    def apply(self) -> commands.StartHook:
+        if self.change is not None:
+            self.change()
+        return self.hook
+
+    def drop(self) -> None:
+        flow = self.hook.args()[0]
+        meta = flow.metadata.setdefault(METADATA_KEY, {})
+        meta["messages_dropped"] = meta.get("messages_dropped", 0) + 1
+
+
+class HookQueue:
+    """Triggers the mirrored flows' hooks off the relay's path: in order per connection, in
+    a task of its own, while the relay goes on.
+
+    mitmproxy's own WebSocket layer waits for each ``websocket_message`` hook before it
+    forwards the message, because an addon may change or drop it.  Mirrored flows are
+    read-only (the bytes went through already), so nothing needs to wait; and on a relayed
+    HTTP/2 connection all its WebSockets share one layer, so waiting would stall every stream
+    of the connection for each message of any.  When the hooks fall more than ``max_backlog``
+    steps behind, message hooks are shed (counted in ``messages_dropped``): the flows are a
+    view, the tables are the record.
+
+    mitmproxy follows every hook with an ``update`` hook (another pass over every addon) that
+    views such as mitmweb refresh on.  Lifecycle hooks get theirs at once; a message hook only
+    marks its flow, and the marked flows get one ``update`` every ``update_interval`` seconds:
+    what a screen needs, at a fraction of the cost per message.
+    """
+
+    def __init__(
+        self,
+        trigger: Callable[[Hook], Awaitable[None]],
+        max_backlog: int = 2000,
+        update_interval: float = 0.1,
+    ) -> None:
+        #: triggers one hook on every addon (``AddonManager.trigger_event``)
+        self.trigger = trigger
+        self.max_backlog = max_backlog
+        self.update_interval = update_interval
+        self.dropped = 0
+        self._stale: dict[str, mflow.Flow] = {}
+        self._update_due = False
+        self._queues: dict[str, deque[Step]] = {}
+        self._running: set[str] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def put(self, key: str, steps: list[Step]) -> None:
+        if not steps:
+            return
+        queue = self._queues.setdefault(key, deque())
+        for step in steps:
+            if step.droppable and len(queue) >= self.max_backlog:
+                step.drop()
+                if not self.dropped:
+                    logger.warning(
+                        "h2ws: mirrored WebSocket hooks fall behind the relay; message hooks "
+                        "are shed (flow metadata messages_dropped; the tables are complete)"
+                    )
+                self.dropped += 1
+                continue
+            queue.append(step)
+        if key not in self._running:
+            # Marked before the task exists: with an eager task factory it may run (and end)
+            # inside create_task.
+            self._running.add(key)
+            task = asyncio.get_running_loop().create_task(self._drain(key, queue))
+            if not task.done():
+                self._tasks[key] = task
+
+    def _schedule_update(self) -> None:
+        if not self._update_due:
+            self._update_due = True
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.update_interval, lambda: loop.create_task(self._update()))
+
+    async def _update(self) -> None:
+        self._update_due = False
+        flows, self._stale = list(self._stale.values()), {}
+        if flows:
+            try:
+                await self.trigger(UpdateHook(flows))
+            except Exception as exc:
+                logger.warning(f"h2ws: update hook of mirrored flows: {exc!r}")
+
+    async def wait(self, key: str) -> None:
+        """Returns once every hook put for ``key`` so far has run."""
+        task = self._tasks.get(key)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _drain(self, key: str, queue: deque[Step]) -> None:
+        try:
+            while queue:
+                step = queue.popleft()
+                try:
+                    hook = step.apply()
+                    await self.trigger(hook)
+                    flow = hook.args()[0]
+                    if step.droppable:
+                        self._stale[flow.id] = flow
+                        self._schedule_update()
+                    else:
+                        self._stale.pop(flow.id, None)
+                        await self.trigger(UpdateHook([flow]))
+                except Exception as exc:  # addons' own errors are logged by mitmproxy
+                    logger.warning(f"h2ws: {step.hook.name} hook of a mirrored flow: {exc!r}")
+        finally:
+            self._running.discard(key)
+            self._tasks.pop(key, None)
+            if not queue and self._queues.get(key) is queue:
+                del self._queues[key]
+
+
 @dataclass(slots=True)
 class _Mirrored:
     flow: http.HTTPFlow
     stream: StreamRecord
     responded: bool = False
     started: bool = False
+    closed: bool = False
+    kept_bytes: int = 0
+    #: changes held back until the flow's end hook (the close frame's facts)
+    pending: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _drop_oldest(mirrored: _Mirrored, messages: list[WebSocketMessage], max_bytes: int) -> None:
+    """Bounds a long-lived mirrored flow: the oldest messages go (the latest always stays), and
+    the flow's metadata counts them, so the console or a flow file shows that some are gone."""
+    dropped = 0
+    while mirrored.kept_bytes > max_bytes and len(messages) - dropped > 1:
+        mirrored.kept_bytes -= len(messages[dropped].content)
+        dropped += 1
+    del messages[:dropped]
+    meta = mirrored.flow.metadata[METADATA_KEY]
+    meta["messages_dropped"] = meta.get("messages_dropped", 0) + dropped
 
 
 class WebSocketMirror:
     """The mirrored flows of all relayed connections, by (conn id, stream id)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = 0) -> None:
         self._flows: dict[tuple[str, int], _Mirrored] = {}
+        #: payload bytes a flow keeps; older messages are dropped beyond it (0: keep all)
+        self.max_bytes = max_bytes
 
     def __len__(self) -> int:
         return len(self._flows)
 
-    def hooks(
+    def hooks_for(
         self,
         tcp_flow: tcp.TCPFlow,
         conn_id: str,
         open_streams: Iterable[StreamRecord],
         records: Iterable[Record],
-    ) -> list[hooks.Hook]:
+    ) -> list[Step]:
         """The hooks to trigger, in order, for what one chunk of ``tcp_flow`` revealed.
 
         ``open_streams``: the connection's streams still open after the chunk; ``records``:
@@ -88,7 +247,7 @@ class WebSocketMirror:
         only in there).
         """
         records = list(records)
-        out: list[hooks.Hook] = []
+        out: list[Step] = []
         candidates = [s for s in open_streams if s.kind == "websocket"]
         candidates += [r for r in records if isinstance(r, StreamRecord) and r.kind == "websocket"]
         for stream in candidates:
@@ -98,23 +257,26 @@ class WebSocketMirror:
             mirrored = self._flows.get(key)
             if mirrored is None:
                 mirrored = self._flows[key] = self._new_flow(tcp_flow, stream)
-                out += [HttpRequestHeadersHook(mirrored.flow), HttpRequestHook(mirrored.flow)]
+                out += [
+                    Step(HttpRequestHeadersHook(mirrored.flow)),
+                    Step(HttpRequestHook(mirrored.flow)),
+                ]
             if not mirrored.responded and stream.status is not None:
                 out += self._respond(mirrored, stream)
         for record in records:
             if isinstance(record, MessageRecord) and record.stream_id is not None:
                 mirrored = self._flows.get((conn_id, record.stream_id))
                 if mirrored is not None and mirrored.started:
-                    out += self._message(mirrored, record)
+                    out += self._message(mirrored, record, self.max_bytes)
             elif isinstance(record, StreamRecord) and record.stream_id is not None:
                 mirrored = self._flows.pop((conn_id, record.stream_id), None)
                 if mirrored is not None:
                     out += self._end(mirrored, record)
         return out
 
-    def close_connection(self, conn_id: str) -> list[hooks.Hook]:
+    def close_connection(self, conn_id: str) -> list[Step]:
         """The connection ended without a row for some mirrored stream (decoder failure)."""
-        out: list[hooks.Hook] = []
+        out: list[Step] = []
         for key in [k for k in self._flows if k[0] == conn_id]:
             mirrored = self._flows.pop(key)
             out += self._end(mirrored, mirrored.stream)
@@ -154,11 +316,11 @@ class WebSocketMirror:
         return _Mirrored(flow, stream)
 
     @staticmethod
-    def _respond(mirrored: _Mirrored, stream: StreamRecord) -> list[hooks.Hook]:
+    def _respond(mirrored: _Mirrored, stream: StreamRecord) -> list[Step]:
         mirrored.responded = True
         flow = mirrored.flow
         ts = stream.ts_response or stream.ts_open or 0.0
-        flow.response = http.Response(
+        response = http.Response(
             http_version=b"HTTP/2.0",
             status_code=stream.status or 0,
             reason=b"",
@@ -168,53 +330,83 @@ class WebSocketMirror:
             timestamp_start=ts,
             timestamp_end=ts,
         )
-        out: list[hooks.Hook] = [HttpResponseHeadersHook(flow)]
-        if stream.ws_accepted:
-            # As mitmproxy does: set before the response hook, so addons see a WebSocket follows.
+
+        def set_response() -> None:
+            flow.response = response
+
+        steps = [Step(HttpResponseHeadersHook(flow), set_response)]
+        if not stream.ws_accepted:
+            return [*steps, Step(HttpResponseHook(flow))]
+        mirrored.started = True
+
+        def set_websocket() -> None:
+            # As mitmproxy does: before the response hook, so addons see a WebSocket follows.
             flow.websocket = WebSocketData()
-            mirrored.started = True
-            out += [HttpResponseHook(flow), WebsocketStartHook(flow)]
-        else:
-            out.append(HttpResponseHook(flow))
-        return out
+
+        return [*steps, Step(HttpResponseHook(flow), set_websocket), Step(WebsocketStartHook(flow))]
 
     @staticmethod
-    def _message(mirrored: _Mirrored, record: MessageRecord) -> list[hooks.Hook]:
-        ws = mirrored.flow.websocket
-        assert ws is not None
+    def _message(mirrored: _Mirrored, record: MessageRecord, max_bytes: int) -> list[Step]:
+        flow = mirrored.flow
         opcode = _OPCODES.get(record.opcode)
         from_client = record.direction == "c2s"
         if opcode is not None:
-            ws.messages.append(
-                WebSocketMessage(opcode, from_client, record.payload or b"", record.ts_last)
-            )
-            return [WebsocketMessageHook(mirrored.flow)]
-        if record.opcode == "close" and ws.closed_by_client is None:
-            ws.closed_by_client = from_client
-            ws.close_code = record.close_code if record.close_code is not None else _NO_STATUS
-            ws.close_reason = record.close_reason or ""
-            ws.timestamp_end = record.ts_last
-        return []  # ping and pong: mitmproxy's model has no messages for control frames
+            message = WebSocketMessage(opcode, from_client, record.payload or b"", record.ts_last)
+
+            def append() -> None:
+                assert flow.websocket is not None
+                messages = flow.websocket.messages
+                messages.append(message)
+                mirrored.kept_bytes += len(message.content)
+                if max_bytes and mirrored.kept_bytes > max_bytes and len(messages) > 1:
+                    _drop_oldest(mirrored, messages, max_bytes)
+
+            return [Step(WebsocketMessageHook(flow), append, droppable=True)]
+        if record.opcode == "close" and not mirrored.closed:
+            mirrored.closed = True
+            close_code = record.close_code if record.close_code is not None else _NO_STATUS
+            close_reason = record.close_reason or ""
+            ts = record.ts_last
+
+            def close() -> None:
+                assert flow.websocket is not None
+                ws = flow.websocket
+                ws.closed_by_client = from_client
+                ws.close_code = close_code
+                ws.close_reason = close_reason
+                ws.timestamp_end = ts
+
+            # mitmproxy's model has no message for a close frame: its facts go with the end.
+            mirrored.pending.append(close)
+        return []  # ping and pong: no messages for control frames in mitmproxy's model
 
     @staticmethod
-    def _end(mirrored: _Mirrored, stream: StreamRecord) -> list[hooks.Hook]:
+    def _end(mirrored: _Mirrored, stream: StreamRecord) -> list[Step]:
         flow = mirrored.flow
-        flow.metadata[METADATA_KEY]["stream_end"] = stream.stream_end
-        if mirrored.started:
+        pending = list(mirrored.pending)
+
+        def finish() -> None:
+            for change in pending:
+                change()
+            flow.metadata[METADATA_KEY]["stream_end"] = stream.stream_end
             ws = flow.websocket
-            assert ws is not None
-            if ws.close_code is None:  # no close frame: the stream was reset or cut
+            if ws is not None and ws.close_code is None:
+                # No close frame: the stream was reset or cut short.
                 ws.close_code = _ABNORMAL
                 ws.close_reason = stream.stream_end or ""
                 ws.timestamp_end = stream.ts_close
                 flow.error = mflow.Error(
                     f"stream ended without a close frame: {stream.stream_end}",
-                    stream.ts_close,
+                    stream.ts_close or time.time(),
                 )
-            return [WebsocketEndHook(flow)]
+            elif ws is None and flow.response is None:
+                flow.error = mflow.Error(
+                    f"stream ended before the response: {stream.stream_end}",
+                    stream.ts_close or time.time(),
+                )
+
+        if mirrored.started:
+            return [Step(WebsocketEndHook(flow), finish)]
         if not mirrored.responded:
-            flow.error = mflow.Error(
-                f"stream ended before the response: {stream.stream_end}", stream.ts_close
-            )
-            return [HttpErrorHook(flow)]
+            return [Step(HttpErrorHook(flow), finish)]
         return []

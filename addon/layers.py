@@ -15,7 +15,8 @@ verbatim instead when both legs speak the same HTTP/2:
   offered what the client offered, the client gets what the server chose.
 - cleartext on both legs and the client starts with the HTTP/2 connection preface (h2c with
   prior knowledge), recognised before mitmproxy's ``disable_h2c`` addon would kill it.  A first
-  chunk that is only a prefix of the preface is held by :class:`AwaitPreface` until it decides.
+  chunk that is only a prefix of the preface, or a server SETTINGS frame that arrives before
+  the client's first bytes, is held by :class:`AwaitPreface` until the client's bytes decide.
 
 In reverse mode with an ``https://`` target, mitmproxy builds its whole layer stack before ALPN
 is known (server TLS, client TLS, HTTP); :func:`relay_layer` builds server TLS and client TLS
@@ -26,13 +27,15 @@ handshakes, exactly as in regular mode.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
-from mitmproxy import ctx
+from mitmproxy import ctx, tcp
 from mitmproxy.addons.next_layer import NeedsMoreData
 from mitmproxy.addons.next_layer import NextLayer as BuiltinNextLayer
+from mitmproxy.connection import Connection
 from mitmproxy.net.tls import starts_like_tls_record
-from mitmproxy.proxy import events, mode_specs
+from mitmproxy.proxy import commands, events, mode_specs
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layer import CommandGenerator, Layer, NextLayer
 from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer, modes
@@ -45,14 +48,21 @@ _NO_DEFER: weakref.WeakSet[NextLayer] = weakref.WeakSet()
 _BUILTIN = BuiltinNextLayer()
 
 
-def _ignored(context: Context, nextlayer: NextLayer) -> bool | None:
+def _data(nextlayer: NextLayer, conn: Connection) -> bytes:
+    """What ``conn`` sent while the layer is undecided (``NextLayer.data_client`` is untyped)."""
+    return b"".join(
+        e.data
+        for e in nextlayer.events
+        if isinstance(e, events.DataReceived) and e.connection == conn
+    )
+
+
+def _ignored(context: Context, nextlayer: NextLayer, data: bytes) -> bool | None:
     """mitmproxy's ``ignore_hosts``/``allow_hosts`` verdict; None: not enough data yet."""
     if not (ctx.options.ignore_hosts or ctx.options.allow_hosts):
         return False
     try:
-        return bool(
-            _BUILTIN._ignore_connection(context, nextlayer.data_client(), nextlayer.data_server())
-        )
+        return bool(_BUILTIN._ignore_connection(context, data, _data(nextlayer, context.server)))
     except NeedsMoreData:
         return None
 
@@ -65,15 +75,14 @@ def _reverse_tls_target(context: Context) -> bool:
     return isinstance(spec, mode_specs.ReverseMode) and spec.scheme == "https"
 
 
-def relay_layer(nextlayer: NextLayer) -> Layer | None:
-    """The layer that relays this connection verbatim, or None to leave it to mitmproxy."""
+def relay_layer(nextlayer: NextLayer, relay: Callable[[Context], Layer]) -> Layer | None:
+    """The layer for this connection, or None to leave it to mitmproxy; ``relay`` makes the
+    layer that relays HTTP/2 verbatim."""
     context = nextlayer.context
     if nextlayer.layer is not None or context.client.transport_protocol != "tcp":
         return None
-    data = nextlayer.data_client()
-    if not data:
-        return None
-    ignored = _ignored(context, nextlayer)
+    data = _data(nextlayer, context.client)
+    ignored = _ignored(context, nextlayer, data)
     if ignored is None or ignored:
         return None
 
@@ -87,17 +96,35 @@ def relay_layer(nextlayer: NextLayer) -> Layer | None:
     if server.address is None or client.tls != server.tls:
         return None  # no destination yet, or cleartext on one leg and TLS on the other
     if client.tls:
+        # Asked right after the handshakes, often for the server's first bytes (an HTTP/2
+        # server sends its SETTINGS at once), so ALPN decides, not the client's bytes.
         if not isinstance(context.layers[-1], ClientTLSLayer) or client.alpn != server.alpn:
             return None  # not right above the client's TLS, or the legs differ (lazy strategy)
         if client.alpn == b"h2":
-            return TCPLayer(context)
+            return relay(context)
         if client.alpn:
             return None  # http/1.1 and others: mitmproxy's own layers
+    if not data:
+        # An HTTP/2 server may send its SETTINGS before the client's preface has arrived
+        # (Node.js does, even on h2c): wait for the client rather than let the built-in choose
+        # on the server's bytes alone.
+        greeting = _data(nextlayer, server)
+        if _starts_like_settings(greeting) and nextlayer not in _NO_DEFER:
+            return AwaitPreface(context)
+        return None
     if data.startswith(PREFACE):
-        return TCPLayer(context)
+        return relay(context)
     if PREFACE.startswith(data) and nextlayer not in _NO_DEFER:
         return AwaitPreface(context)
     return None
+
+
+def _starts_like_settings(data: bytes) -> bool:
+    """A server's first HTTP/2 frame: SETTINGS (not an ACK) on stream 0 (RFC 9113 §3.4)."""
+    if len(data) < 9:
+        return False
+    length = int.from_bytes(data[:3], "big")
+    return data[3] == 0x4 and not data[4] & 0x1 and data[5:9] == b"\0\0\0\0" and length % 6 == 0
 
 
 def legs_differ(context: Context) -> bool:
@@ -108,7 +135,8 @@ def legs_differ(context: Context) -> bool:
 
 
 class AwaitPreface(Layer):
-    """Holds a connection whose first bytes are only a prefix of the HTTP/2 preface.
+    """Holds a connection whose first bytes are only a prefix of the HTTP/2 preface, or whose
+    server spoke first with an HTTP/2 SETTINGS frame.
 
     The built-in ``next_layer`` cannot be told to wait for more data, and on ``PRI`` it would
     choose HTTP (whose ``disable_h2c`` then kills the connection).  This layer buffers events
@@ -139,17 +167,52 @@ class AwaitPreface(Layer):
             yield from child.handle_event(replayed)
 
     def _coalesced(self) -> Iterator[events.Event]:
-        """The buffered events with the client's data as one event, so the next decision sees
-        all of it at once."""
+        """The buffered events, the client's data first and as one event: the fresh NextLayer
+        asks on the first data it sees, and that must be all of the client's.  (Moving the
+        client's bytes before a server greeting changes nothing: each direction keeps its
+        order.)"""
         client = self.context.client
-        merged = False
+        rest: list[events.Event] = []
         for event in self._events:
-            if isinstance(event, events.DataReceived) and event.connection == client:
-                if not merged:
-                    merged = True
-                    yield events.DataReceived(client, bytes(self._client_data))
-            else:
+            if isinstance(event, events.Start):
                 yield event
+            elif not (isinstance(event, events.DataReceived) and event.connection == client):
+                rest.append(event)
+        if self._client_data:
+            yield events.DataReceived(client, bytes(self._client_data))
+        yield from rest
+
+
+class ChunkSink(Protocol):
+    def relayed_chunk(self, flow: tcp.TCPFlow, message: tcp.TCPMessage) -> None: ...
+
+
+class ObservedTCPLayer(TCPLayer):
+    """mitmproxy's TCP layer, relaying verbatim, that hands each chunk to h2ws directly.
+
+    The stock layer triggers a ``tcp_message`` hook per chunk and waits for it before sending
+    the chunk on; each hook is a task and two passes over every loaded addon, which measured as
+    the largest cost of a relay (more than decoding).  This layer sends the chunk on at once,
+    then gives a copy to the sink, which decodes it and queues the mirrored flows' hooks
+    without holding the relay (``flows.HookQueue``).  Closing, and injected messages, are the
+    stock layer's.
+    """
+
+    flow: tcp.TCPFlow
+
+    def __init__(self, context: Context, sink: ChunkSink) -> None:
+        super().__init__(context)
+        self.sink = sink
+
+    def relay_messages(self, event: events.Event) -> CommandGenerator[None]:
+        if not isinstance(event, events.DataReceived):
+            yield from super().relay_messages(event)
+            return
+        from_client = event.connection == self.context.client
+        send_to = self.context.server if from_client else self.context.client
+        yield commands.SendData(send_to, event.data)
+        message = tcp.TCPMessage(from_client, event.data)  # type: ignore[no-untyped-call]
+        self.sink.relayed_chunk(self.flow, message)
 
 
 def relay_kind(context: Context) -> str:
@@ -157,4 +220,4 @@ def relay_kind(context: Context) -> str:
     return "h2" if context.client.tls else "h2c"
 
 
-__all__ = ["AwaitPreface", "legs_differ", "relay_kind", "relay_layer"]
+__all__ = ["AwaitPreface", "ObservedTCPLayer", "legs_differ", "relay_kind", "relay_layer"]

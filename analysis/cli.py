@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from .capture.flowfile import flow_records, is_flow_file
 from .capture.pcap import CaptureReader
 from .capture.tcp import TcpReassembler
 from .capture.tls import KeyLog, TlsLayer
@@ -19,7 +20,7 @@ from .chunks import ChunkEvent
 from .export import FORMATS, TableSink
 from .options import DecodeOptions
 from .pipeline import Pipeline
-from .records import DiagnosticRecord
+from .records import DiagnosticRecord, Record
 from .websocket import PayloadPolicy
 
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
@@ -89,8 +90,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
     with TableSink(args.output, args.format) as sink:
         for name in args.captures:
             path = Path(name)
-            pipeline = Pipeline(options)
-            for record in pipeline.run(_capture_events(path, stats, args.keylog)):
+            records: Iterable[Record]
+            if is_flow_file(path):
+                records = flow_records(path, options, stats)
+            else:
+                records = Pipeline(options).run(_capture_events(path, stats, args.keylog))
+            for record in records:
                 if isinstance(record, DiagnosticRecord):
                     _report(record, problems, first_message)
                 sink.write(record)
@@ -102,7 +107,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         f"{counts['streams']} streams, {counts['frames']} frames, {counts['messages']} messages, "
         f"{counts['diagnostics']} diagnostics in {Path(args.output)}/ ({args.format})"
     )
-    return 0 if stats["packets"] else 1
+    return 0 if stats["packets"] or stats["flows"] else 1
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -143,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     extract = sub.add_parser("extract", help="decode captures into tables")
-    extract.add_argument("captures", nargs="+", help="pcap or pcapng files")
+    extract.add_argument("captures", nargs="+", help="pcap, pcapng or mitmproxy flow files")
     extract.add_argument("-o", "--output", required=True, help="output directory")
     extract.add_argument("--format", choices=FORMATS, default="parquet")
     extract.add_argument(

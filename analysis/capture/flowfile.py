@@ -44,6 +44,7 @@ from ..pipeline import Pipeline
 from ..records import (
     ConnectionRecord,
     DiagnosticRecord,
+    Direction,
     MessageRecord,
     Record,
     StreamRecord,
@@ -138,7 +139,7 @@ def connection_info(
 
 def tls_info(client: connection.Client) -> TlsInfo | None:
     """The client leg's TLS facts (mitmproxy decrypted it: what follows is plaintext)."""
-    if not client.tls_established:
+    if not (client.tls and client.tls_established):
         return None
     alpn = client.alpn.decode("ascii", "replace") if client.alpn else None
     return TlsInfo(
@@ -193,7 +194,7 @@ def tcp_flow_events(flow: tcp.TCPFlow, source: str, capture: str | None) -> Iter
             "(h2ws_keep_raw=false); record with --set h2ws_keep_raw=true to analyse it offline",
         )
     for message in flow.messages:
-        direction = "c2s" if message.from_client else "s2c"
+        direction: Direction = "c2s" if message.from_client else "s2c"
         if tls is not None:
             yield Wire(conn_id, direction, message.timestamp, len(message.content))
         yield Data(conn_id, direction, message.timestamp, message.content)
@@ -266,11 +267,7 @@ class HttpFlowRecorder:
         self._ws: dict[str, _WsState] = {}
         policy = options.payload
         self._keep: int | None = (
-            None
-            if policy.mode == "none"
-            else -1
-            if policy.mode == "full"
-            else policy.preview_bytes
+            None if policy.mode == "none" else -1 if policy.mode == "full" else policy.preview_bytes
         )
 
     @property
@@ -284,7 +281,7 @@ class HttpFlowRecorder:
         conn = self._conns.get(client.id)
         if conn is None:
             info = connection_info(client, flow.server_conn, self.source, self.capture)
-            tls = bool(client.tls_established)
+            tls = bool(client.tls and client.tls_established)
             record = ConnectionRecord(
                 conn_id=info.conn_id,
                 community_id=community_id(info),

@@ -1,0 +1,441 @@
+"""``H2wsAddon``: observe mode — relay HTTP/2 untouched, record everything into the h2ws tables.
+
+Hooks are small and delegate: ``layers.relay_layer`` picks mitmproxy's TCP layer for HTTP/2
+connections (so SETTINGS, stream ids and interleaving stay the peers' own), ``LiveDecoders``
+decodes a copy of every relayed chunk with the same core as captures, ``WebSocketMirror`` shows
+their RFC 8441 WebSockets as read-only WebSocket flows, ``HttpFlowRecorder`` records what
+mitmproxy relays itself (the HTTP/1.1 WebSocket baseline) from its hooks, and ``TableWriter``
+writes the tables incrementally.
+
+Nothing the addon does may harm the relay: every hook catches its own failures (they become
+diagnostics and log lines), and the relay never waits for more than the hook call itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mitmproxy import connection, ctx, exceptions, http, tcp
+from mitmproxy.addonmanager import Loader
+from mitmproxy.hooks import Hook
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layer import NextLayer
+from mitmproxy.proxy.layers import TCPLayer
+
+from h2ws.analysis.capture.flowfile import (
+    METADATA_KEY,
+    HttpFlowRecorder,
+    connection_error,
+    connection_info,
+    end_of,
+    tls_info,
+)
+from h2ws.analysis.export import FORMATS
+from h2ws.analysis.options import DecodeOptions
+from h2ws.analysis.records import Direction, Record
+from h2ws.analysis.websocket import PayloadPolicy
+
+from .flows import HookQueue, Step, WebSocketMirror
+from .layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
+from .recorder import LiveDecoders, TableWriter
+
+logger = logging.getLogger(__name__)
+
+PAYLOAD_MODES = ("none", "preview", "full")
+
+
+def _options_error(message: str) -> Exception:
+    return exceptions.OptionsError(message)  # type: ignore[no-untyped-call]
+
+
+def _wider(a: PayloadPolicy, b: PayloadPolicy) -> PayloadPolicy:
+    """The policy that keeps at least what each of ``a`` and ``b`` keeps."""
+    rank = {"none": 0, "preview": 1, "full": 2}
+    if rank[a.mode] != rank[b.mode]:
+        return a if rank[a.mode] > rank[b.mode] else b
+    return PayloadPolicy(a.mode, max(a.preview_bytes, b.preview_bytes))
+
+
+@dataclass(slots=True)
+class _Conn:
+    """A TCP flow being decoded."""
+
+    conn_id: str
+    tls: bool
+    live: bool
+
+
+class H2wsAddon:
+    """mitmproxy addon: RFC 8441 relayed untouched and recorded (observe mode)."""
+
+    def __init__(self) -> None:
+        self.decoders = LiveDecoders(DecodeOptions())
+        self.mirror = WebSocketMirror()
+        self.hooks = HookQueue(self._trigger)
+        self.tables: TableWriter | None = None
+        self._conns: dict[str, _Conn] = {}  # by TCP flow id
+        self._http: dict[bool, HttpFlowRecorder] = {}  # by flow.live
+        self._flusher: asyncio.Task[None] | None = None
+        self._warned_lazy = False
+
+    # ------------------------------------------------------------------------------ options
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "h2ws_out",
+            str | None,  # type: ignore[arg-type]  # mitmproxy's own addons do the same
+            None,
+            "Directory for the h2ws tables (connections, streams, frames, messages, "
+            "diagnostics), written as datasets of part files, at most h2ws_flush_interval "
+            "seconds behind. Unset: no tables.",
+        )
+        loader.add_option(
+            "h2ws_format", str, "parquet", "Format of the h2ws tables.", choices=FORMATS
+        )
+        loader.add_option(
+            "h2ws_payload",
+            str,
+            "preview",
+            "How much of each WebSocket payload the messages table keeps (sha256 and length "
+            "always): none, a preview of h2ws_preview_bytes, or full.",
+            choices=PAYLOAD_MODES,
+        )
+        loader.add_option(
+            "h2ws_preview_bytes", int, 256, "Payload preview length for h2ws_payload=preview."
+        )
+        loader.add_option(
+            "h2ws_relay",
+            bool,
+            True,
+            "Relay HTTP/2 connections byte for byte (observe mode), so RFC 8441 WebSockets "
+            "work through mitmproxy. Off: mitmproxy terminates HTTP/2 itself, as without h2ws.",
+        )
+        loader.add_option(
+            "h2ws_flows",
+            bool,
+            True,
+            "Show the RFC 8441 WebSockets of relayed connections as read-only WebSocket flows "
+            "(console, mitmweb, -w, other addons' websocket hooks). Never for replayed flows.",
+        )
+        loader.add_option(
+            "h2ws_flow_payload",
+            str,
+            "full",
+            "How much of each message the mirrored WebSocket flows carry.",
+            choices=PAYLOAD_MODES,
+        )
+        loader.add_option(
+            "h2ws_flow_bytes",
+            int,
+            4 * 2**20,
+            "Payload bytes a mirrored WebSocket flow keeps; older messages are dropped beyond "
+            "it (0: keep all). Keeps memory flat on long-lived WebSockets.",
+        )
+        loader.add_option(
+            "h2ws_keep_raw",
+            bool,
+            False,
+            "Keep the raw chunks of relayed connections in their TCP flows, so that a flow "
+            "file (-w) can be analysed again with 'h2ws extract'. Off: chunks are dropped once "
+            "decoded, which keeps memory flat on long-lived connections.",
+        )
+        loader.add_option(
+            "h2ws_tcp_hooks",
+            bool,
+            False,
+            "Trigger a tcp_message hook for every chunk of a relayed HTTP/2 connection, as "
+            "mitmproxy's TCP layer does. Off: chunks go to h2ws directly, which is much faster "
+            "(each hook is a task and two passes over every addon).",
+        )
+        loader.add_option(
+            "h2ws_frames",
+            bool,
+            True,
+            "Write one row per HTTP/2 frame (the frames table); costly on busy proxies.",
+        )
+        loader.add_option(
+            "h2ws_redact",
+            bool,
+            True,
+            "Replace cookie and authorization header values by their length in the tables.",
+        )
+        loader.add_option(
+            "h2ws_max_message_bytes",
+            int,
+            64 * 2**20,
+            "Largest WebSocket message decoded (after inflate); bounds decompression bombs.",
+        )
+        loader.add_option(
+            "h2ws_flush_interval",
+            int,
+            2,
+            "Seconds between two writes of the tables (rows are also written at shutdown).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        opts = ctx.options
+        if "h2ws_preview_bytes" in updated and opts.h2ws_preview_bytes < 0:
+            raise _options_error("h2ws_preview_bytes must not be negative")
+        if "h2ws_flush_interval" in updated and opts.h2ws_flush_interval < 1:
+            raise _options_error("h2ws_flush_interval must be at least 1 second")
+        if "h2ws_max_message_bytes" in updated and opts.h2ws_max_message_bytes < 1:
+            raise _options_error("h2ws_max_message_bytes must be positive")
+        if any(name.startswith("h2ws_") for name in updated):
+            self.decoders.options = self._decode_options()  # for connections from now on
+            self.mirror.max_bytes = max(0, opts.h2ws_flow_bytes)
+        if "h2ws_out" in updated or "h2ws_format" in updated:
+            self._open_tables()
+        elif self.tables is not None and updated & {"h2ws_payload", "h2ws_preview_bytes"}:
+            self.tables.payload = self._table_payload()
+        if "connection_strategy" in updated and opts.connection_strategy == "lazy":
+            logger.warning(
+                "h2ws: with connection_strategy=lazy the two TLS legs cannot be made to agree "
+                "on HTTP/2, so HTTP/2 over TLS is terminated by mitmproxy (no RFC 8441)"
+            )
+
+    def _table_payload(self) -> PayloadPolicy:
+        return PayloadPolicy(ctx.options.h2ws_payload, ctx.options.h2ws_preview_bytes)
+
+    def _decode_options(self) -> DecodeOptions:
+        opts = ctx.options
+        payload = self._table_payload()
+        if opts.h2ws_flows:
+            payload = _wider(
+                payload, PayloadPolicy(opts.h2ws_flow_payload, opts.h2ws_preview_bytes)
+            )
+        return DecodeOptions(
+            payload=payload,
+            max_message_bytes=opts.h2ws_max_message_bytes,
+            # Frame rows only matter when written: without tables, no row per frame.
+            frames=opts.h2ws_frames and bool(opts.h2ws_out),
+            redact=opts.h2ws_redact,
+        )
+
+    def _open_tables(self) -> None:
+        if self.tables is not None:
+            self.tables.close()
+            self.tables = None
+        out = ctx.options.h2ws_out
+        if not out:
+            return
+        try:
+            self.tables = TableWriter(
+                os.path.expanduser(out), ctx.options.h2ws_format, self._table_payload()
+            )
+        except OSError as exc:
+            raise _options_error(f"h2ws_out: cannot write to {out}: {exc}") from exc
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def running(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        where = f"tables in {ctx.options.h2ws_out}" if ctx.options.h2ws_out else "no tables"
+        mode = "relaying HTTP/2 verbatim" if ctx.options.h2ws_relay else "relay off"
+        logger.info(f"h2ws: observe mode, {mode}, {where}")
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ctx.options.h2ws_flush_interval)
+            if self.tables is not None:
+                self.tables.flush()
+
+    def done(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        now = time.time()
+        records = self.decoders.close_all(now, "capture_ended")
+        for live, recorder in self._http.items():
+            # A replayed file's connections end with the file, as in ``h2ws extract``.
+            records += recorder.finish(now if live else None, "capture_ended" if live else "closed")
+        self._conns.clear()
+        self._emit(records)
+        if self.tables is not None:
+            self.tables.close()
+
+    # ------------------------------------------------------------------------------ relay
+
+    def next_layer(self, nextlayer: NextLayer) -> None:
+        if not ctx.options.h2ws_relay or nextlayer.layer is not None:
+            return
+        try:
+            layer = relay_layer(nextlayer, self._relay)
+        except Exception as exc:  # a bug here must leave the connection to mitmproxy
+            logger.warning(f"h2ws: layer choice failed, left to mitmproxy: {exc!r}")
+            return
+        if layer is None:
+            if legs_differ(nextlayer.context) and not self._warned_lazy:
+                self._warned_lazy = True
+                logger.warning(
+                    "h2ws: an HTTP/2 client could not be relayed (the server leg negotiated "
+                    f"{nextlayer.context.server.alpn!r}); mitmproxy terminates such connections"
+                )
+            return
+        nextlayer.layer = layer
+
+    def _relay(self, context: Context) -> TCPLayer:
+        """The layer that relays one HTTP/2 connection verbatim."""
+        layer = TCPLayer(context) if ctx.options.h2ws_tcp_hooks else ObservedTCPLayer(context, self)
+        assert layer.flow is not None
+        layer.flow.metadata[METADATA_KEY] = {"relay": relay_kind(context)}
+        return layer
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        with self._guard("tcp_start"):
+            self._open(flow)
+
+    def _open(self, flow: tcp.TCPFlow) -> _Conn:
+        conn = self._conns.get(flow.id)
+        if conn is None:
+            source = "live" if flow.live else "flowfile"
+            capture = None if flow.live else self._replayed_file()
+            info = connection_info(flow.client_conn, flow.server_conn, source, capture)
+            tls = tls_info(flow.client_conn)
+            conn = self._conns[flow.id] = _Conn(info.conn_id, tls is not None, flow.live)
+            self._emit(self.decoders.open(info, tls))
+        return conn
+
+    @staticmethod
+    def _replayed_file() -> str | None:
+        rfile = getattr(ctx.options, "rfile", None)
+        return os.path.basename(rfile) if rfile else None
+
+    def relayed_chunk(self, flow: tcp.TCPFlow, message: tcp.TCPMessage) -> None:
+        """A chunk the relay layer has just sent on (``layers.ObservedTCPLayer``)."""
+        if ctx.options.h2ws_keep_raw:
+            flow.messages.append(message)
+        elif not self._raw_dropped(flow):
+            flow.metadata.setdefault(METADATA_KEY, {})["raw_dropped"] = True
+        self.hooks.put(flow.id, self._chunk(flow, message))
+
+    def tcp_message(self, flow: tcp.TCPFlow) -> None:
+        """Chunks of replayed flows (``-r``), and of relays with ``h2ws_tcp_hooks=true``."""
+        self.hooks.put(flow.id, self._chunk(flow, flow.messages[-1]))
+        if not ctx.options.h2ws_keep_raw and len(flow.messages) > 1:
+            # Keep the latest chunk: later addons' tcp_message hooks read messages[-1].
+            del flow.messages[:-1]
+            flow.metadata.setdefault(METADATA_KEY, {})["raw_dropped"] = True
+
+    def _chunk(self, flow: tcp.TCPFlow, message: tcp.TCPMessage) -> list[Step]:
+        with self._guard("tcp_message"):
+            conn = self._conns.get(flow.id) or self._open(flow)
+            direction: Direction = "c2s" if message.from_client else "s2c"
+            records = self.decoders.feed(
+                conn.conn_id, direction, message.content, message.timestamp, conn.tls
+            )
+            steps: list[Step] = []
+            if conn.live and ctx.options.h2ws_flows:
+                # Before the tables trim the payloads (in place).
+                steps = self.mirror.hooks_for(
+                    flow, conn.conn_id, self.decoders.open_streams(conn.conn_id), records
+                )
+            self._emit(records)
+            return steps
+        return []
+
+    @staticmethod
+    def _raw_dropped(flow: tcp.TCPFlow) -> bool:
+        meta = flow.metadata.get(METADATA_KEY)
+        return isinstance(meta, dict) and bool(meta.get("raw_dropped"))
+
+    async def tcp_end(self, flow: tcp.TCPFlow) -> None:
+        await self._tcp_closed(flow)
+
+    async def tcp_error(self, flow: tcp.TCPFlow) -> None:
+        await self._tcp_closed(flow)
+
+    async def _tcp_closed(self, flow: tcp.TCPFlow) -> None:
+        hooks_to_run: list[Step] = []
+        with self._guard("tcp_end"):
+            conn = self._conns.pop(flow.id, None) or self._open(flow)
+            self._conns.pop(flow.id, None)
+            meta = flow.metadata.setdefault(METADATA_KEY, {})
+            if conn.live:
+                ts, cause = time.time(), ("error" if flow.error else "closed")
+                meta["ts_end"] = ts  # so that the flow file ends the connection alike
+            else:
+                ts_saved, cause = end_of(flow)
+                ts = ts_saved if ts_saved is not None else time.time()
+            error = flow.error.msg if flow.error else None
+            records: list[Record] = []
+            if error:
+                records.append(connection_error(conn.conn_id, ts, error))
+            records += self.decoders.close(conn.conn_id, ts, cause, error)
+            if not ctx.options.h2ws_keep_raw and flow.messages:
+                flow.messages.clear()
+                meta["raw_dropped"] = True
+            if conn.live and ctx.options.h2ws_flows:
+                hooks_to_run = self.mirror.hooks_for(flow, conn.conn_id, (), records)
+                hooks_to_run += self.mirror.close_connection(conn.conn_id)
+            self._emit(records)
+        # The mirrored flows end before their connection's tcp_end is over (``-w`` saves them).
+        self.hooks.put(flow.id, hooks_to_run)
+        await self.hooks.wait(flow.id)
+
+    @staticmethod
+    async def _trigger(hook: Hook) -> None:
+        """Other addons see the mirrored flows as if mitmproxy's WebSocket layer made them."""
+        await ctx.master.addons.trigger_event(hook)
+
+    # ------------------------------------------------------------------------------ HTTP hooks
+    # Connections mitmproxy relays itself (HTTP/1.1 WebSockets, or when the legs differ).
+
+    def _recorder(self, flow: http.HTTPFlow) -> HttpFlowRecorder:
+        live = bool(flow.live)
+        recorder = self._http.get(live)
+        if recorder is None:
+            source, capture = ("live", None) if live else ("flowfile", self._replayed_file())
+            recorder = self._http[live] = HttpFlowRecorder(self.decoders.options, source, capture)
+        return recorder
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        with self._guard("requestheaders"):
+            self._emit(self._recorder(flow).request(flow))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        with self._guard("response"):
+            self._emit(self._recorder(flow).response(flow))
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        with self._guard("error"):
+            self._emit(self._recorder(flow).error(flow))
+
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        with self._guard("websocket_start"):
+            self._emit(self._recorder(flow).websocket_start(flow))
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        with self._guard("websocket_message"):
+            self._emit(self._recorder(flow).websocket_message(flow))
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        with self._guard("websocket_end"):
+            self._emit(self._recorder(flow).websocket_end(flow))
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        with self._guard("client_disconnected"):
+            recorder = self._http.get(True)
+            if recorder is not None:
+                ts = client.timestamp_end or time.time()
+                self._emit(recorder.connection_closed(client, ts))
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _emit(self, records: list[Record]) -> None:
+        if records and self.tables is not None:
+            self.tables.write(records)
+
+    @contextlib.contextmanager
+    def _guard(self, where: str) -> Iterator[None]:
+        """No exception of ours reaches mitmproxy: the proxy keeps relaying."""
+        try:
+            yield
+        except Exception as exc:
+            logger.warning(f"h2ws: {where} failed: {exc!r}", exc_info=True)

@@ -1,0 +1,285 @@
+"""Benchmark the live addon: WebSocket echo through mitmdump, RFC 8441 vs HTTP/1.1, vs direct.
+
+Why: observe mode relays HTTP/2 verbatim and decodes a copy of every byte; it must not make
+mitmproxy the slower way to carry WebSockets.  Goals (issue #4):
+
+- RFC 8441 through ``mitmdump -s addon/addon.py`` >= 1x the throughput of mitmdump's own
+  HTTP/1.1 WebSocket relay (stock mitmdump, no addon, same server, same message sizes);
+- recording overhead <= 10 %: the addon writing tables (``h2ws_out``) vs the addon without;
+- RSS flat over a long run with tables.
+
+What runs (all on 127.0.0.1, all bounded in time):
+
+- one Node.js echo server (``tests/live/bench_echo_server.mjs``): RFC 8441 over h2c on one port,
+  HTTP/1.1 Upgrade on another, same echo code in one process;
+- the load client (``tests/live/ws_load.mjs``): K WebSockets (one HTTP/2 connection for RFC
+  8441, K connections for HTTP/1.1), each sending N binary messages of S bytes with W in flight,
+  timing every round trip;
+- the paths: direct h2, direct h1, stock mitmdump (h1; it cannot carry RFC 8441), the addon
+  (h2) without tables, the addon (h2) with tables.  Every proxy runs in reverse mode,
+  ``flow_detail=0``, is warmed up, and the paths take turns within each repetition, so that a
+  noisy machine disturbs them alike; the median of the repetitions is reported.
+
+Throughput counts WebSocket payload bytes, both directions.  Round-trip percentiles come from a
+separate run with one message in flight (latency, not queueing).  The tables of the addon
+runs are checked against what the client sent: a fast wrong answer is a FAIL.
+
+Run from the project's root: ``.venv/bin/python bench/bench_live.py`` (``--quick`` for a short
+run; ``--long 300`` for a longer RSS run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.live.proxy import Mitmdump  # noqa: E402
+
+LIVE = ROOT / "tests" / "live"
+SERVER = LIVE / "bench_echo_server.mjs"
+LOAD = LIVE / "ws_load.mjs"
+
+
+@dataclass
+class Route:
+    """One way for the WebSockets to go."""
+
+    name: str
+    proto: str  # h2 | h1
+    proxy: Mitmdump | None = None
+    port: int = 0
+    runs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # size -> results
+    latency: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def load(port: int, proto: str, size: int, count: int, window: int, sockets: int,
+         seconds: float = 0) -> dict[str, Any]:  # fmt: skip
+    cmd = ["node", str(LOAD), "--port", str(port), "--proto", proto, "--size", str(size),
+           "--count", str(count), "--window", str(window), "--sockets", str(sockets),
+           "--seconds", str(seconds)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 240)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load client failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    result["mbps"] = result["bytes"] / result["seconds"] / 1e6
+    return result
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def count_messages(out: Path) -> int:
+    from h2ws.analysis.export import read_table
+
+    try:
+        table = read_table(out, "messages")
+    except FileNotFoundError:
+        return 0
+    ops = table.column("opcode").to_pylist()
+    return sum(1 for op in ops if op == "binary")
+
+
+def start_server(work: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+    with open(work / "server.err", "wb") as err:
+        proc = subprocess.Popen(
+            ["node", str(SERVER), "--lifetime", "3600"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    line = proc.stdout.readline() if proc.stdout else b""
+    parts = line.split()
+    if len(parts) != 3 or parts[0] != b"READY":
+        raise RuntimeError(f"echo server did not start: {line!r}")
+    return proc, int(parts[1]), int(parts[2])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1024,16384,65536", help="message sizes in bytes")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one run")
+    parser.add_argument("--sockets", type=int, default=4)
+    parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--long", type=float, default=60.0, help="seconds of the RSS run (0: skip)")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 rep, 15 s RSS run")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.reps, args.long = 2.0, 1, 15.0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if not shutil.which("node"):
+        print("bench_live: needs node (Node.js 20)", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="h2ws-bench-live-"))
+    print(
+        f"h2ws live benchmark — {platform.node()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
+    )
+    server, h2_port, h1_port = start_server(work)
+    tables = work / "tables"
+
+    def proxy(name: str, port: int, addon: bool = True, **options: object) -> Mitmdump:
+        return Mitmdump(
+            work / name,
+            addon=addon,
+            mode=f"reverse:http://127.0.0.1:{port}",
+            options=options,
+            args=["--set", "flow_detail=0"],
+            lifetime=7200,
+            name=name,
+        )
+
+    paths = [
+        Route("direct h2 (RFC 8441)", "h2", port=h2_port),
+        Route("direct h1", "h1", port=h1_port),
+        Route("stock mitmdump, h1", "h1", proxy("stock", h1_port, addon=False)),
+        Route("addon, RFC 8441", "h2", proxy("addon", h2_port)),
+        Route("addon + tables, no frames", "h2",
+              proxy("noframes", h2_port, h2ws_out=work / "noframes", h2ws_frames=False)),
+        Route("addon + tables, RFC 8441", "h2", proxy("tables", h2_port, h2ws_out=tables)),
+    ]  # fmt: skip
+    failures: list[str] = []
+    try:
+        for p in paths:
+            if p.proxy is not None:
+                p.proxy.start()
+                p.port = p.proxy.port
+            load(p.port, p.proto, 4096, 200, args.window, args.sockets)  # warm-up
+        for size in sizes:
+            for rep in range(args.reps):
+                order = paths[rep % len(paths) :] + paths[: rep % len(paths)]
+                for p in order:
+                    p.runs.setdefault(size, []).append(
+                        load(p.port, p.proto, size, 0, args.window, args.sockets, args.seconds)
+                    )
+            for p in paths:
+                p.latency[size] = load(p.port, p.proto, size, 500, 1, 1)
+        rss = rss_run(paths[-1], args) if args.long > 0 else None
+    finally:
+        for p in paths:
+            if p.proxy is not None:
+                p.proxy.stop()
+        if server.stdin:
+            server.stdin.close()
+        server.wait(timeout=10)
+
+    # The addon's tables hold every data message of every run through it.
+    expected = sum(r["messages"] * 2 for runs in paths[-1].runs.values() for r in runs)
+    expected += 2 * 200 * args.sockets  # warm-up
+    expected += sum(r["messages"] * 2 for r in paths[-1].latency.values())
+    expected += 2 * rss["messages"] if rss else 0
+    got = count_messages(tables)
+    if got != expected:
+        failures.append(f"tables: {got} binary messages, the clients exchanged {expected}")
+
+    report(paths, sizes, args, rss, failures)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"work directory kept: {work}")
+    return 1 if failures else 0
+
+
+def rss_run(path: Route, args: argparse.Namespace) -> dict[str, Any]:
+    """Sustained load through the addon with tables; RSS sampled every second."""
+    assert path.proxy is not None and path.proxy.proc is not None
+    pid = path.proxy.proc.pid
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        t0 = time.monotonic()
+        while not stop.is_set():
+            samples.append((time.monotonic() - t0, rss_kib(pid)))
+            stop.wait(1.0)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        result = load(path.port, path.proto, 16384, 0, args.window, args.sockets, args.long)
+    finally:
+        stop.set()
+        thread.join()
+    n = len(samples)
+    early = statistics.median(s[1] for s in samples[max(1, n // 10) : max(2, n // 5)])
+    late = statistics.median(s[1] for s in samples[-max(1, n // 10) :])
+    return {"messages": result["messages"], "mbps": result["mbps"], "samples": samples,
+            "early_kib": early, "late_kib": late, "seconds": args.long}  # fmt: skip
+
+
+def median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def report(
+    paths: list[Route], sizes: list[int], args: argparse.Namespace,
+    rss: dict[str, Any] | None, failures: list[str],
+) -> None:  # fmt: skip
+    by_name = {p.name: p for p in paths}
+    stock, addon, tables = (by_name["stock mitmdump, h1"], by_name["addon, RFC 8441"],
+                            by_name["addon + tables, RFC 8441"])  # fmt: skip
+    print(
+        f"\n{args.sockets} WebSockets, {args.window} messages in flight each, runs of "
+        f"{args.seconds:g} s, median of {args.reps}; RTT: 1 message in flight, 500 messages\n"
+    )
+    header = f"{'size':>7}  {'path':<26} {'MB/s':>8} {'msg/s':>9} {'RTT p50':>9} {'RTT p99':>9}"
+    print(header)
+    print("-" * len(header))
+    for size in sizes:
+        for p in paths:
+            lat = p.latency[size]["rtt_us"]
+            mbps = median(p.runs[size], "mbps")
+            msgs = mbps * 1e6 / (2 * size)  # echoed messages per second
+            print(f"{size:>7}  {p.name:<26} {mbps:>8.1f} {msgs:>9.0f} "
+                  f"{lat['p50'] / 1000:>7.2f}ms {lat['p99'] / 1000:>7.2f}ms")  # fmt: skip
+        print()
+    print("ratios (throughput):")
+    for size in sizes:
+        a, t, s = (median(p.runs[size], "mbps") for p in (addon, tables, stock))
+        d = median(by_name["direct h2 (RFC 8441)"].runs[size], "mbps")
+        goal = "ok" if a >= s else "BELOW GOAL"
+        overhead = (a - t) / a * 100
+        ogoal = "ok" if overhead <= 10 else "ABOVE GOAL"
+        nf = median(by_name["addon + tables, no frames"].runs[size], "mbps")
+        print(
+            f"  {size:>6} B: addon / stock h1 = {a / s:4.2f}x ({goal}); recording overhead = "
+            f"{overhead:5.1f} % ({ogoal}), {(a - nf) / a * 100:5.1f} % without frame rows; "
+            f"addon / direct = {a / d:4.2f}x"
+        )
+    if rss:
+        growth = rss["late_kib"] - rss["early_kib"]
+        print(
+            f"\nRSS, addon + tables, {rss['seconds']:.0f} s of 16 KiB messages at "
+            f"{rss['mbps']:.0f} MB/s ({rss['messages']} echoed): "
+            f"{rss['early_kib'] / 1024:.0f} MiB early, "
+            f"{rss['late_kib'] / 1024:.0f} MiB at the end ({growth / 1024:+.1f} MiB)"
+        )
+        if growth > 0.2 * rss["early_kib"] + 32 * 1024:
+            failures.append(f"RSS grew by {growth / 1024:.0f} MiB during the long run")
+    for failure in failures:
+        print(f"FAIL: {failure}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// WebSocket echo server for bench/bench_live.py: RFC 8441 over h2c (prior knowledge) on one
+// port and HTTP/1.1 Upgrade on another, with the same echo code in the same process, so that
+// the two ways a WebSocket crosses mitmproxy are compared against one server.  Node.js 20.
+//
+//   node bench_echo_server.mjs [--lifetime 600]   prints READY <h2 port> <h1 port>; stops with stdin
+import crypto from 'node:crypto';
+import http from 'node:http';
+import http2 from 'node:http2';
+
+import { FrameReader, OP, frame } from './node_ws.mjs';
+
+let lifetime = 600;
+for (let i = 2; i < process.argv.length; i++) {
+  if (process.argv[i] === '--lifetime') lifetime = Number(process.argv[++i]);
+}
+
+// The echo: data frames back as they came (fragmentation kept), pongs for pings, the close
+// handshake; `write` sends bytes, `end` ends the WebSocket's byte stream.
+function echo(write, end) {
+  let closed = false;
+  return new FrameReader(({ fin, opcode, payload }) => {
+    if (closed) return;
+    if (opcode === OP.ping) write(frame(OP.pong, payload));
+    else if (opcode === OP.pong) return;
+    else if (opcode === OP.close) { closed = true; end(frame(OP.close, payload)); }
+    else write(frame(opcode, payload, { fin }));
+  });
+}
+
+const h2 = http2.createServer({ settings: { enableConnectProtocol: true } });
+h2.on('stream', (stream, headers) => {
+  stream.on('error', () => {});
+  if (headers[':method'] !== 'CONNECT' || headers[':protocol'] !== 'websocket') {
+    stream.respond({ ':status': 404 });
+    stream.end();
+    return;
+  }
+  stream.respond({ ':status': 200 });
+  const reader = echo((b) => stream.write(b), (b) => stream.end(b));
+  stream.on('data', (d) => reader.feed(d));
+});
+h2.on('session', (s) => s.on('error', () => {}));
+
+const h1 = http.createServer((req, res) => { res.writeHead(404); res.end(); });
+h1.on('upgrade', (req, socket, head) => {
+  socket.on('error', () => {});
+  const key = req.headers['sec-websocket-key'];
+  const accept = crypto.createHash('sha1')
+    .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+  socket.setNoDelay(true);
+  socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+    + `Sec-WebSocket-Accept: ${accept}\r\n\r\n`);
+  const reader = echo((b) => socket.write(b), (b) => socket.end(b));
+  socket.on('data', (d) => reader.feed(d));
+  if (head.length) reader.feed(head);
+});
+
+// Two ports, one process, one echo: Node's http2 server cannot take over a socket whose first
+// bytes were already read, so the protocols are told apart by port rather than by sniffing.
+let ready = 0;
+const ports = {};
+for (const [name, server] of [['h2', h2], ['h1', h1]]) {
+  server.on('connection', (socket) => socket.setNoDelay(true));
+  server.listen(0, '127.0.0.1', () => {
+    ports[name] = server.address().port;
+    if (++ready === 2) process.stdout.write(`READY ${ports.h2} ${ports.h1}\n`);
+  });
+}
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+setTimeout(() => process.exit(0), lifetime * 1000);

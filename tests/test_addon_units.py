@@ -1,0 +1,409 @@
+"""The addon's parts without a proxy: fast, exact, and about the cases live runs rarely hit.
+
+HTTP/2 byte streams come from ``tests/h2pair.py`` (python-hyper h2 on both sides), mitmproxy
+flows from ``mitmproxy.test.tflow``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mitmproxy import io as mio
+from mitmproxy import tcp
+from mitmproxy.test import tflow
+from mitmproxy.websocket import WebSocketMessage
+from wsproto.frame_protocol import Opcode
+
+from h2ws.addon.compat import unsupported_mitmproxy
+from h2ws.addon.flows import WebSocketMirror
+from h2ws.addon.recorder import LiveDecoders, trim_payload
+from h2ws.analysis.capture import flowfile
+from h2ws.analysis.capture.flowfile import (
+    HttpFlowRecorder,
+    connection_info,
+    flow_records,
+    is_flow_file,
+)
+from h2ws.analysis.chunks import Closed, Data, Opened
+from h2ws.analysis.decoder import ConnectionDecoder
+from h2ws.analysis.options import DecodeOptions
+from h2ws.analysis.pipeline import Pipeline
+from h2ws.analysis.records import (
+    ConnectionRecord,
+    DiagnosticRecord,
+    MessageRecord,
+    Record,
+    StreamRecord,
+)
+from h2ws.analysis.websocket import PayloadPolicy
+from tests.h2pair import H2Pair, ws_peer
+
+FULL = DecodeOptions(payload=PayloadPolicy("full"))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ws_connection(messages: list[bytes], close: bool = True) -> H2Pair:
+    """A GET and one RFC 8441 WebSocket: the client's text messages echoed by the server."""
+    pair = H2Pair()
+    pair.get("/hello")
+    sid = pair.open_websocket("/ws/unit")
+    client, server = ws_peer("c2s"), ws_peer("s2c")
+    for text in messages:
+        pair.send("c2s", sid, client.send_data(text.decode(), fin=True))
+        pair.send("s2c", sid, server.send_data(text.decode(), fin=True))
+    if close:
+        pair.send("c2s", sid, client.close(1000, "bye"))
+        pair.send("s2c", sid, server.close(1000, "bye"), end_stream=True)
+        pair.client.end_stream(sid)
+        pair.flush()
+    return pair
+
+
+def relayed_flow(pair: H2Pair) -> tcp.TCPFlow:
+    flow = tflow.ttcpflow(messages=[])
+    flow.client_conn.tls = False
+    flow.client_conn.timestamp_tls_setup = None
+    for direction, data, ts in pair.chunks:
+        flow.messages.append(tcp.TCPMessage(direction == "c2s", data, ts))
+    return flow
+
+
+# ------------------------------------------------------------------------------ compat
+
+
+@pytest.mark.parametrize("version", ["12.3.0", "12.3.1", "12.4.2", "12.9"])
+def test_supported_versions(version: str) -> None:
+    assert unsupported_mitmproxy(version) is None
+
+
+@pytest.mark.parametrize("version", ["11.1.3", "12.2.9", "13.0.0", "dev"])
+def test_unsupported_versions_say_what_to_install(version: str) -> None:
+    message = unsupported_mitmproxy(version)
+    assert message is not None and "\n" not in message
+    assert f"mitmproxy {version} is not supported" in message and "pip install" in message
+
+
+def test_installed_mitmproxy_is_supported() -> None:
+    assert unsupported_mitmproxy() is None
+
+
+# ------------------------------------------------------------------------------ payloads
+
+
+def test_trim_payload() -> None:
+    def record() -> MessageRecord:
+        return MessageRecord(payload=b"x" * 300, length=300)
+
+    assert trim_payload(record(), PayloadPolicy("full")).payload == b"x" * 300
+    none = trim_payload(record(), PayloadPolicy("none"))
+    assert (none.payload, none.payload_truncated) == (None, False)
+    preview = trim_payload(record(), PayloadPolicy("preview", 256))
+    assert (len(preview.payload or b""), preview.payload_truncated) == (256, True)
+    short = MessageRecord(payload=b"abc", length=3)
+    assert trim_payload(short, PayloadPolicy("preview", 256)).payload == b"abc"
+
+
+# ------------------------------------------------------------------------------ decoders
+
+
+def test_live_decoders_isolate_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    pair = ws_connection([b"one", b"two"])
+    decoders = LiveDecoders(FULL)
+    for name in ("good", "bad"):
+        decoders.open(connection_info(_client(name), _server(), "live", None), None)
+    original = ConnectionDecoder.feed
+
+    def feed(self: ConnectionDecoder, direction: str, data: bytes, ts: float) -> list[Record]:
+        if self.info.conn_id == "bad":
+            raise ValueError("boom")
+        return original(self, direction, data, ts)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ConnectionDecoder, "feed", feed)
+    good: list[Record] = []
+    bad: list[Record] = []
+    for direction, data, ts in pair.chunks:
+        good += decoders.feed("good", direction, data, ts, wire=False)  # type: ignore[arg-type]
+        bad += decoders.feed("bad", direction, data, ts, wire=False)  # type: ignore[arg-type]
+    good += decoders.close("good", pair.ts, "closed")
+    bad += decoders.close("bad", pair.ts, "closed")
+    (diag,) = [r for r in bad if isinstance(r, DiagnosticRecord)]
+    assert diag.code == "decoder_failed" and "boom" in diag.message
+    (conn,) = [r for r in bad if isinstance(r, ConnectionRecord)]
+    assert conn.end_cause == "error" and "boom" in (conn.error or "")
+    assert len(bad) == 2  # nothing more once it failed, and no second connection row
+    texts = [r.payload for r in good if isinstance(r, MessageRecord) and r.opcode == "text"]
+    assert texts == [b"one", b"one", b"two", b"two"]
+    assert len(decoders) == 0
+
+
+def _client(conn_id: str) -> object:
+    client = tflow.tclient_conn()
+    client.id = conn_id
+    return client
+
+
+def _server() -> object:
+    return tflow.tserver_conn()
+
+
+# ------------------------------------------------------------------------------ mirror
+
+
+def mirror_steps(pair: H2Pair, max_bytes: int = 0) -> tuple[tcp.TCPFlow, list[object]]:
+    flow = relayed_flow(pair)
+    decoders = LiveDecoders(FULL)
+    conn_id = flow.client_conn.id
+    decoders.open(connection_info(flow.client_conn, flow.server_conn, "live", None), None)
+    mirror = WebSocketMirror(max_bytes)
+    steps: list[object] = []
+    for message in flow.messages:
+        direction = "c2s" if message.from_client else "s2c"
+        records = decoders.feed(conn_id, direction, message.content, message.timestamp, False)
+        steps += mirror.hooks_for(flow, conn_id, decoders.open_streams(conn_id), records)
+    records = decoders.close(conn_id, pair.ts, "closed")
+    steps += mirror.hooks_for(flow, conn_id, (), records)
+    steps += mirror.close_connection(conn_id)
+    assert len(mirror) == 0
+    return flow, steps
+
+
+def test_mirror_hooks_come_in_mitmproxy_order() -> None:
+    _, steps = mirror_steps(ws_connection([b"one", b"two", b"three"]))
+    seen = []
+    for step in steps:
+        hook = step.apply()  # type: ignore[attr-defined]
+        flow = hook.args()[0]
+        if hook.name == "requestheaders":
+            assert flow.response is None
+        if hook.name == "websocket_message":
+            seen.append(flow.websocket.messages[-1].content)  # its own message, every time
+        if hook.name == "websocket_end":
+            ws = flow.websocket
+            assert (ws.close_code, ws.close_reason, ws.closed_by_client) == (1000, "bye", True)
+            assert flow.error is None
+        seen_name = hook.name
+    names = [step.hook.name for step in steps]  # type: ignore[attr-defined]
+    assert names[:5] == ["requestheaders", "request", "responseheaders", "response",
+                         "websocket_start"]  # fmt: skip
+    assert names[5:] == ["websocket_message"] * 6 + ["websocket_end"]
+    assert seen == [b"one", b"one", b"two", b"two", b"three", b"three"]
+    assert seen_name == "websocket_end"
+    meta = flow.metadata["h2ws"]
+    assert meta["mirror"] is True and meta["stream_id"] == 3 and flow.live is False
+
+
+def test_mirror_keeps_a_bounded_tail() -> None:
+    _, steps = mirror_steps(ws_connection([b"a" * 100] * 10), max_bytes=450)
+    for step in steps:
+        step.apply()  # type: ignore[attr-defined]
+    http_flow = steps[-1].hook.args()[0]  # type: ignore[attr-defined]
+    assert sum(len(m.content) for m in http_flow.websocket.messages) <= 450
+    assert len(http_flow.websocket.messages) == 4
+    assert http_flow.metadata["h2ws"]["messages_dropped"] == 16
+
+
+def test_mirror_marks_a_stream_cut_short() -> None:
+    _, steps = mirror_steps(ws_connection([b"one"], close=False))
+    hooks = [step.apply() for step in steps]  # type: ignore[attr-defined]
+    hook = hooks[-1]
+    assert hook.name == "websocket_end"
+    flow = hook.args()[0]
+    assert flow.websocket.close_code == 1006 and "connection_closed" in flow.error.msg
+
+
+# ------------------------------------------------------------------------------ HTTP flows
+
+
+def test_http_flow_recorder_websocket() -> None:
+    recorder = HttpFlowRecorder(FULL, "live")
+    flow = tflow.twebsocketflow(close_reason="Close Reason")
+    messages = flow.websocket.messages
+    flow.websocket.messages = []
+    out: list[Record] = list(recorder.request(flow))
+    out += recorder.response(flow)  # a WebSocket: nothing until it ends
+    assert out == []
+    out += recorder.websocket_start(flow)
+    for message in messages:
+        flow.websocket.messages.append(message)
+        out += recorder.websocket_message(flow)
+    out += recorder.websocket_end(flow)
+    out += recorder.connection_closed(flow.client_conn, 946681206.0)
+    rows = [r for r in out if isinstance(r, MessageRecord)]
+    assert [(r.direction, r.index, r.opcode, r.payload) for r in rows] == [
+        ("c2s", 0, "binary", b"hello binary"),
+        ("c2s", 1, "text", b"hello text"),
+        ("s2c", 0, "text", b"it's me"),
+        ("s2c", 1, "close", b"\x03\xe8Close Reason"),
+    ]
+    assert (rows[-1].close_code, rows[-1].close_reason) == (1000, "Close Reason")
+    (stream,) = [r for r in out if isinstance(r, StreamRecord)]
+    assert (stream.kind, stream.exchange, stream.status, stream.ws_accepted) == (
+        "websocket", 0, 101, True,
+    )  # fmt: skip
+    assert (stream.close_cause, stream.ws_close_by, stream.messages_c2s) == (
+        "ws_close:1000", "s2c", 2,
+    )  # fmt: skip
+    (conn,) = [r for r in out if isinstance(r, ConnectionRecord)]
+    assert (conn.http_version, conn.streams, conn.websockets, conn.end_cause) == (
+        "http/1.1", 1, 1, "closed",
+    )  # fmt: skip
+    assert any(isinstance(r, DiagnosticRecord) and r.code == "hooks_recorded" for r in out)
+    assert flow.metadata["h2ws"]["exchange"] == 0
+
+
+def test_http_flow_recorder_skips_mirrors() -> None:
+    recorder = HttpFlowRecorder(FULL, "live")
+    flow = tflow.twebsocketflow()
+    flow.metadata["h2ws"] = {"mirror": True}
+    assert recorder.request(flow) == [] and recorder.websocket_start(flow) == []
+    assert recorder.websocket_message(flow) == [] and recorder.websocket_end(flow) == []
+    assert recorder.finish(None) == []
+
+
+def test_http_flow_recorder_plain_exchanges_are_numbered() -> None:
+    recorder = HttpFlowRecorder(FULL, "live")
+    first, second = tflow.tflow(resp=True), tflow.tflow(resp=True)
+    second.client_conn = first.client_conn
+    out: list[Record] = []
+    for flow in (first, second):
+        out += recorder.request(flow)
+    out += recorder.response(second)
+    out += recorder.response(first)
+    streams = sorted((r for r in out if isinstance(r, StreamRecord)), key=lambda r: r.exchange or 0)
+    assert [(s.exchange, s.kind, s.status, s.close_cause) for s in streams] == [
+        (0, "http", 200, "end_stream"),
+        (1, "http", 200, "end_stream"),
+    ]
+
+
+# ------------------------------------------------------------------------------ flow files
+
+
+def write_flows(path: Path, flows: list[object]) -> None:
+    with open(path, "wb") as f:
+        writer = mio.FlowWriter(f)
+        for flow in flows:
+            writer.add(flow)  # type: ignore[arg-type]
+
+
+def test_is_flow_file(tmp_path: Path) -> None:
+    flows = tmp_path / "flows.mitm"
+    write_flows(flows, [tflow.ttcpflow()])
+    assert is_flow_file(flows)
+    assert not is_flow_file(REPO / "samples" / "h2c_hypercorn_ws.pcap")
+    (tmp_path / "junk").write_bytes(b"12:not a flow")
+    assert not is_flow_file(tmp_path / "junk")
+    assert not is_flow_file(tmp_path / "missing")
+
+
+def test_flow_file_decodes_like_the_chunks(tmp_path: Path) -> None:
+    """A relayed connection saved with its chunks gives the rows a direct decode gives."""
+    pair = ws_connection([b"one", b"two"])
+    flow = relayed_flow(pair)
+    flow.metadata["h2ws"] = {"relay": "h2c", "ts_end": pair.ts}
+    path = tmp_path / "flows.mitm"
+    write_flows(path, [flow, tflow.twebsocketflow()])
+    stats: Counter[str] = Counter()
+    from_file = list(flow_records(path, FULL, stats))
+    assert stats["flows"] == 2
+
+    info = connection_info(flow.client_conn, flow.server_conn, "flowfile", "flows.mitm")
+    events = [Opened(info, pair.chunks[0][2])]
+    events += [Data(info.conn_id, d, ts, data) for d, data, ts in pair.chunks]  # type: ignore[arg-type]
+    pipeline = Pipeline(FULL)
+    direct = [r for e in events for r in pipeline.handle(e)]
+    direct += pipeline.handle(Closed(info.conn_id, pair.ts, "closed"))
+    relayed = [r for r in from_file if getattr(r, "conn_id", None) == info.conn_id]
+    assert relayed == direct
+    # The stock HTTP/1.1 WebSocket flow of the file is there too, from mitmproxy's model.
+    ws_rows = [r for r in from_file if isinstance(r, MessageRecord) and r.stream_id is None]
+    assert len(ws_rows) == 4
+
+
+def test_truncated_flow_file(tmp_path: Path) -> None:
+    path = tmp_path / "flows.mitm"
+    write_flows(path, [tflow.ttcpflow(), tflow.ttcpflow()])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20])
+    rows = list(flow_records(path))
+    diags = [r for r in rows if isinstance(r, DiagnosticRecord) and r.layer == "capture"]
+    assert diags and diags[-1].code in ("flow_file_truncated", "not_a_flow_file")
+    assert sum(isinstance(r, ConnectionRecord) for r in rows) == 1
+
+
+def test_flow_events_are_chunk_events(tmp_path: Path) -> None:
+    path = tmp_path / "flows.mitm"
+    write_flows(path, [relayed_flow(ws_connection([b"x"]))])
+    events = list(flowfile.flow_events(path))
+    assert isinstance(events[0], Opened) and events[0].conn.source == "flowfile"
+    assert sum(isinstance(e, Data) for e in events) > 5
+
+
+def test_websocket_message_opcodes_survive_a_flow_file(tmp_path: Path) -> None:
+    flow = tflow.twebsocketflow()
+    flow.websocket.messages.append(WebSocketMessage(Opcode.BINARY, False, b"\x00\x01"))
+    path = tmp_path / "flows.mitm"
+    write_flows(path, [flow])
+    rows = [r for r in flow_records(path, FULL) if isinstance(r, MessageRecord)]
+    assert [(r.direction, r.opcode) for r in rows if r.opcode != "close"] == [
+        ("c2s", "binary"), ("c2s", "text"), ("s2c", "text"), ("s2c", "binary"),
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ hook queue
+
+
+def test_hook_queue_keeps_order_and_sheds_only_messages() -> None:
+    import asyncio
+
+    from mitmproxy.proxy.layers.websocket import WebsocketEndHook, WebsocketMessageHook
+
+    from h2ws.addon.flows import HookQueue, Step
+
+    async def scenario() -> tuple[list[str], int, dict[str, object]]:
+        release = asyncio.Event()
+        seen: list[str] = []
+
+        async def trigger(hook: object) -> None:
+            await release.wait()
+            seen.append(getattr(hook, "name", "?"))
+
+        flow = tflow.twebsocketflow()
+        queue = HookQueue(trigger, max_backlog=3, update_interval=0.01)
+        steps = [Step(WebsocketMessageHook(flow), droppable=True) for _ in range(6)]
+        queue.put("conn", [*steps, Step(WebsocketEndHook(flow))])
+        release.set()
+        await queue.wait("conn")
+        await asyncio.sleep(0.05)
+        return seen, queue.dropped, flow.metadata["h2ws"]
+
+    seen, dropped, meta = asyncio.run(scenario())
+    hooks = [name for name in seen if name != "update"]
+    assert hooks[-1] == "websocket_end"  # never shed, and last
+    assert hooks.count("websocket_message") + dropped == 6 and dropped >= 2
+    assert meta["messages_dropped"] == dropped
+    # One update right after the end hook, not one per message.
+    assert seen.count("update") <= 2 and seen[seen.index("websocket_end") + 1] == "update"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_table_writer_formats(tmp_path: Path, fmt: str) -> None:
+    from h2ws.addon.recorder import TableWriter
+    from h2ws.analysis.export import read_table
+
+    pair = ws_connection([b"x" * 300])
+    decoders = LiveDecoders(FULL)
+    info = connection_info(_client("c"), _server(), "live", None)
+    writer = TableWriter(tmp_path, fmt, PayloadPolicy("preview", 10))
+    writer.write(decoders.open(info, None))
+    for direction, data, ts in pair.chunks:
+        writer.write(decoders.feed("c", direction, data, ts, wire=False))  # type: ignore[arg-type]
+    writer.flush()
+    writer.write(decoders.close("c", pair.ts, "closed"))
+    writer.close()
+    messages = read_table(tmp_path, "messages").to_pylist()
+    texts = [m for m in messages if m["opcode"] == "text"]
+    assert len(texts) == 2 and all(m["payload_truncated"] for m in texts)
+    assert read_table(tmp_path, "connections").num_rows == 1
