@@ -39,6 +39,21 @@ def community_id(info: ConnectionInfo) -> str | None:
         return None
 
 
+def connection_record(info: ConnectionInfo, *, tls: bool = False) -> ConnectionRecord:
+    """The ``connections`` row as far as the endpoints tell; decoders fill in the rest."""
+    return ConnectionRecord(
+        conn_id=info.conn_id,
+        community_id=community_id(info),
+        source=info.source,
+        capture=info.capture,
+        client_addr=info.client_addr,
+        client_port=info.client_port,
+        server_addr=info.server_addr,
+        server_port=info.server_port,
+        tls=tls,
+    )
+
+
 class ConnectionDecoder:
     """Both byte streams of one connection in, records out.  No I/O, no clock."""
 
@@ -47,17 +62,7 @@ class ConnectionDecoder:
     ) -> None:
         self.info = info
         self.options = options or DecodeOptions()
-        self.record = ConnectionRecord(
-            conn_id=info.conn_id,
-            community_id=community_id(info),
-            source=info.source,
-            capture=info.capture,
-            client_addr=info.client_addr,
-            client_port=info.client_port,
-            server_addr=info.server_addr,
-            server_port=info.server_port,
-            tls=tls,
-        )
+        self.record = connection_record(info, tls=tls)
         self._h2: H2Decoder | None = None
         self._http1: Http1Decoder | None = None
         self._sniff: dict[str, bytearray] = {"c2s": bytearray(), "s2c": bytearray()}

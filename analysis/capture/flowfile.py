@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..chunks import ChunkEvent, Closed, ConnectionInfo, Data, Opened, TlsInfo, Wire
-from ..decoder import community_id
+from ..decoder import connection_record
 from ..headers import decode_headers, first, joined, to_json
 from ..options import DecodeOptions
 from ..pipeline import Pipeline
@@ -282,22 +282,13 @@ class HttpFlowRecorder:
         if conn is None:
             info = connection_info(client, flow.server_conn, self.source, self.capture)
             tls = bool(client.tls and client.tls_established)
-            record = ConnectionRecord(
-                conn_id=info.conn_id,
-                community_id=community_id(info),
-                source=self.source,
-                capture=self.capture,
-                client_addr=info.client_addr,
-                client_port=info.client_port,
-                server_addr=info.server_addr,
-                server_port=info.server_port,
-                tls=tls,
-                tls_version=tls_version_name(client.tls_version) if tls else None,
-                sni=client.sni if tls else None,
-                alpn=client.alpn.decode("ascii", "replace") if tls and client.alpn else None,
-                http_version=_http_version(flow.request.http_version, tls),
-                ts_start=client.timestamp_start,
-            )
+            record = connection_record(info, tls=tls)
+            if tls:
+                record.tls_version = tls_version_name(client.tls_version)
+                record.sni = client.sni
+                record.alpn = client.alpn.decode("ascii", "replace") if client.alpn else None
+            record.http_version = _http_version(flow.request.http_version, tls)
+            record.ts_start = client.timestamp_start
             conn = self._conns[client.id] = _HookConn(record)
         rec = conn.record
         if rec.server_addr is None and flow.server_conn.peername:
