@@ -101,7 +101,7 @@ class ConnectionDecoder:
         elif info.alpn == "h2" and self._protocol is None:
             # ALPN settles it: no need to wait for the client preface (the server's SETTINGS
             # may come first, and a spare browser connection may never send anything).
-            self._start_h2(info.ts, upgrade=False)
+            self._start_h2()
         return self._take()
 
     def count_wire(self, direction: Direction, length: int, ts: float) -> None:
@@ -168,7 +168,7 @@ class ConnectionDecoder:
             n = min(len(c2s), len(PREFACE))
             if c2s[:n] == PREFACE[:n]:
                 if n == len(PREFACE):
-                    self._start_h2(ts, upgrade=False)
+                    self._start_h2()
                 return
             if _TLS_RECORD.match(c2s):
                 self._protocol = "tls"
@@ -183,7 +183,7 @@ class ConnectionDecoder:
                 self._forget_sniffed()
                 return
             if _HTTP1_REQUEST.match(c2s):
-                self._start_http1(ts)
+                self._start_http1()
                 return
             if len(c2s) >= 33 or not _could_be_http1(c2s):
                 self._decide_unknown(ts)
@@ -213,13 +213,13 @@ class ConnectionDecoder:
         for direction, data, ts in held:
             self._route(direction, data, ts)
 
-    def _start_h2(self, ts: float, *, upgrade: bool) -> None:
+    def _start_h2(self) -> None:
         self._protocol = "h2"
         self.record.http_version = "h2" if self.record.tls else "h2c"
         self._h2 = H2Decoder(self.info.conn_id, self.options)
         self._replay_sniffed()
 
-    def _start_http1(self, ts: float) -> None:
+    def _start_http1(self) -> None:
         self._protocol = "http1"
         self.record.http_version = "http/1.1"
         self._http1 = Http1Decoder(self.info.conn_id, self.options)
