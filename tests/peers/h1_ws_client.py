@@ -2,11 +2,14 @@
 one TCP connection each, with wsproto over a plain socket.
 
     python -m tests.peers.h1_ws_client --port N --log out.json [--ws 2] [--seed 1]
-        [--deflate-every 2] [--get-first]
+        [--deflate-every 2] [--get-first] [--parallel] [--tls --ca CA [--servername S]]
 
 WebSocket ``i`` goes to ``/ws/i`` on a new connection; every ``--deflate-every``-th one (counting
 from 1) offers permessage-deflate; with ``--get-first`` the first connection carries a plain
-``GET /hello`` before its Upgrade (two exchanges on one connection).  The log has the format of
+``GET /hello`` before its Upgrade (two exchanges on one connection).  The WebSockets run one
+after the other, or all at once with ``--parallel`` (as a browser's tabs would: the number of
+TCP connections RFC 8441 saves is the number open at the same time).  ``--tls`` speaks TLS with
+ALPN ``http/1.1`` only, trusting ``--ca``.  The log has the format of
 :mod:`tests.peers.plan`; ``stream_id`` is null and ``local_port`` tells the connections apart.
 """
 
@@ -16,8 +19,11 @@ import argparse
 import hashlib
 import json
 import socket
+import ssl
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -81,6 +87,17 @@ def plain_get(sock: socket.socket, host: str, path: str, deadline: Deadline) -> 
     }
 
 
+Wrap = Callable[[socket.socket], socket.socket]
+
+
+def tls_wrapper(ca: str, servername: str) -> Wrap:
+    """TLS with ALPN ``http/1.1`` alone: the connection a browser opens for an HTTP/1.1
+    WebSocket when the server (or a proxy) did not offer RFC 8441."""
+    context = ssl.create_default_context(cafile=ca)
+    context.set_alpn_protocols(["http/1.1"])
+    return lambda sock: context.wrap_socket(sock, server_hostname=servername)
+
+
 def run_one(
     host: str,
     port: int,
@@ -90,10 +107,12 @@ def run_one(
     get_first: bool,
     deadline: Deadline,
     requests: list[dict[str, Any]],
+    wrap: Wrap | None = None,
 ) -> WsLog:
     authority = f"{host}:{port}"
     log = WsLog(path=f"/ws/{index}")
-    with socket.create_connection((host, port), timeout=deadline.left()) as sock:
+    raw = socket.create_connection((host, port), timeout=deadline.left())
+    with wrap(raw) if wrap else raw as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.local_port = sock.getsockname()[1]
         if get_first:
@@ -155,19 +174,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deflate-every", type=int, default=2, help="0: never")
     parser.add_argument("--get-first", action="store_true")
     parser.add_argument("--timeout", type=float, default=20.0)
+    parser.add_argument("--parallel", action="store_true", help="all WebSockets at once")
+    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--ca", help="CA certificate (PEM) to trust with --tls")
+    parser.add_argument("--servername", default="localhost")
     args = parser.parse_args(argv)
+    if args.tls and not args.ca:
+        parser.error("--tls needs --ca")
 
     deadline = Deadline(args.timeout)
+    wrap = tls_wrapper(args.ca, args.servername) if args.tls else None
     requests: list[dict[str, Any]] = []
-    websockets = []
-    for i in range(args.ws):
+    results: list[WsLog | BaseException | None] = [None] * args.ws
+
+    def one(i: int) -> None:
         deflate = args.deflate_every > 0 and (i + 1) % args.deflate_every == 0
         get_first = args.get_first and i == 0
-        ws = run_one(args.host, args.port, i, args.seed, deflate, get_first, deadline, requests)
-        websockets.append(asdict(ws))
+        try:
+            results[i] = run_one(
+                args.host, args.port, i, args.seed, deflate, get_first, deadline, requests, wrap
+            )
+        except BaseException as exc:  # reported below, with the others' logs kept
+            results[i] = exc
+
+    if args.parallel:
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(args.ws)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        for i in range(args.ws):
+            one(i)
+    failed = [r for r in results if not isinstance(r, WsLog)]
+    if failed:
+        print(f"h1_ws_client: {failed[0]!r}", file=sys.stderr)
+        return 1
+    websockets = [asdict(r) for r in results if isinstance(r, WsLog)]
     log = {
         "client": "python-wsproto",
         "transport": "http/1.1",
+        "tls": args.tls,
         "host": args.host,
         "port": args.port,
         "local_port": None,

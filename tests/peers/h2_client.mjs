@@ -10,6 +10,11 @@
 //   node h2_client.mjs --port 8080 --log out.json [--ws 3] [--gets 3] [--seed 1] [--messages 3]
 //        [--big 300000] [--ws-end rst|end] [--close-timeout 150] [--server-close]
 //        [--tls --ca ca.pem --servername localhost --keylog k.txt] [--timeout 20000]
+//        [--interval 0]
+//
+// --interval MS paces the traffic as an application would: each WebSocket sends one message
+// (a fragmented one with its ping counts as one) every MS milliseconds instead of all at once,
+// and GET j starts j * 5 * MS milliseconds after the connection is up.
 //
 // --server-close makes the last WebSocket ask the echo server to close first (?close_after=K);
 // do not use it against hypercorn 0.18 over HTTP/2: the close reply the client must send then
@@ -38,7 +43,7 @@ function parseArgs(argv) {
   const opts = {
     host: '127.0.0.1', port: 0, tls: false, ca: null, servername: 'localhost', keylog: null,
     ws: 3, gets: 3, seed: 1, messages: 3, big: 300000, log: null, timeout: 20000,
-    closeTimeout: 150, serverClose: false, wsEnd: 'rst', maxMessage: 100000,
+    closeTimeout: 150, serverClose: false, wsEnd: 'rst', maxMessage: 100000, interval: 0,
   };
   const flags = new Set(['tls', 'serverClose']);
   for (let i = 2; i < argv.length; i++) {
@@ -313,6 +318,7 @@ function runWebSocket(session, authority, scheme, index, rng, opts, serverClose)
       ':scheme': scheme, ':path': path, ':authority': authority,
       'sec-websocket-version': '13' }, { endStream: false, signal: abort.signal });
     let expected = 0; // echoes + pongs still to come
+    let unsent = items.length; // with --interval, items not written yet
     let closeSent = false;
     let serverEnded = false;
     let done = false;
@@ -366,7 +372,9 @@ function runWebSocket(session, authority, scheme, index, rng, opts, serverClose)
         endStream();
       } else {
         expected -= 1;
-        if (expected === 0 && !serverClose) sendClose(1000, `bye from websocket ${index}`);
+        if (expected === 0 && unsent === 0 && !serverClose) {
+          sendClose(1000, `bye from websocket ${index}`);
+        }
       }
     }, (err) => entry.errors.push(err));
 
@@ -380,7 +388,8 @@ function runWebSocket(session, authority, scheme, index, rng, opts, serverClose)
         reject(new Error(`websocket ${path}: status ${entry.status}`));
         return;
       }
-      for (const item of items) {
+      const send = (item) => {
+        unsent -= 1;
         if (item.kind === 'ping') {
           stream.write(encodeFrame(OP.ping, item.payload, true, mask()));
           entry.sent.push(logMessage('ping', item.payload, 1));
@@ -403,6 +412,12 @@ function runWebSocket(session, authority, scheme, index, rng, opts, serverClose)
           entry.sent.push(logMessage(item.opcode, item.payload, parts.length));
           expected += 1;
         }
+      };
+      if (opts.interval > 0) {
+        items.forEach((item, k) => setTimeout(() => { if (!closeSent) send(item); },
+          k * opts.interval));
+      } else {
+        items.forEach(send);
       }
     });
     stream.on('data', (chunk) => parser.feed(chunk));
@@ -452,7 +467,13 @@ async function main() {
       wsJobs.push(runWebSocket(session, authority, scheme, j, new Rng(opts.seed * 1000 + j), opts,
         serverClose));
     }
-    if (j < opts.gets) getJobs.push(runGet(session, authority, scheme, getPaths[j % getPaths.length]));
+    if (j < opts.gets) {
+      const path = getPaths[j % getPaths.length];
+      const delay = j * 5 * opts.interval;
+      getJobs.push(delay > 0
+        ? new Promise((r) => setTimeout(r, delay)).then(() => runGet(session, authority, scheme, path))
+        : runGet(session, authority, scheme, path));
+    }
   }
   try {
     log.websockets = await Promise.all(wsJobs);
