@@ -50,22 +50,28 @@ def _run(
     return ok
 
 
-def chromium(
-    url: str, workdir: Path, done: Callable[[], bool], proxy_port: int | None, timeout: float = 30
-) -> bool:
-    """Chromium 156 headless; certificate errors ignored (the test CA or mitmproxy's)."""
+def chromium_command(url: str, profile: Path, proxy_port: int | None) -> list[str]:
+    """Chromium 156 headless in a fresh ``profile``; certificate errors ignored (a test CA or
+    mitmproxy's)."""
     assert CHROMIUM
-    workdir.mkdir(parents=True, exist_ok=True)
     cmd = [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--disable-extensions", "--ignore-certificate-errors",
-        f"--user-data-dir={workdir / 'profile'}",
+        f"--user-data-dir={profile}",
     ]  # fmt: skip
     if proxy_port is not None:
         # Loopback bypasses proxies by default; <-loopback> takes that rule away.
         cmd += [f"--proxy-server=http://127.0.0.1:{proxy_port}", "--proxy-bypass-list=<-loopback>"]
-    cmd.append(url)
+    return [*cmd, url]
+
+
+def chromium(
+    url: str, workdir: Path, done: Callable[[], bool], proxy_port: int | None, timeout: float = 30
+) -> bool:
+    """Runs Chromium until ``done()`` or ``timeout``; True if ``done()`` said so."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = chromium_command(url, workdir / "profile", proxy_port)
     return _run(cmd, workdir / "chromium.log", done, timeout, dict(os.environ))
 
 
@@ -84,20 +90,17 @@ FIREFOX_PREFS = {
     "extensions.update.enabled": False,
     "browser.region.network.url": "",
     "network.http.http2.websockets": True,
+    "network.dns.disableIPv6": True,
+    "security.enterprise_roots.enabled": False,
 }
 
 
-def firefox(
-    url: str,
-    workdir: Path,
-    done: Callable[[], bool],
-    proxy_port: int | None,
-    ca: Path,
-    timeout: float = 40,
-) -> bool:
-    """Firefox ESR 153 headless in a fresh profile that trusts ``ca`` (certutil)."""
+def firefox_command(
+    url: str, profile: Path, proxy_port: int | None, ca: Path
+) -> tuple[list[str], dict[str, str]]:
+    """Firefox ESR 153 headless in a fresh ``profile`` that trusts ``ca`` (certutil): the
+    command and its environment."""
     assert FIREFOX and CERTUTIL
-    profile = workdir / "profile"
     profile.mkdir(parents=True, exist_ok=True)
     subprocess.run([CERTUTIL, "-N", "-d", f"sql:{profile}", "--empty-password"], check=True,
                    capture_output=True, timeout=30)  # fmt: skip
@@ -123,7 +126,23 @@ def firefox(
     lines = [f"user_pref({_js(k)}, {_js(v)});" for k, v in prefs.items()]
     (profile / "user.js").write_text("\n".join(lines) + "\n")
     cmd = [FIREFOX, "--headless", "--no-remote", "--profile", str(profile), url]
-    env = dict(os.environ, MOZ_DISABLE_AUTO_SAFE_MODE="1", HOME=str(workdir))
+    env = dict(
+        os.environ, MOZ_DISABLE_AUTO_SAFE_MODE="1", MOZ_HEADLESS="1", HOME=str(profile.parent)
+    )
+    return cmd, env
+
+
+def firefox(
+    url: str,
+    workdir: Path,
+    done: Callable[[], bool],
+    proxy_port: int | None,
+    ca: Path,
+    timeout: float = 40,
+) -> bool:
+    """Runs Firefox until ``done()`` or ``timeout``; True if ``done()`` said so."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd, env = firefox_command(url, workdir / "profile", proxy_port, ca)
     return _run(cmd, workdir / "firefox.log", done, timeout, env)
 
 

@@ -8,6 +8,7 @@ killed if it lingers), clients run under a timeout.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,16 +50,15 @@ def _tail(path: Path, n: int = 4000) -> str:
 
 @dataclass
 class Certificate:
-    cert: Path  # leaf certificate (PEM) for localhost / 127.0.0.1
-    key: Path  # its private key (PEM, unencrypted)
-    ca: Path  # the CA that signed it (PEM), for the clients to trust
+    cert: Path
+    key: Path
+    ca: Path
 
 
 def make_certificate(directory: Path) -> Certificate:
-    """A throw-away CA and a leaf certificate for ``localhost`` and 127.0.0.1 (made at test
-    time with ``cryptography``; no key is ever committed)."""
-    import ipaddress
-
+    """A throw-away CA and an ECDSA P-256 leaf for ``localhost`` and 127.0.0.1, made at test
+    time (nothing is committed).  Key identifiers are included: Python 3.13's default
+    verification (``VERIFY_X509_STRICT``) and NSS want them."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -66,8 +67,9 @@ def make_certificate(directory: Path) -> Certificate:
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "h2ws test CA")])
-    ca_cert = (
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "h2ws TLS test CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
         .issuer_name(ca_name)
@@ -90,10 +92,11 @@ def make_certificate(directory: Path) -> Certificate:
             ),
             critical=True,
         )
+        .add_extension(ca_ski, critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
+    leaf = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
         .issuer_name(ca_name)
@@ -108,10 +111,15 @@ def make_certificate(directory: Path) -> Certificate:
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+            critical=False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     out = Certificate(directory / "cert.pem", directory / "key.pem", directory / "ca.pem")
-    out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    out.cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     out.key.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -119,7 +127,7 @@ def make_certificate(directory: Path) -> Certificate:
             serialization.NoEncryption(),
         )
     )
-    out.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    out.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     return out
 
 
@@ -236,16 +244,16 @@ def wait_connections_closed(port: int, timeout: float = 3.0) -> bool:
 
 
 class Capture:
-    """``tcpdump -i lo`` of one TCP port into a pcap file, started and stopped cleanly.
+    """``tcpdump -i lo`` of one TCP port (or several) into a pcap file, started and stopped cleanly.
 
     ``start()`` returns once tcpdump really captures (its "listening on" line); ``stop()`` waits
     for the connections on the port to finish closing, lets the last packets through, then
     SIGINTs tcpdump and reads its statistics (``dropped`` > 0 means the capture is incomplete).
     """
 
-    def __init__(self, path: Path, port: int, start_timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, port: int | Sequence[int], start_timeout: float = 10.0) -> None:
         self.path = path
-        self.port = port
+        self.ports = [port] if isinstance(port, int) else list(port)
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = path.with_suffix(".tcpdump.err")
@@ -256,7 +264,7 @@ class Capture:
         cmd = ["tcpdump", "-i", "lo", "-n", "-s", "0", "-B", "65536", "--immediate-mode", "-U"]
         if os.geteuid() == 0:
             cmd += ["-Z", "root"]  # keep root: write into root-only temporary directories
-        cmd += ["-w", str(self.path), f"tcp port {self.port}"]
+        cmd += ["-w", str(self.path), " or ".join(f"tcp port {p}" for p in self.ports)]
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         end = time.monotonic() + self.start_timeout
@@ -274,7 +282,8 @@ class Capture:
         if proc is None:
             return
         if proc.poll() is None:
-            wait_connections_closed(self.port)
+            for port in self.ports:
+                wait_connections_closed(port)
             time.sleep(0.1)  # --immediate-mode: the last packets are written by now
             proc.send_signal(signal.SIGINT)
             try:
