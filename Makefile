@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test lint typecheck bench bench-tls bench-live clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,12 @@ test: setup
 bench: setup
 	$(PY) bench/bench_extract.py
 	$(PY) bench/bench_metrics.py
+
+bench-tls: setup
+	$(PY) bench/bench_tls.py
+
+bench-live: setup
+	$(PY) bench/bench_live.py
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

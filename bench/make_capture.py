@@ -20,6 +20,19 @@ binary messages (mostly 20-200 bytes, some up to 24 KiB, a few fragmented) and t
 each; now and then a ping is answered by a pong; at the end each stream closes with a close
 handshake and END_STREAM, the client sends GOAWAY and both sides FIN.
 
+With ``--tls 1.3`` (or ``1.2``) every connection is HTTP/2 over TLS, as browsers speak it, on
+port 443: after the TCP handshake a full TLS handshake in real wire format (ClientHello with
+random, SNI, ALPN h2 and, for 1.3, supported_versions and an X25519 key share; ServerHello
+choosing TLS_AES_128_GCM_SHA256, or TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 for 1.2; a self-signed
+RSA certificate, a real RSA-PSS CertificateVerify / ServerKeyExchange signature and correct
+Finished MACs), then every HTTP/2 byte in application-data records of at most 16 KiB of plaintext,
+one or more per application write, split across TCP segments wherever the MSS falls; close_notify
+alerts before the FINs.  The traffic secrets (1.3) or master secret (1.2) are drawn from the
+seeded generator - there is no real key exchange, which no decryptor can tell - and written to
+an NSS key log ``FILE.keys`` next to the capture, from which ``tshark -o tls.keylog_file:`` and
+``h2ws extract --keylog`` decrypt it.  Records are sealed by ``cryptography``'s AES-GCM; only
+nonces, additional data and the key schedules (HKDF-Expand-Label, the TLS 1.2 PRF) are here.
+
 A JSON sidecar (``FILE.json``) records what was written - messages per direction and opcode,
 streams, connections, HTTP/2 frames per type, packets - so that a benchmark can check a decoder.
 Payload sizes, choices, timing and TCP sequence numbers follow ``--seed``; wsproto draws the
@@ -31,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import json
 import math
 import random
@@ -48,6 +62,9 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from wsproto.frame_protocol import CloseReason, FrameProtocol
 
 C2S = 0
@@ -243,6 +260,357 @@ class TcpFlow:
         self._segment(C2S, TCP_ACK)
 
 
+# -- TLS -------------------------------------------------------------------------------------
+
+TLS_VERSIONS = ("1.3", "1.2")
+TLS_SUITES = {  # what the server chooses, per version
+    "1.3": (0x1301, "TLS_AES_128_GCM_SHA256"),
+    "1.2": (0xC02F, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+}
+TLS_PORT = 443
+SERVER_NAME = "bench.example"
+MAX_FRAGMENT = 1 << 14  # plaintext bytes per record (RFC 8446 5.1, RFC 5246 6.2.1)
+CT_CHANGE_CIPHER_SPEC, CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA = 20, 21, 22, 23
+CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
+CLOSE_NOTIFY = b"\x01\x00"  # warning, close_notify
+_RECORD_HEADER = struct.Struct("!BHH")
+_TLS12_AAD = struct.Struct("!QBHH")
+
+
+def _vec(size: int, body: bytes) -> bytes:
+    return len(body).to_bytes(size) + body
+
+
+def _ext(ext_type: int, body: bytes) -> bytes:
+    return ext_type.to_bytes(2) + _vec(2, body)
+
+
+def _handshake_message(msg_type: int, body: bytes) -> bytes:
+    return bytes((msg_type,)) + _vec(3, body)
+
+
+def _record(content_type: int, body: bytes, version: int = 0x0303) -> bytes:
+    return _RECORD_HEADER.pack(content_type, version, len(body)) + body
+
+
+def hkdf_expand_label(secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
+    """RFC 8446 section 7.1, SHA-256 (the only hash of the suites written here)."""
+    full = b"tls13 " + label
+    info = struct.pack("!HB", length, len(full)) + full + _vec(1, context)
+    return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
+
+
+def tls12_prf(secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
+    """RFC 5246 section 5, P_SHA256."""
+    seed = label + seed
+    out = b""
+    a = seed
+    while len(out) < length:
+        a = hmac.digest(secret, a, "sha256")
+        out += hmac.digest(secret, a + seed, "sha256")
+    return out[:length]
+
+
+class Sealer13:
+    """One direction's TLS 1.3 record protection under one traffic secret (AES-128-GCM)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._aead = AESGCM(hkdf_expand_label(secret, b"key", b"", 16))
+        self._iv = int.from_bytes(hkdf_expand_label(secret, b"iv", b"", 12))
+        self._seq = 0
+
+    def seal(self, content_type: int, content: bytes) -> bytes:
+        """TLSCiphertext: opaque type application_data, legacy version 1.2, the inner plaintext
+        (content, then its real type, no padding) sealed with nonce = iv XOR seq and the record
+        header as additional data."""
+        header = _RECORD_HEADER.pack(CT_APPLICATION_DATA, 0x0303, len(content) + 1 + 16)
+        nonce = (self._iv ^ self._seq).to_bytes(12)
+        self._seq += 1
+        return header + self._aead.encrypt(nonce, content + bytes((content_type,)), header)
+
+
+class Sealer12:
+    """One direction's TLS 1.2 AES-GCM record protection (RFC 5288): 4-byte implicit salt, the
+    8-byte explicit nonce (the sequence number, as OpenSSL writes it) in front of each record."""
+
+    def __init__(self, key: bytes, salt: bytes) -> None:
+        self._aead = AESGCM(key)
+        self._salt = salt
+        self._seq = 0
+
+    def seal(self, content_type: int, content: bytes) -> bytes:
+        explicit = self._seq.to_bytes(8)
+        aad = _TLS12_AAD.pack(self._seq, content_type, 0x0303, len(content))
+        self._seq += 1
+        body = explicit + self._aead.encrypt(self._salt + explicit, content, aad)
+        return _record(content_type, body)
+
+
+class TlsIdentity:
+    """The server's RSA key and a self-signed certificate for SERVER_NAME, made once."""
+
+    def __init__(self) -> None:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import Encoding
+        from cryptography.x509.oid import NameOID
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)])
+        start = datetime.datetime(2023, 11, 1, tzinfo=datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(1)
+            .not_valid_before(start)
+            .not_valid_after(start + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), False)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.cert_der = cert.public_bytes(Encoding.DER)
+
+    def sign(self, data: bytes) -> bytes:
+        """rsa_pss_rsae_sha256 (0x0804), for CertificateVerify and ServerKeyExchange."""
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+        return self.key.sign(data, pss, hashes.SHA256())
+
+
+def _x25519_public(rng: random.Random) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = X25519PrivateKey.from_private_bytes(rng.randbytes(32))
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+class TlsFlow:
+    """A TcpFlow that speaks TLS: the handshake first, then each application write sealed into
+    records of at most 16 KiB of plaintext (which the TcpFlow then cuts at the MSS).
+
+    Same interface as TcpFlow (handshake, flight, settle, close), so a Connection runs over
+    either.  ``keylog`` receives the NSS key log lines of this connection.
+    """
+
+    def __init__(
+        self,
+        tcp: TcpFlow,
+        version: str,
+        rng: random.Random,
+        identity: TlsIdentity,
+        keylog: list[str],
+    ) -> None:
+        self.tcp = tcp
+        self.version = version
+        self._rng = rng
+        self._identity = identity
+        self._keylog = keylog
+        self._sealers: list[Sealer13 | Sealer12] = []
+        self.records = [0, 0]  # per direction, handshake included
+        self.handshake_messages = 0
+        self.alerts = 0
+
+    def _send(self, direction: int, records: list[bytes]) -> None:
+        self.records[direction] += len(records)
+        self.tcp.flight(direction, records)
+
+    def _client_hello(self, client_random: bytes, session_id: bytes, key_share: bytes) -> bytes:
+        tls13 = self.version == "1.3"
+        suites: tuple[int, ...] = (0x1301, 0x1302, 0x1303) if tls13 else ()
+        suites += (0xC02B, 0xC02F, 0xCCA9, 0xCCA8, 0xC02C, 0xC030)
+        extensions = [
+            _ext(0, _vec(2, b"\x00" + _vec(2, SERVER_NAME.encode()))),  # server_name
+            _ext(10, _vec(2, b"\x00\x1d\x00\x17")),  # supported_groups: x25519, secp256r1
+            _ext(11, _vec(1, b"\x00")),  # ec_point_formats: uncompressed
+            _ext(13, _vec(2, b"\x08\x04\x04\x03\x04\x01")),  # signature_algorithms
+            _ext(16, _vec(2, _vec(1, b"h2") + _vec(1, b"http/1.1"))),  # ALPN
+        ]
+        if tls13:
+            extensions += [
+                _ext(43, _vec(1, b"\x03\x04\x03\x03")),  # supported_versions
+                _ext(45, _vec(1, b"\x01")),  # psk_key_exchange_modes: psk_dhe_ke
+                _ext(51, _vec(2, b"\x00\x1d" + _vec(2, key_share))),  # key_share
+            ]
+        body = (
+            b"\x03\x03"
+            + client_random
+            + _vec(1, session_id)
+            + _vec(2, b"".join(s.to_bytes(2) for s in suites))
+            + b"\x01\x00"  # compression: null
+            + _vec(2, b"".join(extensions))
+        )
+        return _handshake_message(1, body)
+
+    def handshake(self) -> None:
+        self.tcp.handshake()
+        rng = self._rng
+        client_random = rng.randbytes(32)
+        client_hello = self._client_hello(client_random, rng.randbytes(32), _x25519_public(rng))
+        # Record-layer version 1.0 on the ClientHello, as OpenSSL, NSS and BoringSSL write it.
+        self._send(C2S, [_record(CT_HANDSHAKE, client_hello, 0x0301)])
+        if self.version == "1.3":
+            self._handshake13(client_random, client_hello)
+        else:
+            self._handshake12(client_random, client_hello)
+
+    def _handshake13(self, client_random: bytes, client_hello: bytes) -> None:
+        rng = self._rng
+        session_id = client_hello[39 : 39 + 32]  # echoed (middlebox compatibility mode)
+        server_hello = _handshake_message(
+            2,
+            b"\x03\x03"
+            + rng.randbytes(32)
+            + _vec(1, session_id)
+            + TLS_SUITES["1.3"][0].to_bytes(2)
+            + b"\x00"
+            + _vec(2, _ext(43, b"\x03\x04") + _ext(51, b"\x00\x1d" + _vec(2, _x25519_public(rng)))),
+        )
+        secrets = {
+            label: rng.randbytes(32)
+            for label in (
+                "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+                "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+                "CLIENT_TRAFFIC_SECRET_0",
+                "SERVER_TRAFFIC_SECRET_0",
+            )
+        }
+        self._keylog += [f"{label} {client_random.hex()} {s.hex()}" for label, s in secrets.items()]
+        encrypted_extensions = _handshake_message(8, _vec(2, _ext(16, _vec(2, _vec(1, b"h2")))))
+        certificate = _handshake_message(
+            11, b"\x00" + _vec(3, _vec(3, self._identity.cert_der) + _vec(2, b""))
+        )
+        transcript = client_hello + server_hello + encrypted_extensions + certificate
+        signed = b" " * 64 + b"TLS 1.3, server CertificateVerify\x00"
+        signed += hashlib.sha256(transcript).digest()
+        certificate_verify = _handshake_message(
+            15, b"\x08\x04" + _vec(2, self._identity.sign(signed))
+        )
+        transcript += certificate_verify
+        server_finished = _handshake_message(
+            20, self._finished13(secrets["SERVER_HANDSHAKE_TRAFFIC_SECRET"], transcript)
+        )
+        transcript += server_finished
+        client_finished = _handshake_message(
+            20, self._finished13(secrets["CLIENT_HANDSHAKE_TRAFFIC_SECRET"], transcript)
+        )
+        server = Sealer13(secrets["SERVER_HANDSHAKE_TRAFFIC_SECRET"])
+        self._send(
+            S2C,
+            [
+                _record(CT_HANDSHAKE, server_hello),
+                CCS_RECORD,
+                server.seal(CT_HANDSHAKE, encrypted_extensions),
+                server.seal(CT_HANDSHAKE, certificate),
+                server.seal(CT_HANDSHAKE, certificate_verify),
+                server.seal(CT_HANDSHAKE, server_finished),
+            ],
+        )
+        client = Sealer13(secrets["CLIENT_HANDSHAKE_TRAFFIC_SECRET"])
+        self._send(C2S, [CCS_RECORD, client.seal(CT_HANDSHAKE, client_finished)])
+        self._sealers = [
+            Sealer13(secrets["CLIENT_TRAFFIC_SECRET_0"]),
+            Sealer13(secrets["SERVER_TRAFFIC_SECRET_0"]),
+        ]
+        # A NewSessionTicket, as most servers send once the client's Finished arrived.
+        ticket = _handshake_message(
+            4,
+            struct.pack("!II", 7200, rng.getrandbits(32))
+            + _vec(1, b"\x00" * 8)
+            + _vec(2, rng.randbytes(96))
+            + _vec(2, b""),
+        )
+        self._send(S2C, [self._sealers[S2C].seal(CT_HANDSHAKE, ticket)])
+        self.handshake_messages += 8  # ClientHello to NewSessionTicket
+
+    @staticmethod
+    def _finished13(traffic_secret: bytes, transcript: bytes) -> bytes:
+        finished_key = hkdf_expand_label(traffic_secret, b"finished", b"", 32)
+        return hmac.digest(finished_key, hashlib.sha256(transcript).digest(), "sha256")
+
+    def _handshake12(self, client_random: bytes, client_hello: bytes) -> None:
+        rng = self._rng
+        server_random = rng.randbytes(32)
+        server_hello = _handshake_message(
+            2,
+            b"\x03\x03"
+            + server_random
+            + _vec(1, rng.randbytes(32))  # a new session id
+            + TLS_SUITES["1.2"][0].to_bytes(2)
+            + b"\x00"
+            + _vec(
+                2,
+                _ext(0xFF01, b"\x00")  # renegotiation_info
+                + _ext(11, _vec(1, b"\x00"))
+                + _ext(16, _vec(2, _vec(1, b"h2"))),
+            ),
+        )
+        certificate = _handshake_message(11, _vec(3, _vec(3, self._identity.cert_der)))
+        params = b"\x03\x00\x1d" + _vec(1, _x25519_public(rng))  # named_curve x25519
+        signature = self._identity.sign(client_random + server_random + params)
+        key_exchange = _handshake_message(12, params + b"\x08\x04" + _vec(2, signature))
+        hello_done = _handshake_message(14, b"")
+        client_key_exchange = _handshake_message(16, _vec(1, _x25519_public(rng)))
+        master = rng.randbytes(48)
+        self._keylog.append(f"CLIENT_RANDOM {client_random.hex()} {master.hex()}")
+        transcript = (
+            client_hello + server_hello + certificate + key_exchange + hello_done
+        ) + client_key_exchange
+        client_finished = _handshake_message(
+            20, tls12_prf(master, b"client finished", hashlib.sha256(transcript).digest(), 12)
+        )
+        transcript += client_finished
+        server_finished = _handshake_message(
+            20, tls12_prf(master, b"server finished", hashlib.sha256(transcript).digest(), 12)
+        )
+        block = tls12_prf(master, b"key expansion", server_random + client_random, 40)
+        client = Sealer12(block[:16], block[32:36])
+        server = Sealer12(block[16:32], block[36:40])
+        # The server's first flight in one record, the client's in three, as OpenSSL writes them.
+        self._send(
+            S2C,
+            [_record(CT_HANDSHAKE, server_hello + certificate + key_exchange + hello_done)],
+        )
+        self._send(
+            C2S,
+            [
+                _record(CT_HANDSHAKE, client_key_exchange),
+                CCS_RECORD,
+                client.seal(CT_HANDSHAKE, client_finished),
+            ],
+        )
+        self._send(S2C, [CCS_RECORD, server.seal(CT_HANDSHAKE, server_finished)])
+        self._sealers = [client, server]
+        self.handshake_messages += 8  # ClientHello to the server's Finished
+
+    def flight(self, direction: int, writes: list[bytes]) -> None:
+        seal = self._sealers[direction].seal
+        records = []
+        for data in writes:
+            for start in range(0, len(data), MAX_FRAGMENT):
+                records.append(seal(CT_APPLICATION_DATA, data[start : start + MAX_FRAGMENT]))
+        self._send(direction, records)
+
+    def settle(self) -> None:
+        self.tcp.settle()
+
+    def close(self) -> None:
+        """close_notify each way, then the TCP FINs."""
+        for direction in (C2S, S2C):
+            self._send(direction, [self._sealers[direction].seal(CT_ALERT, CLOSE_NOTIFY)])
+            self.alerts += 1
+        self.tcp.close()
+
+
+def keylog_path(capture: Path) -> Path:
+    """The NSS key log written next to a TLS capture: ``FILE.keys``."""
+    return capture.with_suffix(".keys")
+
+
 # -- HTTP/2 + WebSocket ----------------------------------------------------------------------
 
 
@@ -349,9 +717,19 @@ class WsStream:
 class Connection:
     """A client and a server h2 connection joined by a TcpFlow; the server echoes WebSockets."""
 
-    def __init__(self, tcp: TcpFlow, stats: Stats, blob: bytes, text_blob: bytes) -> None:
+    def __init__(
+        self,
+        tcp: TcpFlow | TlsFlow,
+        stats: Stats,
+        blob: bytes,
+        text_blob: bytes,
+        scheme: str = "http",
+        authority: str = "bench.example:8080",
+    ) -> None:
         self.tcp = tcp
         self.stats = stats
+        self._scheme = scheme
+        self._authority = authority
         self._blob = blob
         self._text_blob = text_blob
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -482,11 +860,11 @@ class Connection:
             [
                 (":method", "CONNECT"),
                 (":protocol", "websocket"),
-                (":scheme", "http"),
+                (":scheme", self._scheme),
                 (":path", path),
-                (":authority", "bench.example:8080"),
+                (":authority", self._authority),
                 ("sec-websocket-version", "13"),
-                ("origin", "http://bench.example:8080"),
+                ("origin", f"{self._scheme}://{self._authority}"),
             ],
         )
         self.client.flush()
@@ -503,9 +881,9 @@ class Connection:
         post = rng.random() < 0.25
         headers = [
             (":method", "POST" if post else "GET"),
-            (":scheme", "http"),
+            (":scheme", self._scheme),
             (":path", f"/api/items/{stream_id}?size={body_size}"),
-            (":authority", "bench.example:8080"),
+            (":authority", self._authority),
             ("accept", "*/*"),
             ("user-agent", "h2ws-bench/1"),
         ]
@@ -618,10 +996,16 @@ def _body_size(rng: random.Random) -> int:
     return int(math.exp(rng.uniform(math.log(16), math.log(160 * 1024))))
 
 
-def generate(params: Params, output: Path) -> dict[str, Any]:
-    """Write the capture and its sidecar; return the sidecar's content."""
+def generate(params: Params, output: Path, tls: str | None = None) -> dict[str, Any]:
+    """Write the capture and its sidecar; return the sidecar's content.
+
+    ``tls`` ("1.3" or "1.2"): HTTP/2 over TLS, with the NSS key log in ``keylog_path(output)``
+    (the TLS version is not a ``Params`` field, so that cached h2c captures keep matching).
+    """
     if params.messages < 2:
         raise ValueError("--messages must be at least 2 (a message and its echo)")
+    if tls is not None and tls not in TLS_VERSIONS:
+        raise ValueError(f"TLS version {tls!r}: one of {', '.join(TLS_VERSIONS)}")
     started = time.perf_counter()
     rng = random.Random(params.seed)
     blob = rng.randbytes(1 << 20)
@@ -632,9 +1016,19 @@ def generate(params: Params, output: Path) -> dict[str, Any]:
         sink = PcapSink(stream, params.link)
         clock = Clock(rng)
         connections: list[Connection] = []
+        identity = TlsIdentity() if tls else None
+        keylog: list[str] = []
+        tls_flows: list[TlsFlow] = []
         for i in range(params.connections):
             tcp = TcpFlow(sink, clock, rng, 40000 + 7 * i, params.port, params.mss, params.coalesce)
-            connection = Connection(tcp, stats, blob, text_blob)
+            if identity is None:
+                connection = Connection(tcp, stats, blob, text_blob)
+            else:
+                assert tls is not None
+                flow = TlsFlow(tcp, tls, rng, identity, keylog)
+                tls_flows.append(flow)
+                authority = SERVER_NAME + ("" if params.port == TLS_PORT else f":{params.port}")
+                connection = Connection(flow, stats, blob, text_blob, "https", authority)
             connection.start(params.streams, rng)
             connections.append(connection)
             clock.idle(2000)
@@ -714,6 +1108,22 @@ def generate(params: Params, output: Path) -> dict[str, Any]:
         },
         "generator_seconds": round(time.perf_counter() - started, 3),
     }
+    if tls is not None:
+        keys = keylog_path(output)
+        keys.write_text("".join(line + "\n" for line in keylog))
+        sidecar["tls"] = {
+            "version": f"TLS {tls}",
+            "cipher": TLS_SUITES[tls][1],
+            "sni": SERVER_NAME,
+            "alpn": "h2",
+            "keylog": keys.name,
+            "keylog_lines": len(keylog),
+            "records": {
+                DIRECTION_NAMES[d]: sum(f.records[d] for f in tls_flows) for d in (C2S, S2C)
+            },
+            "handshake_messages": sum(f.handshake_messages for f in tls_flows),
+            "alerts": sum(f.alerts for f in tls_flows),
+        }
     sidecar_path(output).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
@@ -730,13 +1140,22 @@ def verify_with_tshark(capture: Path, sidecar: dict[str, Any], tshark: str = "ts
 
     Checks that tshark sees exactly the HTTP/2 frames h2 wrote (per type) and that its expert
     system reports no malformed packet and no error (e.g. a bad checksum or a TCP problem).
+    A TLS capture is decrypted with its key log (``FILE.keys``); HTTP/2 is then found by ALPN,
+    and the number of TLS records tshark sees (and how many of them it decrypted) must equal
+    the number written.
     """
     import subprocess
 
     port = str(sidecar["server_port"])
+    tls = sidecar.get("tls")
+    decode = (
+        ["-o", f"tls.keylog_file:{capture.with_name(tls['keylog'])}"]
+        if tls
+        else ["-d", f"tcp.port=={port},http2"]
+    )
     fields = subprocess.run(
-        [tshark, "-r", str(capture), "-d", f"tcp.port=={port},http2", "-o",
-         "tcp.check_checksum:TRUE", "-Y", "http2", "-T", "fields", "-e", "http2.type"],
+        [tshark, "-r", str(capture), *decode, "-o", "tcp.check_checksum:TRUE", "-Y", "http2",
+         "-T", "fields", "-e", "http2.type"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     seen = Counter[str]()
@@ -748,14 +1167,47 @@ def verify_with_tshark(capture: Path, sidecar: dict[str, Any], tshark: str = "ts
     expected = sidecar["h2_frames"]["by_type"]
     if dict(seen) != expected:
         problems.append(f"tshark frame counts {dict(sorted(seen.items()))} != generated {expected}")
+    if tls:
+        problems += _tls_record_problems(capture, decode, tls, tshark)
     expert = subprocess.run(
-        [tshark, "-r", str(capture), "-d", f"tcp.port=={port},http2", "-o",
-         "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE", "-q", "-z", "expert,warn"],
+        [tshark, "-r", str(capture), *decode, "-o", "tcp.check_checksum:TRUE", "-o",
+         "ip.check_checksum:TRUE", "-q", "-z", "expert,warn"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     if any(line.startswith(("Errors", "Warns")) for line in expert.splitlines()):
         problems.append("tshark expert info:\n" + expert.strip())
     return problems
+
+
+def _tls_record_problems(
+    capture: Path, decode: list[str], tls: dict[str, Any], tshark: str
+) -> list[str]:
+    """tshark must see every TLS record written and decrypt every protected one.
+
+    The HTTP/2 frame count already needs every application-data record decrypted; this adds
+    the records themselves (one each, however many TCP segments carry it), the handshake
+    messages (EncryptedExtensions, Certificate, CertificateVerify, Finished and the ticket are
+    only seen when decrypted) and the close_notify alerts (encrypted too).
+    """
+    import subprocess
+
+    out = subprocess.run(
+        [tshark, "-r", str(capture), *decode, "-Y", "tls", "-T", "fields", "-E", "occurrence=a",
+         "-e", "tls.record.content_type", "-e", "tls.handshake.type", "-e",
+         "tls.alert_message.desc"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    seen = [0, 0, 0]
+    for line in out.splitlines():
+        for i, values in enumerate(line.split("\t")):
+            seen[i] += len([v for v in values.split(",") if v])
+    expected = [sum(tls["records"].values()), tls["handshake_messages"], tls["alerts"]]
+    names = ("TLS records", "handshake messages", "alerts")
+    return [
+        f"tshark sees {n} {what}, {m} were written"
+        for what, n, m in zip(names, seen, expected, strict=True)
+        if n != m
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -772,7 +1224,14 @@ def main(argv: list[str] | None = None) -> int:
         "--streams", type=int, default=Params.streams, help="WebSocket streams per connection"
     )
     parser.add_argument("--seed", type=int, default=Params.seed)
-    parser.add_argument("--port", type=int, default=Params.port, help="server TCP port")
+    parser.add_argument(
+        "--port", type=int, help=f"server TCP port (default {Params.port}, {TLS_PORT} with --tls)"
+    )
+    parser.add_argument(
+        "--tls",
+        choices=TLS_VERSIONS,
+        help="HTTP/2 over TLS of this version (key log in FILE.keys) instead of h2c",
+    )
     parser.add_argument("--link", choices=("ethernet", "sll"), default=Params.link)
     parser.add_argument("--mss", type=int, default=Params.mss)
     parser.add_argument(
@@ -789,11 +1248,11 @@ def main(argv: list[str] | None = None) -> int:
         connections=args.connections,
         streams=args.streams,
         seed=args.seed,
-        port=args.port,
+        port=args.port if args.port is not None else TLS_PORT if args.tls else Params.port,
         link=args.link,
         mss=args.mss,
     )
-    sidecar = generate(params, args.output)
+    sidecar = generate(params, args.output, args.tls)
     messages = sidecar["messages"]
     print(
         f"{args.output}: {sidecar['packets']} packets, {sidecar['bytes']} bytes, "
@@ -803,6 +1262,12 @@ def main(argv: list[str] | None = None) -> int:
         f"connections, {sidecar['h2_frames']['total']} HTTP/2 frames "
         f"in {sidecar['generator_seconds']:.1f} s; counts in {sidecar_path(args.output)}"
     )
+    if args.tls:
+        tls = sidecar["tls"]
+        print(
+            f"{tls['version']} {tls['cipher']}, {sum(tls['records'].values())} records; "
+            f"key log in {keylog_path(args.output)}"
+        )
     if args.verify:
         problems = verify_with_tshark(args.output, sidecar)
         for problem in problems:

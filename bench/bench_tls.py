@@ -1,0 +1,422 @@
+"""Benchmark ``h2ws extract`` against a tshark-based extractor on large HTTP/2-over-TLS captures.
+
+The goal (issue #3): on a TLS capture of at least 200k WebSocket messages over HTTP/2, h2ws at
+least 3x the throughput of what one would otherwise use - tshark decrypting the capture and
+printing ``http2.data.data`` per stream, followed by a minimal RFC 6455 parse (the script
+``tshark_ws_extract.py``) - with peak RSS flat when the capture grows tenfold.  In one process:
+
+1. makes TLS captures with ``make_capture.py --tls`` (by default TLS 1.3, 200k WebSocket
+   messages and 10x that, 4 connections x 8 WebSocket streams sharing them with ordinary
+   requests; the NSS key log next to each), or reuses those in ``--captures`` (default
+   ``bench/data/``, git-ignored) made with the same parameters;
+2. runs, one after the other and round robin ``--repeat`` times,
+   ``h2ws extract FILE --keylog KEYS -o DIR``, the same with ``--no-frames``, and
+   ``python tshark_ws_extract.py FILE --keylog KEYS``, each as a child process measured by
+   ``bench_extract.run_measured`` (``os.wait4`` through a small launcher: wall clock, CPU time
+   of the process and every descendant it waited for, peak RSS).  For the extractor, CPU time
+   is tshark's plus Python's, wait4's ``ru_maxrss`` is that of its largest process (tshark),
+   and since tshark and the parser run at the same time the pipeline's memory is reported as
+   well: the sum of both processes' peaks, which each reports from its own rusage (an upper
+   bound of what they held together);
+3. checks both against what the generator recorded: h2ws's tables with
+   ``bench_extract.check_tables`` (messages per direction and opcode, frames, payload bytes,
+   SHA-256 sums, connections, streams, HTTP/2 frames, no warning), the extractor's counts
+   with the same message figures - a fast wrong answer is a FAIL, for either tool;
+4. prints wall and CPU time, messages/s and peak RSS per tool and scale, the throughput ratios
+   h2ws / tshark extractor by wall clock and by CPU time, and peak RSS growth from the
+   smallest scale to the largest; ``--markdown FILE`` writes the same as Markdown.
+
+Run it from the project's root: ``.venv/bin/python bench/bench_tls.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench_extract import (
+    Measurement,
+    _scale_label,
+    _tail,
+    check_tables,
+    environment,
+    h2ws_command,
+    run_measured,
+)
+from make_capture import (
+    SIDECAR_FORMAT,
+    TLS_PORT,
+    TLS_VERSIONS,
+    Params,
+    generate,
+    keylog_path,
+    sidecar_path,
+    verify_with_tshark,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+EXTRACTOR = BENCH_DIR / "tshark_ws_extract.py"
+H2WS, H2WS_NO_FRAMES, EXTRACTOR_TOOL = "h2ws", "h2ws --no-frames", "tshark extractor"
+
+
+@dataclass
+class TlsMeasurement(Measurement):
+    #: For the extractor: tshark's and the Python parser's own peaks (they run side by side).
+    tshark_rss_kib: int = 0
+    parser_rss_kib: int = 0
+    tshark_cpu: float = 0.0
+
+    @property
+    def pipeline_rss_mib(self) -> float:
+        """The peak of the tool as a whole: the sum of its processes' peaks."""
+        if self.tshark_rss_kib:
+            return (self.tshark_rss_kib + self.parser_rss_kib) / 1024
+        return self.rss_mib
+
+
+def capture_name(params: Params, tls: str) -> str:
+    return (
+        f"tls{tls.replace('.', '')}-ws-{params.messages}m-{params.connections}c-"
+        f"{params.streams}s-seed{params.seed}"
+    )
+
+
+def make_or_reuse(params: Params, tls: str, directory: Path) -> tuple[Path, dict[str, Any]]:
+    """Reuse a capture (and key log) whose sidecar shows the same parameters, else make it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    capture = directory / f"{capture_name(params, tls)}.pcap"
+    side = sidecar_path(capture)
+    if capture.exists() and side.exists() and keylog_path(capture).exists():
+        sidecar: dict[str, Any] = json.loads(side.read_text())
+        if (
+            sidecar.get("params") == vars(params)
+            and sidecar.get("format") == SIDECAR_FORMAT
+            and sidecar.get("tls", {}).get("version") == f"TLS {tls}"
+        ):
+            print(f"  reusing {capture}", flush=True)
+            return capture, sidecar
+    print(f"  making {capture} ...", flush=True)
+    sidecar = generate(params, capture, tls)
+    print(
+        f"  {sidecar['packets']:,} packets, {sidecar['messages']['total']:,} messages, "
+        f"{sum(sidecar['tls']['records'].values()):,} TLS records, "
+        f"{sidecar['bytes'] / 2**20:,.0f} MiB in {sidecar['generator_seconds']:.0f} s",
+        flush=True,
+    )
+    return capture, sidecar
+
+
+def check_counts(result: dict[str, Any], sidecar: dict[str, Any]) -> list[str]:
+    """The extractor's counts against the generator's: the message figures check_tables uses."""
+    problems = []
+    pairs = [
+        ("messages", result["messages"]["total"], sidecar["messages"]["total"]),
+        (
+            "messages by direction and opcode",
+            result["messages"]["by_direction"],
+            sidecar["messages"]["by_direction"],
+        ),
+        ("WebSocket frames", result["ws_frames"], sidecar["ws_frames"]),
+        ("payload bytes", result["payload_bytes"], sidecar["payload_bytes"]),
+        ("WebSocket streams", result["websocket_streams"], sidecar["streams"]["websocket"]),
+        ("DATA frames", result["data_frames"], sidecar["h2_frames"]["by_type"].get("DATA", 0)),
+    ]
+    for what, seen, expected in pairs:
+        if seen != expected:
+            problems.append(f"{what}: {seen}, expected {expected}")
+    if result["payload_sha256_sum"] != sidecar["payload_sha256_sum"]:
+        problems.append("payload sha256 sums differ from the generator's")
+    return problems
+
+
+def _measurement(
+    tool: str, scale: float, sidecar: dict[str, Any], figures: tuple[float, float, int, int]
+) -> TlsMeasurement:
+    wall, cpu, rss, code = figures
+    return TlsMeasurement(
+        tool, scale, wall, cpu, rss, code, sidecar["packets"], sidecar["messages"]["total"], 0.0
+    )
+
+
+def measure_h2ws(
+    cmd: list[str], capture: Path, sidecar: dict[str, Any], scale: float, frames: bool, work: Path
+) -> TlsMeasurement:
+    out = work / ("h2ws-out" if frames else "h2ws-out-noframes")
+    shutil.rmtree(out, ignore_errors=True)
+    argv = [*cmd, "extract", str(capture), "--keylog", str(keylog_path(capture)), "-o", str(out)]
+    if not frames:
+        argv.append("--no-frames")
+    log = work / f"{out.name}.stderr"
+    load = os.getloadavg()[0]
+    m = _measurement(
+        H2WS if frames else H2WS_NO_FRAMES,
+        scale,
+        sidecar,
+        run_measured(argv, work / f"{out.name}.stdout", log),
+    )
+    m.load = load
+    if m.exit_code == 0:
+        m.problems = check_tables(out, sidecar, frames)
+    else:
+        m.problems = [f"exit code {m.exit_code}: {_tail(log, 1)}"]
+    return m
+
+
+def measure_extractor(
+    tshark: str, capture: Path, sidecar: dict[str, Any], scale: float, work: Path
+) -> TlsMeasurement:
+    argv = [sys.executable, str(EXTRACTOR), str(capture), "--keylog", str(keylog_path(capture)),
+            "--server-port", str(sidecar["server_port"]), "--tshark", tshark]  # fmt: skip
+    stdout, stderr = work / "extractor.json", work / "extractor.stderr"
+    load = os.getloadavg()[0]
+    m = _measurement(EXTRACTOR_TOOL, scale, sidecar, run_measured(argv, stdout, stderr))
+    m.load = load
+    if m.exit_code != 0:
+        m.problems = [f"exit code {m.exit_code}: {_tail(stderr, 1)}"]
+        return m
+    result = json.loads(stdout.read_text())
+    m.problems = check_counts(result, sidecar)
+    m.tshark_rss_kib = result["tshark"]["max_rss_kib"]
+    m.parser_rss_kib = result["extractor"]["max_rss_kib"]
+    m.tshark_cpu = result["tshark"]["cpu"]
+    return m
+
+
+def best(runs: list[TlsMeasurement]) -> TlsMeasurement:
+    """Of repeated runs, the fastest wall clock (least disturbed) with the largest RSS seen."""
+    fastest = min(runs, key=lambda m: (not m.ok, m.wall))
+    fastest.max_rss_kib = max(m.max_rss_kib for m in runs)
+    fastest.tshark_rss_kib = max(m.tshark_rss_kib for m in runs)
+    fastest.parser_rss_kib = max(m.parser_rss_kib for m in runs)
+    fastest.problems = sorted({p for m in runs for p in m.problems})
+    return fastest
+
+
+def report(
+    results: list[TlsMeasurement],
+    captures: dict[float, dict[str, Any]],
+    env: str,
+    command: str,
+    elapsed: float,
+) -> tuple[str, str]:
+    """The results as a plain-text table (stdout) and as Markdown."""
+    header = ("scale", "tool", "wall s", "CPU s", "messages/s", "MiB/s", "peak RSS MiB",
+              "load", "check")  # fmt: skip
+    rows: list[tuple[str, ...]] = []
+    for m in results:
+        size = captures[m.scale]["bytes"] / 2**20
+        figures = (
+            (f"{m.wall:.1f}", f"{m.cpu:.1f}", f"{m.messages_per_s:,.0f}", f"{size / m.wall:.1f}")
+            if m.ok
+            else ("-", "-", "-", "-")  # a wrong or crashed run has no throughput
+        )
+        rss = f"{m.rss_mib:,.0f}"
+        if m.tshark_rss_kib:
+            rss = (
+                f"{m.pipeline_rss_mib:,.0f} ({m.tshark_rss_kib / 1024:,.0f} tshark + "
+                f"{m.parser_rss_kib / 1024:,.0f} parser)"
+            )
+        rows.append((_scale_label(m.scale), m.tool, *figures, rss, f"{m.load:.1f}",
+                     "ok" if m.ok else "FAIL"))  # fmt: skip
+    by = {(m.scale, m.tool): m for m in results if m.ok}
+    scales = sorted(captures)
+    notes: list[str] = []
+    for scale in scales:
+        side = captures[scale]
+        tls = side["tls"]
+        notes.append(
+            f"{_scale_label(scale)} capture: {side['packets']:,} packets, "
+            f"{side['bytes'] / 2**20:,.0f} MiB, {sum(tls['records'].values()):,} {tls['version']} "
+            f"records ({tls['cipher']}), {side['messages']['total']:,} WebSocket messages on "
+            f"{side['streams']['websocket']} WebSocket + {side['streams']['http']:,} HTTP streams "
+            f"over {side['connections']} connections; generated in "
+            f"{side['generator_seconds']:,.0f} s"
+        )
+    for scale in scales:
+        reference = by.get((scale, EXTRACTOR_TOOL))
+        if reference:
+            notes.append(
+                f"{_scale_label(scale)}: of the tshark extractor's {reference.cpu:.1f} s CPU, "
+                f"tshark took {reference.tshark_cpu:.1f} s"
+            )
+        for tool in (H2WS, H2WS_NO_FRAMES):
+            candidate = by.get((scale, tool))
+            if candidate and reference:
+                notes.append(
+                    f"{_scale_label(scale)}: {tool} / tshark extractor throughput = "
+                    f"**{reference.wall / candidate.wall:.2f}x** by wall clock, "
+                    f"**{reference.cpu / candidate.cpu:.2f}x** by CPU time"
+                )
+    if len(scales) > 1:
+        low, high = scales[0], scales[-1]
+        for tool in (H2WS, H2WS_NO_FRAMES, EXTRACTOR_TOOL):
+            a, b = by.get((low, tool)), by.get((high, tool))
+            if a and b:
+                notes.append(
+                    f"peak RSS {_scale_label(low)} -> {_scale_label(high)}: {tool} "
+                    f"{a.pipeline_rss_mib:,.0f} -> {b.pipeline_rss_mib:,.0f} MiB "
+                    f"({b.pipeline_rss_mib / a.pipeline_rss_mib:.2f}x)"
+                )
+    notes.append(
+        "peak RSS: of the one h2ws process; for the extractor the sum of tshark's and the "
+        "parser's peaks (both run at once); load: 1-minute load average just before the run"
+    )
+    notes.append(f"the whole benchmark took {elapsed / 60:.1f} min")
+    failures = [f"FAIL {_scale_label(m.scale)} {m.tool}: {p}" for m in results for p in m.problems]
+
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    text_lines = [
+        "  ".join(
+            c.rjust(w) if 2 <= i < 8 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in [header, *rows]
+    ]
+    text = "\n".join([env, "", *text_lines, "", *(n.replace("**", "") for n in notes), *failures])
+    md = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if 2 <= i < 8 else "---" for i in range(len(header))) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+    markdown = "\n".join(
+        [f"Machine: {env}", f"Command: `{command}`", "", *md, "",
+         *(f"- {n}" for n in notes), *(f"- {f}" for f in failures)]
+    )  # fmt: skip
+    return text, markdown + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Measure h2ws extract against a tshark-based extractor on TLS captures "
+        "(see the docstring)."
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=200_000,
+        metavar="N",
+        help="WebSocket messages in the 1x capture (default %(default)s)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        nargs="+",
+        default=[1.0, 10.0],
+        metavar="X",
+        help="capture sizes as multiples of --messages (default: 1 10)",
+    )
+    parser.add_argument("--tls", choices=TLS_VERSIONS, default="1.3")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=8, help="WebSocket streams per connection")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest counts")
+    parser.add_argument(
+        "--captures",
+        type=Path,
+        default=BENCH_DIR / "data",
+        help="where captures are made, and reused when their parameters match "
+        "(default: bench/data/, git-ignored)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where the tools' outputs go; kept (default: a fresh directory "
+        "under bench/out/, removed afterwards unless --keep)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the default work directory")
+    parser.add_argument("--h2ws", help="command that runs h2ws (default: the venv's h2ws script)")
+    parser.add_argument("--tshark", default="tshark")
+    parser.add_argument(
+        "--no-frames-variant",
+        dest="no_frames",
+        action="store_false",
+        help="skip the h2ws --no-frames run",
+    )
+    parser.add_argument(
+        "--verify-capture",
+        action="store_true",
+        help="also check each capture with tshark (frames, records, expert info)",
+    )
+    parser.add_argument("--markdown", type=Path, help="also write the results as Markdown here")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    if shutil.which(args.tshark) is None:
+        parser.error(f"{args.tshark} not found: the baseline needs tshark")
+    if args.workdir is not None:
+        workdir: Path = args.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        remove = False
+    else:
+        (BENCH_DIR / "out").mkdir(exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="bench-tls-", dir=BENCH_DIR / "out"))
+        remove = not args.keep
+    h2ws = h2ws_command(args.h2ws)
+    env = environment(args.tshark)
+    print(env, flush=True)
+
+    results: list[TlsMeasurement] = []
+    captures: dict[float, dict[str, Any]] = {}
+    try:
+        for scale in sorted(args.scale):
+            params = Params(
+                messages=max(2, round(args.messages * scale)),
+                connections=args.connections,
+                streams=args.streams,
+                seed=args.seed,
+                port=TLS_PORT,
+            )
+            print(f"{_scale_label(scale)}:", flush=True)
+            capture, sidecar = make_or_reuse(params, args.tls, args.captures)
+            captures[scale] = sidecar
+            if args.verify_capture:
+                problems = verify_with_tshark(capture, sidecar, args.tshark)
+                print("  capture verified by tshark" if not problems else "\n".join(problems))
+            work = workdir / capture.stem
+            work.mkdir(exist_ok=True)
+            tools = [H2WS, H2WS_NO_FRAMES] if args.no_frames else [H2WS]
+            tools.append(EXTRACTOR_TOOL)
+            runs: dict[str, list[TlsMeasurement]] = {tool: [] for tool in tools}
+            for _ in range(args.repeat):  # round robin, so that a noisy minute hits every tool
+                for tool in tools:
+                    if tool == EXTRACTOR_TOOL:
+                        m = measure_extractor(args.tshark, capture, sidecar, scale, work)
+                    else:
+                        m = measure_h2ws(h2ws, capture, sidecar, scale, tool == H2WS, work)
+                    runs[tool].append(m)
+                    _progress(m)
+            results += [best(runs[tool]) for tool in tools]
+    finally:
+        if remove:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    command = " ".join(["bench/bench_tls.py", *(sys.argv[1:] if argv is None else argv)])
+    text, markdown = report(results, captures, env, command, time.perf_counter() - started)
+    print()
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(markdown)
+    if not remove:
+        print(f"\noutputs kept in {workdir}")
+    return 0 if all(m.ok for m in results) else 1
+
+
+def _progress(m: TlsMeasurement) -> None:
+    status = "ok" if m.ok else "FAIL: " + "; ".join(m.problems)
+    print(
+        f"  {m.tool:<17} {m.wall:7.1f} s  {m.cpu:7.1f} s CPU  {m.messages_per_s:>10,.0f} msg/s  "
+        f"{m.pipeline_rss_mib:7,.0f} MiB  (load {m.load:.1f})  {status}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
