@@ -20,15 +20,17 @@ holding the relay.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from mitmproxy import exceptions, http, tcp
 from mitmproxy import flow as mflow
-from mitmproxy import http, tcp
 from mitmproxy.hooks import Hook, UpdateHook
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http._hooks import (
@@ -66,6 +68,51 @@ def _headers(header_json: str | None) -> tuple[tuple[bytes, bytes], ...]:
         for n, v in pairs
         if not str(n).startswith(":")
     )
+
+
+#: mitmproxy logs an addon's failing hook under this name; so do we, for the same failures.
+_addon_logger = logging.getLogger("mitmproxy.addonmanager")
+
+
+async def trigger_event(chain: Iterable[object], hook: Hook) -> None:
+    """``AddonManager.trigger_event(hook)`` over ``chain`` (``master.addons.chain``), cheaper.
+
+    Every mirrored WebSocket message is a hook for every loaded addon, and mitmproxy's own
+    dispatch costs two generators and a context manager per addon and hook: profiling a busy
+    relay put it at a fifth of the proxy's time, more than decoding.  This walks the same
+    addons in the same order (each addon, then its ``addons`` depth first, looked up as the
+    walk reaches them, so a script reloaded meanwhile is seen), calls the same hook functions
+    with the same arguments, awaits the awaitable ones, skips a module that has the hook's
+    name, stops at ``AddonHalt``, and logs any other exception of an addon as mitmproxy does
+    ("Addon error") and goes on with the next addon.
+    """
+    name = hook.name
+    args: list[object] | None = None
+    for top in chain:
+        try:
+            stack = [top]
+            while stack:
+                addon = stack.pop()
+                func = getattr(addon, name, None)
+                if func:
+                    if callable(func):
+                        if args is None:
+                            args = hook.args()
+                        res = func(*args)
+                        if res is not None and inspect.isawaitable(res):
+                            await res
+                    elif not isinstance(func, types.ModuleType):
+                        raise exceptions.AddonManagerError(  # type: ignore[no-untyped-call]
+                            f"Addon handler {name} ({addon}) not callable"
+                        )
+                if hasattr(addon, "addons"):
+                    stack.extend(reversed(list(addon.addons)))
+        except exceptions.AddonHalt:
+            return
+        except exceptions.OptionsError:
+            raise
+        except Exception as exc:
+            _addon_logger.error(f"Addon error: {exc}", exc_info=True)
 
 
 @dataclass(slots=True, frozen=True)

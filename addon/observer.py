@@ -34,6 +34,7 @@ from h2ws.analysis.capture.flowfile import (
     connection_error,
     connection_info,
     end_of,
+    is_mirror,
     tls_info,
 )
 from h2ws.analysis.export import FORMATS
@@ -41,7 +42,7 @@ from h2ws.analysis.options import DecodeOptions
 from h2ws.analysis.records import Direction, Record
 from h2ws.analysis.websocket import PayloadPolicy
 
-from .flows import HookQueue, Step, WebSocketMirror
+from .flows import HookQueue, Step, WebSocketMirror, trigger_event
 from .layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
 from .recorder import LiveDecoders, TableWriter
 
@@ -83,6 +84,10 @@ class H2wsAddon:
         self._http: dict[bool, HttpFlowRecorder] = {}  # by flow.live
         self._flusher: asyncio.Task[None] | None = None
         self._warned_lazy = False
+        # Options read for every chunk, kept here by ``configure``: reading ``ctx.options``
+        # deep-copies the value, which profiling showed among the costs of each chunk.
+        self._keep_raw = False
+        self._flows = True
 
     # ------------------------------------------------------------------------------ options
 
@@ -189,6 +194,8 @@ class H2wsAddon:
         if any(name.startswith("h2ws_") for name in updated):
             self.decoders.options = self._decode_options()  # for connections from now on
             self.mirror.max_bytes = max(0, opts.h2ws_flow_bytes)
+            self._keep_raw = opts.h2ws_keep_raw
+            self._flows = opts.h2ws_flows
         if "h2ws_out" in updated or "h2ws_format" in updated:
             self._open_tables()
         elif self.tables is not None and updated & {"h2ws_payload", "h2ws_preview_bytes"}:
@@ -309,7 +316,7 @@ class H2wsAddon:
 
     def relayed_chunk(self, flow: tcp.TCPFlow, message: tcp.TCPMessage) -> None:
         """A chunk the relay layer has just sent on (``layers.ObservedTCPLayer``)."""
-        if ctx.options.h2ws_keep_raw:
+        if self._keep_raw:
             flow.messages.append(message)
         elif not self._raw_dropped(flow):
             flow.metadata.setdefault(METADATA_KEY, {})["raw_dropped"] = True
@@ -318,7 +325,7 @@ class H2wsAddon:
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
         """Chunks of replayed flows (``-r``), and of relays with ``h2ws_tcp_hooks=true``."""
         self.hooks.put(flow.id, self._chunk(flow, flow.messages[-1]))
-        if not ctx.options.h2ws_keep_raw and len(flow.messages) > 1:
+        if not self._keep_raw and len(flow.messages) > 1:
             # Keep the latest chunk: later addons' tcp_message hooks read messages[-1].
             del flow.messages[:-1]
             flow.metadata.setdefault(METADATA_KEY, {})["raw_dropped"] = True
@@ -331,7 +338,7 @@ class H2wsAddon:
                 conn.conn_id, direction, message.content, message.timestamp, conn.tls
             )
             steps: list[Step] = []
-            if conn.live and ctx.options.h2ws_flows:
+            if conn.live and self._flows:
                 # Before the tables trim the payloads (in place).
                 steps = self.mirror.hooks_for(
                     flow, conn.conn_id, self.decoders.open_streams(conn.conn_id), records
@@ -368,10 +375,10 @@ class H2wsAddon:
             if error:
                 records.append(connection_error(conn.conn_id, ts, error))
             records += self.decoders.close(conn.conn_id, ts, cause, error)
-            if not ctx.options.h2ws_keep_raw and flow.messages:
+            if not self._keep_raw and flow.messages:
                 flow.messages.clear()
                 meta["raw_dropped"] = True
-            if conn.live and ctx.options.h2ws_flows:
+            if conn.live and self._flows:
                 hooks_to_run = self.mirror.hooks_for(flow, conn.conn_id, (), records)
                 hooks_to_run += self.mirror.close_connection(conn.conn_id)
             self._emit(records)
@@ -382,7 +389,7 @@ class H2wsAddon:
     @staticmethod
     async def _trigger(hook: Hook) -> None:
         """Other addons see the mirrored flows as if mitmproxy's WebSocket layer made them."""
-        await ctx.master.addons.trigger_event(hook)
+        await trigger_event(ctx.master.addons.chain, hook)
 
     # ------------------------------------------------------------------------------ HTTP hooks
     # Connections mitmproxy relays itself (HTTP/1.1 WebSockets, or when the legs differ).
@@ -412,6 +419,8 @@ class H2wsAddon:
             self._emit(self._recorder(flow).websocket_start(flow))
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if is_mirror(flow):
+            return  # ours, one per relayed message: recorded from the bytes already
         with self._guard("websocket_message"):
             self._emit(self._recorder(flow).websocket_message(flow))
 

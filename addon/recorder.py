@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from h2ws.analysis.chunks import ConnectionInfo, TlsInfo
 from h2ws.analysis.decoder import ConnectionDecoder
-from h2ws.analysis.export import PartitionedSink
+from h2ws.analysis.export import Part, PartitionedSink, warm_up
 from h2ws.analysis.options import DecodeOptions
 from h2ws.analysis.records import (
     DiagnosticRecord,
@@ -59,38 +60,61 @@ class TableWriter:
     The decoder may keep more payload than the tables (the mirrored flows show whole messages),
     so message payloads are trimmed to the table's policy here, in place: whoever else needs a
     record's payload (the mirror) takes it before the records are written.
+
+    Part files are encoded and written by a thread of their own, in order: pyarrow does that
+    without the interpreter lock, so the relay, on the event loop, does not wait for it.
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], fmt: str, payload: PayloadPolicy) -> None:
         self.sink = PartitionedSink(out_dir, fmt)
+        warm_up()  # at start-up, not in the first flush of a busy relay
         self.payload = payload
         self.last_flush = time.monotonic()
         self.failed: str | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2ws-tables")
 
     def write(self, records: Iterable[Record]) -> None:
         if self.failed:
             return
+        if not isinstance(records, list):
+            records = list(records)
         policy = self.payload
-        trim = policy.mode != "full"
-        write = self.sink.write
-        for record in records:
-            if trim and isinstance(record, MessageRecord):
-                trim_payload(record, policy)
-            write(record)
+        if policy.mode != "full":
+            for record in records:
+                if type(record) is MessageRecord:
+                    trim_payload(record, policy)
+        self.sink.write_all(records)
 
     def flush(self) -> None:
-        """Every row written so far becomes readable (complete part files, atomically renamed)."""
+        """Every row written so far goes to part files, which become readable (complete,
+        atomically renamed) as soon as the writer thread has written them."""
         self.last_flush = time.monotonic()
         if self.failed or not self.sink.pending:
             return
         try:
-            self.sink.flush()
+            parts = self.sink.take_parts()
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._writer.submit(self._write, parts)
+
+    def _write(self, parts: list[Part]) -> None:
+        """On the writer thread."""
+        if self.failed:
+            return
+        try:
+            self.sink.write_parts(parts)
         except Exception as exc:  # a full disk must not take the proxy down
-            self.failed = f"{type(exc).__name__}: {exc}"
-            logger.error(f"h2ws: writing tables to {self.sink.out_dir} failed, stopped: {exc}")
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        self.failed = f"{type(exc).__name__}: {exc}"
+        logger.error(f"h2ws: writing tables to {self.sink.out_dir} failed, stopped: {exc}")
 
     def close(self) -> None:
+        """Flush, and return once every part file is written."""
         self.flush()
+        self._writer.shutdown(wait=True)
 
 
 class LiveDecoders:
@@ -150,18 +174,12 @@ class LiveDecoders:
         self._failed.clear()
         return out
 
-    def open_streams(self, conn_id: str) -> Iterator[StreamRecord]:
+    def open_streams(self, conn_id: str) -> list[StreamRecord]:
         """The rows of the HTTP/2 streams still open on a connection, updated in place as the
         decoder learns more (response status, extensions); the mirrored flows start from them.
         """
         decoder = self._decoders.get(conn_id)
-        h2 = getattr(decoder, "_h2", None)  # see the report: a public accessor is requested
-        streams = getattr(h2, "streams", None)
-        if isinstance(streams, dict):
-            for stream in list(streams.values()):
-                record = getattr(stream, "record", None)
-                if isinstance(record, StreamRecord):
-                    yield record
+        return decoder.open_streams() if decoder is not None else []
 
     def _guard(self, conn_id: str, ts: float | None, call: _Call) -> list[Record]:
         try:

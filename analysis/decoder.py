@@ -15,7 +15,7 @@ from .chunks import ConnectionInfo, TlsInfo
 from .h2 import PREFACE, H2Decoder
 from .http1 import Http1Decoder
 from .options import DecodeOptions
-from .records import ConnectionRecord, DiagnosticRecord, Direction, Record
+from .records import ConnectionRecord, DiagnosticRecord, Direction, Record, StreamRecord
 
 #: An HTTP/1.x request line starts with a method token and a space (RFC 9112 §3).
 _HTTP1_REQUEST = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32} ")
@@ -26,14 +26,27 @@ _SNIFF_LIMIT = 64 * 1024
 _COMMUNITY_ID = CommunityID()
 
 
+#: Sources whose connections are two TCP connections joined by a proxy (mitmproxy).
+PROXIED_SOURCES = frozenset({"live", "flowfile"})
+
+
 def community_id(info: ConnectionInfo) -> str | None:
-    """Community ID v1 (seed 0) of a TCP connection, so rows join with Zeek, Suricata, etc."""
-    if not (info.client_addr and info.server_addr and info.client_port and info.server_port):
+    """Community ID v1 (seed 0) of a TCP connection, so rows join with Zeek, Suricata, etc.
+
+    A Community ID names one TCP connection by its 5-tuple.  A proxied connection is two: the
+    client leg (client <-> proxy) and the upstream leg (proxy <-> server); hashing the client
+    with the upstream server would name neither.  Its ID is the client leg's, the connection
+    the row's ``conn_id``, ``tls`` and byte counts describe (``tls`` is the client's TLS, and
+    an upstream leg may be shared or re-opened).  None when an address of that leg is unknown.
+    """
+    if info.source in PROXIED_SOURCES:
+        peer_addr, peer_port = info.proxy_addr, info.proxy_port
+    else:
+        peer_addr, peer_port = info.server_addr, info.server_port
+    if not (info.client_addr and peer_addr and info.client_port and peer_port):
         return None
     try:
-        tpl = FlowTuple.make_tcp(
-            info.client_addr, info.server_addr, info.client_port, info.server_port
-        )
+        tpl = FlowTuple.make_tcp(info.client_addr, peer_addr, info.client_port, peer_port)
         return str(_COMMUNITY_ID.calc(tpl))
     except Exception:
         return None
@@ -79,6 +92,14 @@ class ConnectionDecoder:
     @property
     def protocol(self) -> str | None:
         return self._protocol
+
+    def open_streams(self) -> list[StreamRecord]:
+        """The rows of the HTTP/2 streams still open on this connection (none before HTTP/2
+        is recognised, nor on HTTP/1.1), updated in place as decoding goes on; see
+        :meth:`H2Decoder.open_streams`.  A live view, such as the addon's mirrored WebSocket
+        flows, needs a stream before its row is emitted at the stream's end.
+        """
+        return self._h2.open_streams() if self._h2 is not None else []
 
     def set_tls(self, info: TlsInfo) -> list[Record]:
         """A TLS layer below us took the handshake: from now on ``feed`` gets plaintext."""

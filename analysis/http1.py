@@ -337,16 +337,22 @@ class Http1Decoder:
             return
         exchange.done = True
         rec = exchange.record
-        incomplete = False
+        failed = cut = False
         for decoder in exchange.ws.values():
             for diag in decoder.finish(ts):
                 rec.error = rec.error or diag.message
                 self._out.append(diag)
-            incomplete = incomplete or decoder.in_message or decoder.failed
-        if incomplete and end == "connection_closed":
+            failed = failed or decoder.failed
+            cut = cut or decoder.in_message
+        # As for HTTP/2 streams: a message cut short by the closed connection keeps that cause
+        # in ``stream_end`` and makes ``close_cause`` "incomplete"; a decoding failure leaves
+        # the end unknown.
+        if failed and end == "connection_closed":
             end = "incomplete"
         rec.stream_end = end
-        if rec.close_cause is None or incomplete:
+        if failed or cut:
+            rec.close_cause = "incomplete"
+        elif rec.close_cause is None:
             rec.close_cause = end
         rec.ts_close = ts
         self._out.append(rec)

@@ -20,7 +20,9 @@ What runs (all on 127.0.0.1, all bounded in time):
   ``flow_detail=0``, is warmed up, and the paths take turns within each repetition, so that a
   noisy machine disturbs them alike; the median of the repetitions is reported.
 
-Throughput counts WebSocket payload bytes, both directions.  Round-trip percentiles come from a
+Throughput counts WebSocket payload bytes, both directions.  ``CPU us/MB`` is the proxy
+process's CPU time (all threads) per MB relayed: on a shared machine it is steadier than
+throughput, which a neighbour's burst moves by 10 % or more.  Round-trip percentiles come from a
 separate run with one message in flight (latency, not queueing).  The tables of the addon
 runs are checked against what the client sent: a fast wrong answer is a FAIL.
 
@@ -85,6 +87,12 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def count_messages(out: Path) -> int:
@@ -170,9 +178,14 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.reps):
                 order = paths[rep % len(paths) :] + paths[: rep % len(paths)]
                 for p in order:
-                    p.runs.setdefault(size, []).append(
-                        load(p.port, p.proto, size, 0, args.window, args.sockets, args.seconds)
-                    )
+                    pid = p.proxy.proc.pid if p.proxy is not None and p.proxy.proc else None
+                    cpu = cpu_seconds(pid) if pid else 0.0
+                    result = load(p.port, p.proto, size, 0, args.window, args.sockets, args.seconds)
+                    if pid:
+                        # The proxy's CPU per MB relayed: steadier than throughput on a shared
+                        # machine, and what the recording overhead costs in the first place.
+                        result["cpu_us_per_mb"] = (cpu_seconds(pid) - cpu) / result["bytes"] * 1e12
+                    p.runs.setdefault(size, []).append(result)
             for p in paths:
                 p.latency[size] = load(p.port, p.proto, size, 500, 1, 1)
         rss = rss_run(paths[-1], args) if args.long > 0 else None
@@ -243,7 +256,8 @@ def report(
         f"\n{args.sockets} WebSockets, {args.window} messages in flight each, runs of "
         f"{args.seconds:g} s, median of {args.reps}; RTT: 1 message in flight, 500 messages\n"
     )
-    header = f"{'size':>7}  {'path':<26} {'MB/s':>8} {'msg/s':>9} {'RTT p50':>9} {'RTT p99':>9}"
+    header = (f"{'size':>7}  {'path':<26} {'MB/s':>8} {'msg/s':>9} {'RTT p50':>9} {'RTT p99':>9}"
+              f" {'CPU us/MB':>10}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for size in sizes:
@@ -251,8 +265,9 @@ def report(
             lat = p.latency[size]["rtt_us"]
             mbps = median(p.runs[size], "mbps")
             msgs = mbps * 1e6 / (2 * size)  # echoed messages per second
+            cpu = f"{median(p.runs[size], 'cpu_us_per_mb'):>10.0f}" if p.proxy else f"{'':>10}"
             print(f"{size:>7}  {p.name:<26} {mbps:>8.1f} {msgs:>9.0f} "
-                  f"{lat['p50'] / 1000:>7.2f}ms {lat['p99'] / 1000:>7.2f}ms")  # fmt: skip
+                  f"{lat['p50'] / 1000:>7.2f}ms {lat['p99'] / 1000:>7.2f}ms {cpu}")  # fmt: skip
         print()
     print("ratios (throughput):")
     for size in sizes:
@@ -262,10 +277,13 @@ def report(
         overhead = (a - t) / a * 100
         ogoal = "ok" if overhead <= 10 else "ABOVE GOAL"
         nf = median(by_name["addon + tables, no frames"].runs[size], "mbps")
+        ca, ct, cn = (median(p.runs[size], "cpu_us_per_mb")
+                      for p in (addon, tables, by_name["addon + tables, no frames"]))  # fmt: skip
         print(
             f"  {size:>6} B: addon / stock h1 = {a / s:4.2f}x ({goal}); recording overhead = "
             f"{overhead:5.1f} % ({ogoal}), {(a - nf) / a * 100:5.1f} % without frame rows; "
-            f"addon / direct = {a / d:4.2f}x"
+            f"addon / direct = {a / d:4.2f}x; CPU per MB with tables +{(ct - ca) / ca * 100:.1f} %"
+            f" (+{(cn - ca) / ca * 100:.1f} % without frame rows)"
         )
     if rss:
         growth = rss["late_kib"] - rss["early_kib"]

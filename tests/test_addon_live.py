@@ -25,6 +25,7 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
+from communityid import CommunityID, FlowTuple
 
 from h2ws.analysis.export import read_table
 from tests.conftest import SEED, require
@@ -181,6 +182,15 @@ def test_preface_in_pieces(tmp_path: Path, node_servers: dict[str, NodeServer], 
     assert conn["http_version"] == "h2c" and conn["websockets"] == 1
     texts = {(m["direction"], m["payload"]) for m in tables["messages"]}
     assert texts == {("c2s", b"split preface"), ("s2c", b"split preface")}
+    # The Community ID is the client leg's (client <-> proxy), not client <-> upstream server.
+    client = (conn["client_addr"], conn["client_port"])
+    assert conn["server_port"] == server.port and client[0] == "127.0.0.1"
+    assert conn["community_id"] == community_id(*client, "127.0.0.1", proxy.port)
+    assert conn["community_id"] != community_id(*client, "127.0.0.1", server.port)
+
+
+def community_id(client_addr: str, client_port: int, addr: str, port: int) -> str:
+    return str(CommunityID().calc(FlowTuple.make_tcp(client_addr, addr, client_port, port)))
 
 
 def test_tables_are_incremental_and_survive_a_kill(tmp_path: Path, echo_server: EchoServer) -> None:

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from communityid import CommunityID, FlowTuple
 from mitmproxy import io as mio
 from mitmproxy import tcp
 from mitmproxy.test import tflow
@@ -26,7 +27,7 @@ from h2ws.analysis.capture.flowfile import (
     flow_records,
     is_flow_file,
 )
-from h2ws.analysis.chunks import Closed, Data, Opened
+from h2ws.analysis.chunks import Closed, ConnectionInfo, Data, Opened
 from h2ws.analysis.decoder import ConnectionDecoder
 from h2ws.analysis.options import DecodeOptions
 from h2ws.analysis.pipeline import Pipeline
@@ -146,6 +147,58 @@ def _client(conn_id: str) -> object:
 
 def _server() -> object:
     return tflow.tserver_conn()
+
+
+# ------------------------------------------------------------------------------ community id
+
+
+def _legs(sockname: tuple[str, int]) -> tuple[object, object]:
+    client = tflow.tclient_conn()
+    client.peername, client.sockname = ("10.0.0.1", 50000), sockname
+    server = tflow.tserver_conn()
+    server.address = server.peername = ("192.0.2.7", 443)
+    return client, server
+
+
+def _cid(a: str, b: str, pa: int, pb: int) -> str:
+    return str(CommunityID().calc(FlowTuple.make_tcp(a, b, pa, pb)))
+
+
+@pytest.mark.parametrize("source", ["live", "flowfile"])
+def test_community_id_of_a_proxied_connection_is_the_client_legs(source: str) -> None:
+    client, server = _legs(("10.0.0.2", 8080))
+    client_leg = _cid("10.0.0.1", "10.0.0.2", 50000, 8080)
+    assert client_leg != _cid("10.0.0.1", "192.0.2.7", 50000, 443)  # the old, mixed tuple
+    info = connection_info(client, server, source, None)  # type: ignore[arg-type]
+    rec = ConnectionDecoder(info).record
+    assert rec.community_id == client_leg
+    # The address columns still name the client and the upstream server.
+    assert (rec.client_addr, rec.client_port, rec.server_addr, rec.server_port) == (
+        "10.0.0.1", 50000, "192.0.2.7", 443,
+    )  # fmt: skip
+
+
+def test_community_id_of_hook_recorded_connections_is_the_client_legs() -> None:
+    flow = tflow.tflow(resp=True)
+    flow.client_conn, flow.server_conn = _legs(("10.0.0.2", 8080))  # type: ignore[assignment]
+    recorder = HttpFlowRecorder(FULL, "live")
+    out = recorder.request(flow) + recorder.response(flow)
+    out += recorder.connection_closed(flow.client_conn, 946681206.0)
+    (conn,) = [r for r in out if isinstance(r, ConnectionRecord)]
+    assert conn.community_id == _cid("10.0.0.1", "10.0.0.2", 50000, 8080)
+
+
+@pytest.mark.parametrize("sockname", [("", 0), ("0.0.0.0", 8080), ("::", 8080)])
+def test_community_id_is_null_without_the_proxy_address(sockname: tuple[str, int]) -> None:
+    client, server = _legs(sockname)
+    info = connection_info(client, server, "live", None)  # type: ignore[arg-type]
+    assert ConnectionDecoder(info).record.community_id is None
+
+
+def test_community_id_of_a_capture_is_client_to_server() -> None:
+    info = ConnectionInfo("c:0", "10.0.0.1", 50000, "192.0.2.7", 443, proxy_addr="10.0.0.2")
+    expected = _cid("10.0.0.1", "192.0.2.7", 50000, 443)
+    assert ConnectionDecoder(info).record.community_id == expected
 
 
 # ------------------------------------------------------------------------------ mirror
@@ -388,6 +441,73 @@ def test_hook_queue_keeps_order_and_sheds_only_messages() -> None:
     assert seen.count("update") <= 2 and seen[seen.index("websocket_end") + 1] == "update"
 
 
+def _addon_chain(calls: list[str]) -> list[object]:
+    """Addons that record their websocket_message calls: nested, failing, halting, async."""
+    import types
+
+    from mitmproxy import exceptions
+
+    class Rec:
+        def __init__(self, name: str, children: list[object] | None = None) -> None:
+            self.name = name
+            if children is not None:
+                self.addons = children
+
+        def websocket_message(self, flow: object) -> None:
+            calls.append(f"{self.name}:{type(flow).__name__}")
+            if self.name.startswith("fail"):
+                raise ValueError(self.name)
+            if self.name == "halt":
+                raise exceptions.AddonHalt()
+
+    class Async:
+        async def websocket_message(self, flow: object) -> None:
+            calls.append("async")
+
+    class Silent:
+        pass
+
+    module = types.ModuleType("scriptish")
+    module.addons = [Rec("in-module")]  # type: ignore[attr-defined]
+    module.websocket_message = types.ModuleType("websocket_message")  # type: ignore[attr-defined]
+    return [
+        Silent(),
+        Rec("a", [Rec("a1", [Rec("a11")]), Silent(), Rec("a2")]),
+        Rec("fail", [Rec("skipped-after-failure")]),
+        Silent(),
+        module,
+        Async(),
+        Rec("b", [Rec("fail-nested"), Rec("skipped")]),
+        Rec("c"),
+        Rec("halt"),
+        Rec("never"),
+    ]
+
+
+def test_trigger_event_calls_what_mitmproxy_calls(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from mitmproxy.addonmanager import AddonManager
+    from mitmproxy.proxy.layers.websocket import WebsocketMessageHook
+
+    from h2ws.addon.flows import trigger_event
+
+    hook = WebsocketMessageHook(tflow.twebsocketflow())
+    theirs: list[str] = []
+    manager = AddonManager.__new__(AddonManager)
+    manager.chain = _addon_chain(theirs)
+    with caplog.at_level("ERROR"):
+        asyncio.run(manager.trigger_event(hook))
+        their_log = [(r.name, r.getMessage()) for r in caplog.records]
+        caplog.clear()
+        ours: list[str] = []
+        asyncio.run(trigger_event(_addon_chain(ours), hook))
+        our_log = [(r.name, r.getMessage()) for r in caplog.records]
+    assert ours == theirs
+    assert ours[:3] == ["a:HTTPFlow", "a1:HTTPFlow", "a11:HTTPFlow"] and ours[-1] == "halt:HTTPFlow"
+    assert our_log == their_log and len(our_log) == 2
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
 def test_table_writer_formats(tmp_path: Path, fmt: str) -> None:
     from h2ws.addon.recorder import TableWriter
@@ -407,3 +527,57 @@ def test_table_writer_formats(tmp_path: Path, fmt: str) -> None:
     texts = [m for m in messages if m["opcode"] == "text"]
     assert len(texts) == 2 and all(m["payload_truncated"] for m in texts)
     assert read_table(tmp_path, "connections").num_rows == 1
+
+
+def test_partitioned_sink_converts_early_and_keeps_every_row_in_order(tmp_path: Path) -> None:
+    """Rows converted to Arrow every CONVERT_ROWS (the live addon's path) and rows still
+    pending come out as one part per flush, in order, nulls kept."""
+    from h2ws.analysis.export import CONVERT_ROWS, PartitionedSink, read_table
+    from h2ws.analysis.records import FrameRecord
+
+    n = 2 * CONVERT_ROWS + 500
+    records = [
+        FrameRecord("c", i, 1.5 + i, "c2s", "DATA", "", 1, i, None if i % 3 else i)
+        for i in range(n)
+    ]
+    sink = PartitionedSink(tmp_path)
+    sink.write_all(records[: CONVERT_ROWS + 10])
+    sink.write_all(records[CONVERT_ROWS + 10 : 2 * CONVERT_ROWS])
+    assert sink.counts["frames"] == sink.pending == 2 * CONVERT_ROWS
+    sink.flush()
+    sink.write_all(records[2 * CONVERT_ROWS :])
+    sink.close()
+    rows = read_table(tmp_path, "frames").to_pylist()
+    assert len(list((tmp_path / "frames").iterdir())) == 2
+    assert [r["index"] for r in rows] == list(range(n)) and sink.counts["frames"] == n
+    assert [r["data_length"] for r in rows[:4]] == [0, None, None, 3]
+    assert rows[n - 1]["ts"].timestamp() == 1.5 + n - 1
+
+
+def test_table_writer_failure_stops_writing_and_harms_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A part file that cannot be written (full disk) stops the tables, logs one error, and
+    raises nothing into the proxy; parts written before it stay."""
+    from h2ws.addon.recorder import TableWriter
+    from h2ws.analysis.export import PartitionedSink, read_table
+    from h2ws.analysis.records import FrameRecord
+
+    writer = TableWriter(tmp_path, "parquet", PayloadPolicy())
+    writer.write([FrameRecord("c", 0)])
+    writer.flush()
+    writer.write([FrameRecord("c", 1)])
+
+    def full_disk(self: PartitionedSink, parts: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PartitionedSink, "write_parts", full_disk)
+    with caplog.at_level("ERROR"):
+        writer.flush()
+        writer.write([FrameRecord("c", 2)])
+        writer.close()
+    assert writer.failed and "No space left" in writer.failed
+    assert [r.getMessage() for r in caplog.records if "h2ws" in r.getMessage()] == [
+        f"h2ws: writing tables to {tmp_path} failed, stopped: [Errno 28] No space left on device"
+    ]
+    assert read_table(tmp_path, "frames").column("index").to_pylist() == [0]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import struct
 
 import hpack
+import pytest
 from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, SettingsFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h2ws.analysis.chunks import ConnectionInfo
 from h2ws.analysis.decoder import ConnectionDecoder
-from h2ws.analysis.h2 import PREFACE
+from h2ws.analysis.h2 import PREFACE, H2Decoder
 from h2ws.analysis.options import DecodeOptions
 from h2ws.analysis.records import (
     ConnectionRecord,
@@ -422,3 +423,152 @@ def test_mutated_streams_never_raise(data: st.DataObject) -> None:
     raw = raw[:pos] + data.draw(st.binary(min_size=1, max_size=8)) + raw[pos + 1 :]
     chunks[i] = (d, raw, ts)
     decode(chunks)
+
+
+def _both_ways(chunks: list[tuple[str, bytes, float]], cause: str = "fin") -> list[str]:
+    """Records of the fast frame reader and of hyperframe alone, which must be the same."""
+    results = []
+    for fast in (True, False):
+        h2 = H2Decoder("t:0", FULL, fast_path=fast)
+        out: list[Record] = []
+        for d, data, ts in chunks:
+            out += h2.feed(d, data, ts)  # type: ignore[arg-type]
+        out += h2.close(chunks[-1][2], cause)
+        results.append([repr(r) for r in out])
+    assert results[0] == results[1]
+    return results[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_fast_frame_reader_agrees_with_hyperframe_on_mutated_streams(data: st.DataObject) -> None:
+    chunks = list(REFERENCE)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(chunks) - 1))
+        d, raw, ts = chunks[i]
+        pos = data.draw(st.integers(0, max(0, len(raw) - 1)))
+        raw = raw[:pos] + data.draw(st.binary(min_size=1, max_size=8)) + raw[pos + 1 :]
+        chunks[i] = (d, raw, ts)
+    cuts = data.draw(st.lists(st.integers(0, 70000), min_size=1, max_size=8))
+    _both_ways(_rechunk(chunks, cuts))
+
+
+def _frame(type_: int, flags: int, sid: int, body: bytes) -> bytes:
+    return len(body).to_bytes(3, "big") + bytes([type_, flags]) + sid.to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [_frame(0x0, 0x1, 0, b"data on stream 0")],
+        [_frame(0x0, 0x8, 1, b"\x03abc\0\0\0")],  # padded: hyperframe's
+        [_frame(0x0, 0x8, 1, b"\x09abc")],  # padding longer than the frame
+        [_frame(0x8, 0, 0, (0).to_bytes(4, "big"))],  # increment 0
+        [_frame(0x8, 0, 3, (2**31).to_bytes(4, "big"))],  # increment too large
+        [_frame(0x8, 0, 3, b"\0\0\0\1\0")],  # 5-byte WINDOW_UPDATE
+        [_frame(0x8, 0xFF, 2**31 + 3, (7).to_bytes(4, "big"))],  # flags and reserved bit
+        [_frame(0x0, 0xF7, 2**31 + 1, b"reserved bit, undefined flags, END_STREAM")],
+        # DATA and WINDOW_UPDATE inside a header block
+        [_frame(0x1, 0x0, 1, b"\x82"), _frame(0x0, 0x0, 1, b"x")],
+        [_frame(0x1, 0x0, 1, b"\x82"), _frame(0x8, 0x0, 1, (1).to_bytes(4, "big"))],
+    ],
+)
+def test_fast_frame_reader_edge_cases_agree_with_hyperframe(frames: list[bytes]) -> None:
+    pair = H2Pair()
+    sid = pair.open_websocket()
+    assert sid == 1
+    chunks = [*pair.chunks, *[("c2s", f, pair.tick()) for f in frames]]
+    _both_ways(chunks)
+    _both_ways([(d, data, ts) for d, data, ts in chunks if d == "c2s"], "capture_ended")
+
+
+# ------------------------------------------------------------------ streams cut short
+
+
+def _cut_mid_message(goaway: bool, rst: bool = False) -> tuple[H2Pair, int]:
+    """A WebSocket whose server sent one whole message, then 300 bytes of a 1000-byte one."""
+    pair = H2Pair()
+    sid = pair.open_websocket()
+    server = ws_peer("s2c")
+    pair.send("s2c", sid, server.send_data(b"whole", fin=True))
+    pair.send("s2c", sid, server.send_data(b"x" * 1000, fin=True)[:300])
+    if rst:
+        pair.server.reset_stream(sid, 8)  # CANCEL
+        pair.flush()
+    if goaway:
+        pair.server.close_connection(error_code=0, last_stream_id=sid)
+        pair.flush()
+    return pair, sid
+
+
+def _assert_cut(records: list[Record], sid: int, stream_end: str) -> None:
+    s = stream(records, sid)
+    # stream_end is what ended the transport; the message cut short is the close_cause.
+    assert (s.stream_end, s.close_cause) == (stream_end, "incomplete")
+    assert "inside a binary message" in (s.error or "")
+    (diag,) = of(records, DiagnosticRecord)
+    assert (diag.code, diag.severity, diag.stream_id) == ("ws_incomplete_message", "warning", sid)
+    assert [m.payload for m in of(records, MessageRecord)] == [b"whole"]
+    assert s.messages_s2c == 1
+
+
+def test_message_cut_by_goaway_keeps_the_cause_and_is_incomplete() -> None:
+    pair, sid = _cut_mid_message(goaway=True)
+    _assert_cut(decode(pair.chunks, cause="fin"), sid, "goaway")
+
+
+def test_message_cut_by_the_connection_closing_keeps_the_cause() -> None:
+    pair, sid = _cut_mid_message(goaway=False)
+    for cause in ("fin", "rst", "closed", "error"):
+        _assert_cut(decode(pair.chunks, cause=cause), sid, "connection_closed")
+
+
+def test_message_cut_by_rst_stream_keeps_the_cause() -> None:
+    pair, sid = _cut_mid_message(goaway=False, rst=True)
+    _assert_cut(decode(pair.chunks), sid, "rst_stream:CANCEL")
+
+
+def test_capture_ending_after_goaway_is_incomplete_not_goaway() -> None:
+    # The connection outlived the capture: nothing is known to have ended the stream.
+    pair, sid = _cut_mid_message(goaway=True)
+    _assert_cut(decode(pair.chunks, cause="capture_ended"), sid, "incomplete")
+
+
+def test_stream_open_at_goaway_without_a_cut_message_ends_goaway() -> None:
+    pair = H2Pair()
+    sid = pair.open_websocket()
+    pair.send("s2c", sid, ws_peer("s2c").send_data(b"whole", fin=True))
+    pair.server.close_connection(error_code=0, last_stream_id=sid)
+    pair.flush()
+    records = decode(pair.chunks)
+    s = stream(records, sid)
+    assert (s.stream_end, s.close_cause, s.error) == ("goaway", "goaway", None)
+    assert not of(records, DiagnosticRecord)
+
+
+def test_open_streams_are_the_live_rows_until_the_stream_ends() -> None:
+    pair = H2Pair()
+    get = pair.get("/done")
+    ws = pair.open_websocket("/ws/open")
+    decoder = ConnectionDecoder(ConnectionInfo("t:0"), FULL)
+    assert decoder.open_streams() == []
+    emitted: list[Record] = []
+    for direction, data, ts in pair.chunks:
+        emitted += decoder.feed(direction, data, ts)  # type: ignore[arg-type]
+    (open_ws,) = decoder.open_streams()
+    assert (open_ws.stream_id, open_ws.kind, open_ws.status, open_ws.path) == (
+        ws,
+        "websocket",
+        200,
+        "/ws/open",
+    )
+    assert stream(emitted, get).stream_end == "end_stream"  # ended, so no longer open
+    closed = decoder.close(pair.ts, "fin")
+    assert decoder.open_streams() == []
+    assert stream(closed, ws) is open_ws  # the very row, emitted when the stream ended
+
+
+def test_open_streams_of_http1_and_undecided_connections_are_empty() -> None:
+    decoder = ConnectionDecoder(ConnectionInfo("t:0"), FULL)
+    decoder.feed("c2s", b"GET / HTTP/1.1\r\n", 1.0)
+    assert decoder.open_streams() == []

@@ -209,3 +209,20 @@ def test_response_body_in_a_later_segment_then_upgrade() -> None:
     get, ws = of(records, StreamRecord)
     assert (get.bytes_s2c, get.stream_end) == (5, "end_stream")
     assert (ws.kind, ws.status, ws.messages_c2s, ws.messages_s2c) == ("websocket", 101, 1, 1)
+
+
+def test_websocket_message_cut_by_the_connection_closing_keeps_the_cause() -> None:
+    client, server = ws_peer("c2s"), ws_peer("s2c")
+    records = decode(
+        [
+            ("c2s", UPGRADE),
+            ("s2c", SWITCHING + server.send_data("whole")),
+            ("s2c", server.send_data(b"x" * 1000, fin=True)[:300]),
+            ("c2s", client.send_data("also whole")),
+        ]
+    )
+    (s,) = of(records, StreamRecord)
+    assert (s.stream_end, s.close_cause) == ("connection_closed", "incomplete")
+    assert "inside a binary message" in (s.error or "")
+    assert codes(records) == {"ws_incomplete_message"}
+    assert [m.payload for m in of(records, MessageRecord)] == [b"whole", b"also whole"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import random
 import struct
 import tracemalloc
 import zlib
@@ -901,3 +902,112 @@ def test_fast_path_data_after_a_ping_is_data(split: bool) -> None:
         ("text", b"hello"),
         ("binary", b"bin"),
     ]
+
+
+# --------------------------------------------------------------------------- frames over feeds
+
+#: Sizes around the length-field boundaries (7/16/64 bits) and larger than an HTTP/2 DATA frame.
+BIG_SIZES = st.sampled_from([0, 1, 125, 126, 2047, 2048, 2049, 16_384, 65_535, 65_536, 70_001])
+BIG_MESSAGE = st.one_of(
+    st.tuples(st.just("binary"), BIG_SIZES, st.integers(0, 2**32), st.sampled_from([1, 1, 2])),
+    st.tuples(st.just("text"), BIG_SIZES, st.integers(0, 2**32), st.sampled_from([1, 1, 2])),
+    st.tuples(
+        st.sampled_from(["ping", "pong"]), st.integers(0, 125), st.integers(0, 9), st.just(1)
+    ),
+)
+
+
+def big_stream(
+    direction: str, offer: str | None, spec: list[tuple[str, int, int, int]]
+) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """Messages of the given sizes (seeded random bytes; text is ASCII or 2-byte UTF-8)."""
+    messages: list[tuple[str, str | bytes, int]] = []
+    for kind, size, seed, fragments in spec:
+        raw = random.Random(seed).randbytes(size)
+        if kind == "text":
+            alphabet = "aé" if seed % 2 else "ab"
+            messages.append((kind, "".join(alphabet[b & 1] for b in raw[: size // 2]), fragments))
+        else:
+            messages.append((kind, raw, fragments))
+    return build_stream(direction, offer, messages)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    direction=st.sampled_from(["c2s", "s2c"]),
+    offer=DEFLATE_OFFERS,
+    spec=st.lists(BIG_MESSAGE, min_size=1, max_size=5),
+    cuts=st.lists(st.integers(0, 400_000), max_size=12),
+    truncate=st.one_of(st.none(), st.integers(0, 400_000)),
+    policy=st.sampled_from([FULL, PayloadPolicy(preview_bytes=100), PayloadPolicy(mode="none")]),
+)
+def test_frames_over_feeds_fast_path_equals_wsproto(
+    direction: str,
+    offer: str | None,
+    spec: list[tuple[str, int, int, int]],
+    cuts: list[int],
+    truncate: int | None,
+    policy: PayloadPolicy,
+) -> None:
+    """The fast path streams frames whose payload goes on in later feeds: any cut, any size,
+    masked or not, compressed or not, even a stream cut short gives wsproto's records exactly
+    (timestamps and the ``finish`` diagnostic included)."""
+    stream, expected = big_stream(direction, offer, spec)
+    if truncate is not None:
+        stream = stream[: truncate % (len(stream) + 1)]
+    chunks = chunked(stream, cuts)
+    deflate = negotiated_deflate(offer)
+    kw: dict[str, object] = {"deflate": deflate, "payload": policy, "max_message_bytes": 200_000}
+    fast = decode(chunks, direction, fast_path=True, **kw)
+    slow = decode(chunks, direction, fast_path=False, **kw)
+    assert fast == slow
+    if truncate is None and policy is FULL:
+        assert codes(fast) == []
+        assert [(m.opcode, m.payload) for m in msgs(fast)] == expected
+
+
+def test_fast_path_streams_a_big_masked_message_over_many_feeds() -> None:
+    payload = random.Random(1).randbytes(200_000)
+    data = masked(2, payload)
+    chunks = [data[i : i + 16_384] for i in range(0, len(data), 16_384)]
+    dec = decoder("c2s", max_message_bytes=1 << 20)
+    out: list[Rec] = []
+    for ts, chunk in enumerate(chunks, 1):
+        out += dec.feed(chunk, float(ts))
+        if ts < len(chunks):
+            assert out == [] and dec.in_message
+    (m,) = msgs(out)
+    assert (m.payload, m.length, m.wire_length, m.fragments) == (payload, 200_000, 200_000, 1)
+    assert (m.ts_first, m.ts_last, m.sha256) == (1.0, float(len(chunks)), sha(payload))
+    assert not dec.in_message and dec.finish(99.0) == []
+
+
+@pytest.mark.parametrize("direction", ["c2s", "s2c"])
+def test_streamed_frame_errors_come_with_the_feed_that_shows_them(direction: str) -> None:
+    mask = {"mask": b"\x01\x02\x03\x04"} if direction == "c2s" else {}
+    bad = b"a" * 70_000 + b"\xff" + b"b" * 1000
+    data = frame(1, bad, **mask)  # type: ignore[arg-type]
+    for fast in (True, False):
+        out = decode([data[:30_000], data[30_000:70_100], data[70_100:]], direction, fast_path=fast)
+        (d,) = diags(out)
+        assert (d.code, d.ts) == ("ws_invalid_utf8", 2.0), fast
+    too_big = frame(2, b"x" * 70_000, **mask)  # type: ignore[arg-type]
+    for fast in (True, False):
+        out = decode([too_big[:100], too_big[100:]], direction, fast_path=fast, max_message_bytes=5)
+        (d,) = diags(out)
+        assert (d.code, d.ts) == ("ws_message_too_big", 1.0), fast
+
+
+@pytest.mark.parametrize(
+    ("length", "code"),
+    [
+        (65_535, "ws_protocol_error"),  # fits 16 bits: the 64-bit field is not minimal
+        (2**63, "ws_protocol_error"),  # the most significant bit must be 0 (RFC 6455 §5.2)
+        (65_536, "ws_incomplete_message"),  # valid, and cut short
+    ],
+)
+def test_64_bit_lengths_are_judged_as_wsproto_does(length: int, code: str) -> None:
+    data = bytes([0x82, 127]) + struct.pack("!Q", length) + b"x" * 10
+    fast = decode([data], "s2c", fast_path=True)
+    assert codes(fast) == [code]
+    assert fast == decode([data], "s2c", fast_path=False)

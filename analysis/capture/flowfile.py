@@ -99,6 +99,10 @@ def is_flow_file(path: str | Path) -> bool:
 # ------------------------------------------------------------------------------ connections
 
 
+#: Listening on every interface: not the address a client connected to.
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
 def _addr(address: Any) -> tuple[str | None, int | None]:
     if not address:
         return None, None
@@ -122,10 +126,15 @@ def connection_info(
     """The two legs of a proxied connection as one: the client's address and the server's.
 
     ``conn_id`` is mitmproxy's client connection id (a UUID), unique across runs and kept in
-    flow files, so a live run and its flow file name their connections alike.
+    flow files, so a live run and its flow file name their connections alike.  The proxy's
+    address on the client leg (``sockname``) is kept for the Community ID, which is the client
+    leg's (:func:`~h2ws.analysis.decoder.community_id`); a wildcard address is no address.
     """
     client_addr, client_port = _addr(client.peername)
     server_addr, server_port = _addr(server.peername or server.address)
+    proxy_addr, proxy_port = _addr(client.sockname)
+    if proxy_addr in _WILDCARDS:
+        proxy_addr = proxy_port = None
     return ConnectionInfo(
         conn_id=client.id,
         client_addr=client_addr,
@@ -134,6 +143,8 @@ def connection_info(
         server_port=server_port,
         source=source,
         capture=capture,
+        proxy_addr=proxy_addr,
+        proxy_port=proxy_port,
     )
 
 
