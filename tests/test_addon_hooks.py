@@ -109,6 +109,10 @@ def test_http1_websockets_recorded_from_hooks(tmp_path: Path, echo_server: EchoS
         with_get = ws["local_port"] in ports_with_get
         assert [s["exchange"] for s in streams] == ([0, 1] if with_get else [0])
         assert conn["streams"] == len(streams) and conn["websockets"] == 1
+        # What the hooks show of the bytes: the streams' payload bytes.
+        for direction in ("c2s", "s2c"):
+            total = sum(s[f"bytes_{direction}"] for s in streams)
+            assert conn[f"bytes_{direction}"] == total > 0, (direction, conn, streams)
         if with_get:
             get = streams[0]
             assert (get["kind"], get["method"], get["path"], get["status"]) == (

@@ -406,6 +406,7 @@ class HttpFlowRecorder:
         stream.error = stream.error or error
         stream.ts_close = ts
         self._exchange.pop(flow.id, None)
+        self._count_bytes(stream)
         out.append(stream)
         return out
 
@@ -502,7 +503,16 @@ class HttpFlowRecorder:
             rec.stream_end = rec.close_cause = "end_stream"
         rec.ts_close = ts
         self._exchange.pop(flow.id, None)
+        self._count_bytes(rec)
         return rec
+
+    def _count_bytes(self, stream: StreamRecord) -> None:
+        """The connection's byte counts: its streams' payload bytes, all the hooks show (no
+        headers, no framing), rather than zeros that look like an idle connection."""
+        conn = self._conns.get(stream.conn_id)
+        if conn is not None:
+            conn.record.bytes_c2s += stream.bytes_c2s
+            conn.record.bytes_s2c += stream.bytes_s2c
 
     def _message(
         self, state: _WsState, direction: str, ts: float | None, opcode: str, content: bytes
