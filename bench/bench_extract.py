@@ -420,10 +420,9 @@ def report(
     return text, markdown + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Measure h2ws extract against tshark's HTTP/2 fields pass (see the docstring)."
-    )
+def add_common_arguments(parser: argparse.ArgumentParser, verify_help: str) -> None:
+    """The options this benchmark shares with ``bench_tls.py``: capture size and shape,
+    repetitions, where captures and outputs go, the tools, the variants, the report."""
     parser.add_argument(
         "--messages",
         type=int,
@@ -459,7 +458,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the default work directory")
     parser.add_argument("--h2ws", help="command that runs h2ws (default: the venv's h2ws script)")
     parser.add_argument("--tshark", default="tshark")
-    parser.add_argument("--no-tshark", action="store_true", help="measure h2ws only")
     parser.add_argument(
         "--no-frames-variant",
         dest="no_frames",
@@ -469,9 +467,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--verify-capture",
         action="store_true",
-        help="also check each capture with tshark (frame counts, expert info)",
+        help=verify_help,
     )
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown here")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Measure h2ws extract against tshark's HTTP/2 fields pass (see the docstring)."
+    )
+    add_common_arguments(parser, "also check each capture with tshark (frame counts, expert info)")
+    parser.add_argument("--no-tshark", action="store_true", help="measure h2ws only")
     args = parser.parse_args(argv)  # fmt: skip
 
     if args.workdir is not None:

@@ -46,6 +46,7 @@ from bench_extract import (
     Measurement,
     _scale_label,
     _tail,
+    add_common_arguments,
     check_tables,
     environment,
     h2ws_command,
@@ -298,54 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Measure h2ws extract against a tshark-based extractor on TLS captures "
         "(see the docstring)."
     )
-    parser.add_argument(
-        "--messages",
-        type=int,
-        default=200_000,
-        metavar="N",
-        help="WebSocket messages in the 1x capture (default %(default)s)",
-    )
-    parser.add_argument(
-        "--scale",
-        type=float,
-        nargs="+",
-        default=[1.0, 10.0],
-        metavar="X",
-        help="capture sizes as multiples of --messages (default: 1 10)",
+    add_common_arguments(
+        parser, "also check each capture with tshark (frames, records, expert info)"
     )
     parser.add_argument("--tls", choices=TLS_VERSIONS, default="1.3")
-    parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--streams", type=int, default=8, help="WebSocket streams per connection")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest counts")
-    parser.add_argument(
-        "--captures",
-        type=Path,
-        default=BENCH_DIR / "data",
-        help="where captures are made, and reused when their parameters match "
-        "(default: bench/data/, git-ignored)",
-    )
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        help="where the tools' outputs go; kept (default: a fresh directory "
-        "under bench/out/, removed afterwards unless --keep)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the default work directory")
-    parser.add_argument("--h2ws", help="command that runs h2ws (default: the venv's h2ws script)")
-    parser.add_argument("--tshark", default="tshark")
-    parser.add_argument(
-        "--no-frames-variant",
-        dest="no_frames",
-        action="store_false",
-        help="skip the h2ws --no-frames run",
-    )
-    parser.add_argument(
-        "--verify-capture",
-        action="store_true",
-        help="also check each capture with tshark (frames, records, expert info)",
-    )
-    parser.add_argument("--markdown", type=Path, help="also write the results as Markdown here")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
