@@ -420,6 +420,26 @@ def report(
     return text, markdown + "\n"
 
 
+def work_directory(given: Path | None, keep: bool, prefix: str) -> tuple[Path, bool]:
+    """Where the tools' outputs go (``--workdir``, or a fresh directory under ``bench/out/``),
+    and whether to remove it afterwards (a fresh one, unless ``--keep``)."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        return given, False
+    (BENCH_DIR / "out").mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=BENCH_DIR / "out")), not keep
+
+
+def publish(text: str, markdown: str, markdown_path: Path | None, kept: Path | None) -> None:
+    """The results on stdout, as Markdown in ``--markdown``, and where the outputs stayed."""
+    print()
+    print(text)
+    if markdown_path:
+        markdown_path.write_text(markdown)
+    if kept is not None:
+        print(f"\noutputs kept in {kept}")
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, verify_help: str) -> None:
     """The options this benchmark shares with ``bench_tls.py``: capture size and shape,
     repetitions, where captures and outputs go, the tools, the variants, the report."""
@@ -480,14 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tshark", action="store_true", help="measure h2ws only")
     args = parser.parse_args(argv)  # fmt: skip
 
-    if args.workdir is not None:
-        workdir: Path = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        remove = False
-    else:
-        (BENCH_DIR / "out").mkdir(exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix="bench-", dir=BENCH_DIR / "out"))
-        remove = not args.keep
+    workdir, remove = work_directory(args.workdir, args.keep, "bench-")
     h2ws = h2ws_command(args.h2ws)
     use_tshark = not args.no_tshark and shutil.which(args.tshark) is not None
     if not args.no_tshark and not use_tshark:
@@ -532,12 +545,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = " ".join(["bench/bench_extract.py", *(sys.argv[1:] if argv is None else argv)])
     text, markdown = report(results, captures, env, command)
-    print()
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(markdown)
-    if not remove:
-        print(f"\noutputs kept in {workdir}")
+    publish(text, markdown, args.markdown, None if remove else workdir)
     return 0 if all(m.ok for m in results) else 1
 
 

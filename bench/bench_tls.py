@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,9 @@ from bench_extract import (
     check_tables,
     environment,
     h2ws_command,
+    publish,
     run_measured,
+    work_directory,
 )
 from make_capture import (
     SIDECAR_FORMAT,
@@ -308,14 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if shutil.which(args.tshark) is None:
         parser.error(f"{args.tshark} not found: the baseline needs tshark")
-    if args.workdir is not None:
-        workdir: Path = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        remove = False
-    else:
-        (BENCH_DIR / "out").mkdir(exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix="bench-tls-", dir=BENCH_DIR / "out"))
-        remove = not args.keep
+    workdir, remove = work_directory(args.workdir, args.keep, "bench-tls-")
     h2ws = h2ws_command(args.h2ws)
     env = environment(args.tshark)
     print(env, flush=True)
@@ -357,12 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = " ".join(["bench/bench_tls.py", *(sys.argv[1:] if argv is None else argv)])
     text, markdown = report(results, captures, env, command, time.perf_counter() - started)
-    print()
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(markdown)
-    if not remove:
-        print(f"\noutputs kept in {workdir}")
+    publish(text, markdown, args.markdown, None if remove else workdir)
     return 0 if all(m.ok for m in results) else 1
 
 
