@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.live.proxy import Mitmdump  # noqa: E402
+from tests.peers.runner import ReadyServer  # noqa: E402
 
 LIVE = ROOT / "tests" / "live"
 SERVER = LIVE / "bench_echo_server.mjs"
@@ -106,19 +107,12 @@ def count_messages(out: Path) -> int:
     return sum(1 for op in ops if op == "binary")
 
 
-def start_server(work: Path) -> tuple[subprocess.Popen[bytes], int, int]:
-    with open(work / "server.err", "wb") as err:
-        proc = subprocess.Popen(
-            ["node", str(SERVER), "--lifetime", "3600"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
-    line = proc.stdout.readline() if proc.stdout else b""
-    parts = line.split()
-    if len(parts) != 3 or parts[0] != b"READY":
-        raise RuntimeError(f"echo server did not start: {line!r}")
-    return proc, int(parts[1]), int(parts[2])
+def start_server(work: Path) -> tuple[ReadyServer, int, int]:
+    """The echo server; it prints ``READY <h2 port> <h1 port>``."""
+    server = ReadyServer(["node", str(SERVER), "--lifetime", "3600"], work / "server.err",
+                         "echo server").start()  # fmt: skip
+    h2_port, h1_port = (int(p) for p in server.ready.split())
+    return server, h2_port, h1_port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in paths:
             if p.proxy is not None:
                 p.proxy.stop()
-        if server.stdin:
-            server.stdin.close()
-        server.wait(timeout=10)
+        server.stop()
 
     # The addon's tables hold every data message of every run through it.
     expected = sum(r["messages"] * 2 for runs in paths[-1].runs.values() for r in runs)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,44 +134,35 @@ def make_certificate(directory: Path) -> Certificate:
 # --------------------------------------------------------------------------------------- server
 
 
-class EchoServer:
-    """``tests/peers/echo_app.py`` under hypercorn in a subprocess on 127.0.0.1:<free port>."""
+class ReadyServer:
+    """A server subprocess, started from the repository root, that prints ``READY <details>``
+    on stdout once it accepts connections and stops by itself when its stdin closes (the
+    parent went away) or after its own lifetime.  ``ready`` is the details; ``port`` their
+    first number, when they start with one."""
 
-    def __init__(
-        self,
-        workdir: Path,
-        certificate: Certificate | None = None,
-        lifetime: float = 300.0,
-        start_timeout: float = 20.0,
-    ) -> None:
-        self.workdir = workdir
-        self.certificate = certificate
-        self.lifetime = lifetime
-        self.start_timeout = start_timeout
+    def __init__(self, cmd: Sequence[str], err: Path, name: str, timeout: float = 20.0) -> None:
+        self.cmd = list(cmd)
+        self.err = err
+        self.name = name
+        self.timeout = timeout
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ready = ""
         self.port = 0
-        self.stderr_path = workdir / ("server-tls.err" if certificate else "server.err")
 
-    def start(self) -> EchoServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "tests.peers.echo_app", "--lifetime", str(self.lifetime)]
-        if self.certificate:
-            cmd += [
-                "--certfile",
-                str(self.certificate.cert),
-                "--keyfile",
-                str(self.certificate.key),
-            ]
-        with open(self.stderr_path, "wb") as err:
+    def start(self) -> Self:
+        self.err.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
-                cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+                self.cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
             )
-        line = _readline_with_timeout(self.proc, self.start_timeout)
-        match = re.match(rb"READY (\d+)", line or b"")
-        if not match:
+        line = _readline_with_timeout(self.proc, self.timeout) or b""
+        text = line.decode(errors="replace").strip()
+        if not text.startswith("READY "):
             self.stop()
-            raise PeerError(f"echo server did not start (got {line!r}): {_tail(self.stderr_path)}")
-        self.port = int(match.group(1))
+            raise PeerError(f"{self.name} did not start (got {line!r}): {_tail(self.err)}")
+        self.ready = text[6:]
+        first = self.ready.split(" ", 1)[0]
+        self.port = int(first) if first.isdigit() else 0
         return self
 
     def stop(self) -> None:
@@ -191,11 +182,29 @@ class EchoServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def __enter__(self) -> EchoServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class EchoServer(ReadyServer):
+    """``tests/peers/echo_app.py`` under hypercorn in a subprocess on 127.0.0.1:<free port>."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        certificate: Certificate | None = None,
+        lifetime: float = 300.0,
+        start_timeout: float = 20.0,
+    ) -> None:
+        cmd = [sys.executable, "-m", "tests.peers.echo_app", "--lifetime", str(lifetime)]
+        if certificate:
+            cmd += ["--certfile", str(certificate.cert), "--keyfile", str(certificate.key)]
+        err = workdir / ("server-tls.err" if certificate else "server.err")
+        super().__init__(cmd, err, "echo server", start_timeout)
+        self.certificate = certificate  # the clients trust its CA
 
 
 def _readline_with_timeout(proc: subprocess.Popen[bytes], timeout: float) -> bytes | None:
@@ -391,7 +400,7 @@ def capture_scenario(
         pcap = workdir / f"{name}{suffix}.pcap"
         log_path = workdir / f"{name}{suffix}.json"
         if not server.alive():
-            raise PeerError(f"the echo server died: {_tail(server.stderr_path)}")
+            raise PeerError(f"the echo server died: {_tail(server.err)}")
         wait_connections_closed(server.port)  # nothing of an earlier scenario in this capture
         with Capture(pcap, server.port) as capture:
             log = run_client(cmd_for(log_path), log_path, timeout=client_timeout)

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from tests.live import browsers
@@ -20,7 +19,7 @@ from tests.peers.runner import (
     Capture,
     Certificate,
     PeerError,
-    _readline_with_timeout,
+    ReadyServer,
     inject_secrets,
     make_certificate,
 )
@@ -36,71 +35,24 @@ __all__ = ["REPO", "Capture", "Certificate", "PeerError", "inject_secrets", "mak
 # -- processes ----------------------------------------------------------------------------------
 
 
-class Server:
-    """A server subprocess that prints ``READY <details>`` and stops when its stdin closes."""
-
-    def __init__(self, cmd: Sequence[str], workdir: Path, name: str, timeout: float = 20) -> None:
-        self.cmd = list(cmd)
-        self.err = workdir / f"{name}.err"
-        self.timeout = timeout
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ready = ""
-
-    def start(self) -> Server:
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                self.cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
-            )
-        line = (
-            (_readline_with_timeout(self.proc, self.timeout) or b"")
-            .decode(errors="replace")
-            .strip()
-        )
-        if not line.startswith("READY "):
-            self.stop()
-            raise PeerError(f"{' '.join(self.cmd)} did not start ({line!r}): {tail(self.err)}")
-        self.ready = line[6:]
-        return self
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.stdin:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        if proc.stdout:
-            proc.stdout.close()
-
-    def __enter__(self) -> Server:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 def hypercorn_server(
     workdir: Path, cert: Certificate, name: str, *extra: str, log: Path | None = None
-) -> Server:
+) -> ReadyServer:
     cmd = [
         sys.executable, "-m", "tests.tls_peers.server",
         "--certfile", str(cert.cert), "--keyfile", str(cert.key), *extra,
     ]  # fmt: skip
     if log is not None:
         cmd += ["--log", str(log)]
-    return Server(cmd, workdir, name)
+    return ReadyServer(cmd, workdir / f"{name}.err", name)
 
 
-def node_server(workdir: Path, cert: Certificate, configs: list[dict[str, str]]) -> Server:
+def node_server(workdir: Path, cert: Certificate, configs: list[dict[str, str]]) -> ReadyServer:
     cmd = [
         "node", str(HERE / "node_server.mjs"), "--cert", str(cert.cert), "--key", str(cert.key),
         "--configs", json.dumps(configs),
     ]  # fmt: skip
-    return Server(cmd, workdir, "node-server")
+    return ReadyServer(cmd, workdir / "node-server.err", "node server")
 
 
 # -- browsers -----------------------------------------------------------------------------------
