@@ -24,8 +24,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from tests.live.compare import diff, logged, messages_of
 from tests.peers import tshark, wsframes
-from tests.peers.plan import payload_of
 from tests.peers.runner import NODE_GETS, NODE_WEBSOCKETS, Scenario
 
 from .paths import SHARED_CAPTURES
@@ -83,10 +83,6 @@ def tables(scenario: Scenario) -> Tables:
     return extract_once(scenario)
 
 
-def logged(messages: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
-    return [(m["opcode"], payload_of(m)) for m in messages]
-
-
 def decoded(rows: Rows) -> list[tuple[str, bytes]]:
     out = []
     for r in sorted(rows, key=lambda r: r["index"]):
@@ -97,34 +93,14 @@ def decoded(rows: Rows) -> list[tuple[str, bytes]]:
     return out
 
 
-def messages_of(tables: Tables, conn_id: str, stream_id: int | None, direction: str) -> Rows:
-    return [
-        m
-        for m in tables["messages"]
-        if m["conn_id"] == conn_id and m["stream_id"] == stream_id and m["direction"] == direction
-    ]
-
-
 def connection_of(tables: Tables, client_port: int) -> dict[str, Any]:
     matches = [c for c in tables["connections"] if c["client_port"] == client_port]
     assert len(matches) == 1, (client_port, tables["connections"])
     return matches[0]
 
 
-def diff_messages(expected: list[tuple[str, bytes]], got: list[tuple[str, bytes]]) -> str:
-    """A short description of the first difference (payloads can be 100 kB)."""
-
-    def short(m: tuple[str, bytes]) -> str:
-        return f"{m[0]}[{len(m[1])}]{m[1][:16].hex()}"
-
-    for i, (e, g) in enumerate(zip(expected, got, strict=False)):
-        if e != g:
-            return f"first difference at {i}: expected {short(e)}, got {short(g)}"
-    return f"expected {len(expected)} messages, got {len(got)}"
-
-
 def assert_messages(expected: list[tuple[str, bytes]], got: list[tuple[str, bytes]]) -> None:
-    assert got == expected, diff_messages(expected, got)
+    assert got == expected, diff(expected, got)
 
 
 def h2_streams_of(tables: Tables, conn_id: str) -> dict[int, dict[str, Any]]:
