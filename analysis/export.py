@@ -10,14 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable, Iterable
-from dataclasses import fields
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -35,9 +35,19 @@ class _Writer(Protocol):
     def close(self) -> None: ...
 
 
+#: string columns whose values are nearly all different: a dictionary only costs time there
+_NO_DICTIONARY = frozenset({"sha256", "request_headers", "response_headers", "message"})
+
+
 class _ParquetWriter:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+        # Dictionaries for the repetitive string columns only (ids, directions, types, ...):
+        # on numbers, timestamps and digests they cost a third of the frames table's write
+        # time and made the files larger, not smaller.
+        dictionary = [
+            f.name for f in schema if pa.types.is_string(f.type) and f.name not in _NO_DICTIONARY
+        ]
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=dictionary)
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         self._writer.write_batch(batch)
@@ -100,35 +110,39 @@ _WRITERS: dict[str, type[_ParquetWriter | _CsvWriter | _JsonlWriter]] = {
 }
 
 
-def _column_appender(names: list[str], columns: list[list[Any]]) -> Callable[[Any], None]:
-    """A function that appends each named field of a record to its column.
-
-    Generated, as ``dataclasses`` generates ``__init__``, so that a row costs one call and one
-    list append per column.  A tuple per row (``attrgetter``) to be transposed later measured
-    twice the work, and each tuple is an object the garbage collector tracks: on a busy relay
-    with the frames table that meant three times the collections.
-    """
-    appends = ", ".join(f"_{i}" for i in range(len(names)))
-    body = "".join(f"        _{i}(record.{name})\n" for i, name in enumerate(names))
-    source = f"def make({appends}):\n    def append(record):\n{body}    return append\n"
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # the field names of our own record types, nothing else
-    append: Callable[[Any], None] = namespace["make"](*(column.append for column in columns))
-    return append
+def _timestamps(values: Sequence[float | None], type_: pa.DataType) -> pa.Array:
+    """POSIX seconds as ``timestamp[us]``, rounded half to even as ``pyarrow.compute.round``
+    would, by numpy: a tenth of the time of the compute functions."""
+    seconds = pa.array(values, pa.float64())
+    micros = np.rint(seconds.to_numpy(zero_copy_only=False) * 1_000_000.0)
+    mask = None
+    if seconds.null_count:
+        mask = np.isnan(micros)
+        micros[mask] = 0
+    return pa.array(micros.astype(np.int64), type_, mask=mask)
 
 
 class _TableBuffer:
-    """Rows of one table accumulated, by column, until they are taken as one Arrow batch."""
+    """Rows of one table accumulated until they are taken as one Arrow batch.
+
+    The records themselves are kept (one list append per row) and turned into columns when
+    converted: by transposing the rows of a tuple table (the frames), or by one ``attrgetter``
+    pass per column over the dataclasses.  Both run in C; a generated function appending each
+    field to its column, the earlier way, measured two to three times the work per row.
+    A record must not change once written (none does: the writers own them).
+    """
 
     def __init__(self, table: str) -> None:
         self.table = table
         self.schema = arrow_schema(table)
-        self.names = [f.name for f in fields(TABLES[table])]
+        self.names = [name for name, _ in columns(table)]
         self.timestamp_columns = {name for name, kind in columns(table) if kind == "timestamp"}
-        #: the rows not yet converted, one list per column (cleared, never replaced)
-        self.columns: list[list[Any]] = [[] for _ in self.names]
-        #: appends one record's fields to ``columns``: the hot path of export
-        self.append: Callable[[Record], None] = _column_appender(self.names, self.columns)
+        self._tuples = issubclass(TABLES[table], tuple)
+        self._getters = [attrgetter(name) for name in self.names]
+        #: the records not yet converted (cleared, never replaced)
+        self.pending_rows: list[Any] = []
+        #: appends one record: the hot path of export
+        self.append: Callable[[Any], None] = self.pending_rows.append
         #: rows already converted to Arrow (``convert``), in order, not yet taken
         self._converted: list[pa.RecordBatch] = []
         self._converted_rows = 0
@@ -138,7 +152,7 @@ class _TableBuffer:
     @property
     def pending(self) -> int:
         """Rows not yet converted."""
-        return len(self.columns[0])
+        return len(self.pending_rows)
 
     @property
     def rows(self) -> int:
@@ -150,9 +164,10 @@ class _TableBuffer:
         The live addon converts every few thousand rows, so that the relay, which runs on the
         same event loop, is held up for a few milliseconds at a time instead of for the
         conversion of a whole flush interval's rows at once (about 0.1 s at 200 MB/s with
-        the frames table); the work per row is the same.
+        the frames table); the work per row is the same.  ``h2ws extract`` does the same, which
+        bounds the records alive at once.
         """
-        if self.pending:
+        if self.pending_rows:
             self._converted_rows += self.pending
             self._converted.append(self._to_batch())
 
@@ -167,16 +182,22 @@ class _TableBuffer:
         return self._to_batch()
 
     def _to_batch(self) -> pa.RecordBatch:
-        """The pending rows as a batch; the columns are left empty."""
+        """The pending rows as a batch; the rows are let go."""
+        rows = self.pending_rows
+        values: Iterable[Sequence[Any]]
+        if not rows:
+            values = [[] for _ in self.names]
+        elif self._tuples:
+            values = zip(*rows, strict=True)
+        else:
+            values = [list(map(getter, rows)) for getter in self._getters]
         arrays = []
-        for field, values in zip(self.schema, self.columns, strict=True):
+        for field, column in zip(self.schema, values, strict=True):
             if field.name in self.timestamp_columns:
-                seconds = pa.array(values, pa.float64())
-                micros = pc.round(pc.multiply(seconds, 1_000_000.0))
-                arrays.append(pc.cast(micros, pa.int64()).cast(field.type))
+                arrays.append(_timestamps(column, field.type))
             else:
-                arrays.append(pa.array(values, field.type))
-            values.clear()
+                arrays.append(pa.array(column, field.type))
+        rows.clear()
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
@@ -205,6 +226,8 @@ class TableSink:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.fmt = fmt
         self.batch_rows = batch_rows
+        #: rows are converted to Arrow this many at a time, which bounds the records alive
+        self._convert_rows = min(CONVERT_ROWS, batch_rows)
         self._buffers = {t: _TableBuffer(t) for t in TABLES}
         #: record type -> its table's buffer: the one lookup per record
         self._by_type = {TABLES[t]: b for t, b in self._buffers.items()}
@@ -225,8 +248,10 @@ class TableSink:
     def write(self, record: Record) -> None:
         buffer = self._by_type[type(record)]
         buffer.append(record)
-        if buffer.pending >= self.batch_rows:
-            self._flush(buffer.table)
+        if len(buffer.pending_rows) >= self._convert_rows:
+            buffer.convert()
+            if buffer.rows >= self.batch_rows:
+                self._flush(buffer.table)
 
     def write_all(self, records: Iterable[Record]) -> None:
         for record in records:
@@ -283,7 +308,7 @@ class PartitionedSink:
         self.fmt = fmt
         self._buffers = {t: _TableBuffer(t) for t in TABLES}
         #: (first column, buffer) of every table: how many rows are pending, looked up cheaply
-        self._pending_rows = [(b.columns[0], b) for b in self._buffers.values()]
+        self._pending_rows = [(b.pending_rows, b) for b in self._buffers.values()]
         #: record type -> the function that appends its row: the one lookup per record
         self._appenders = {TABLES[t]: b.append for t, b in self._buffers.items()}
         # Parts from an earlier run in the same directory are kept: number after them.
@@ -306,8 +331,8 @@ class PartitionedSink:
         appenders = self._appenders
         for record in records:
             appenders[type(record)](record)
-        for first_column, buffer in self._pending_rows:
-            if len(first_column) >= CONVERT_ROWS:
+        for rows, buffer in self._pending_rows:
+            if len(rows) >= CONVERT_ROWS:
                 buffer.convert()
 
     @property
