@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from operator import attrgetter
@@ -285,6 +286,35 @@ class TableSink:
         self.close()
 
 
+def merge_tables(
+    sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], fmt: str
+) -> None:
+    """The tables :class:`TableSink` wrote into each of ``sources`` as one file per table in
+    ``out_dir``, rows in the order of ``sources``.  Parquet is re-read batch by batch (memory
+    stays flat), CSV and JSON Lines are copied (one CSV header); each file is written under a
+    temporary name and renamed when complete, as TableSink does."""
+    out = Path(out_dir)
+    ext = EXTENSIONS[fmt]
+    for table in TABLES:
+        final = out / f"{table}{ext}"
+        tmp = out / f".{table}{ext}.partial"
+        parts = [Path(source) / final.name for source in sources]
+        if fmt == "parquet":
+            writer = _ParquetWriter(tmp, arrow_schema(table))
+            for part in parts:
+                for batch in pq.ParquetFile(part).iter_batches(batch_size=DEFAULT_BATCH_ROWS):
+                    writer.write_batch(batch)
+            writer.close()
+        else:
+            with tmp.open("wb") as merged:
+                for i, part in enumerate(parts):
+                    with part.open("rb") as f:
+                        if fmt == "csv" and i:
+                            f.readline()  # the header, written once
+                        shutil.copyfileobj(f, merged)
+        os.replace(tmp, final)
+
+
 class Part(NamedTuple):
     """One part file to write: where, and its rows."""
 
@@ -415,4 +445,4 @@ def read_table(out_dir: str | os.PathLike[str], table: str) -> pa.Table:
     raise FileNotFoundError(f"no {table} table in {base} (expected {table}.parquet or {table}/)")
 
 
-__all__ = ["FORMATS", "PartitionedSink", "TableSink", "read_table", "warm_up"]
+__all__ = ["FORMATS", "PartitionedSink", "TableSink", "merge_tables", "read_table", "warm_up"]

@@ -88,6 +88,33 @@ class Measurement:
 _LAUNCHER = """
 import os, sys, time
 out, err, *cmd = sys.argv[1:]
+
+def tree(pid):
+    found = [pid]
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children = f.read().split()
+        except OSError:
+            continue
+        for child in children:
+            found += tree(int(child))
+    return found
+
+def high_water(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
 start = time.perf_counter()
 pid = os.fork()
 if pid == 0:
@@ -97,10 +124,21 @@ if pid == 0:
         os.execvp(cmd[0], cmd)
     finally:
         os._exit(127)
-_, status, usage = os.wait4(pid, 0)
+peaks = {}  # every process of the tree: its high-water RSS when last seen
+while True:
+    done, status, usage = os.wait4(pid, os.WNOHANG)
+    if done:
+        break
+    for p in tree(pid):
+        peaks[p] = max(peaks.get(p, 0), high_water(p))
+    time.sleep(0.02)
 wall = time.perf_counter() - start
 cpu = usage.ru_utime + usage.ru_stime
-print(wall, cpu, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+own = peaks.pop(pid, 0)
+# Alone, the command's own peak is wait4's (exact); with children, wait4 gives the largest of
+# them all instead of the sum, so each process's last sampled peak is summed.
+rss = own + sum(peaks.values()) if peaks else usage.ru_maxrss
+print(wall, cpu, rss, os.waitstatus_to_exitcode(status))
 """
 
 
@@ -108,7 +146,12 @@ def run_measured(cmd: list[str], stdout: Path, stderr: Path) -> tuple[float, flo
     """Run ``cmd``; return wall seconds, CPU seconds, peak RSS (KiB) and exit code.
 
     The figures come from ``os.wait4``, the child's own rusage, so no extra tool such as GNU
-    time is needed.  But not from a child of this process: Linux carries the high-water RSS of
+    time is needed.  CPU time includes the processes the command started and waited for
+    (``h2ws extract --jobs``); with such processes the peak RSS is the sum of each process's
+    own, read from ``/proc`` (``VmHWM``) every 20 ms while it runs - an upper bound of the
+    memory the run needed at once, as for the tshark extractor's two processes.
+
+    The launcher is not a child of this process: Linux carries the high-water RSS of
     the address space a process had before ``exec`` into its ``ru_maxrss``, and a child that
     subprocess forks (or vforks) from this process starts with this process's pages - hundreds
     of MB once it has made a capture or read a 2M-row table - which would then be reported as
@@ -237,13 +280,45 @@ def make_or_reuse(params: Params, directory: Path) -> tuple[Path, dict[str, Any]
     return capture, sidecar
 
 
+@dataclass(frozen=True)
+class H2wsVariant:
+    """One way of running ``h2ws extract`` that is measured: with or without the frames
+    table, in how many processes."""
+
+    frames: bool
+    jobs: int
+
+    @property
+    def name(self) -> str:
+        return f"h2ws{'' if self.frames else ' --no-frames'} -j {self.jobs}"
+
+    @property
+    def args(self) -> list[str]:
+        return ([] if self.frames else ["--no-frames"]) + ["--jobs", str(self.jobs)]
+
+
+def h2ws_variants(args: argparse.Namespace) -> list[H2wsVariant]:
+    """``--jobs`` values with the frames table, then ``--no-frames`` with the first of them."""
+    jobs = [j or len(os.sched_getaffinity(0)) for j in args.jobs]
+    variants = [H2wsVariant(True, j) for j in dict.fromkeys(jobs)]
+    if args.no_frames:
+        variants.append(H2wsVariant(False, jobs[0]))
+    return variants
+
+
 def measure_h2ws(
-    cmd: list[str], capture: Path, sidecar: dict[str, Any], scale: float, frames: bool, work: Path
+    cmd: list[str],
+    capture: Path,
+    sidecar: dict[str, Any],
+    scale: float,
+    variant: H2wsVariant,
+    work: Path,
 ) -> Measurement:
-    tool = "h2ws" if frames else "h2ws --no-frames"
-    out = work / ("h2ws-out" if frames else "h2ws-out-noframes")
+    tool = variant.name
+    frames = variant.frames
+    out = work / f"h2ws-out-{'' if frames else 'noframes-'}j{variant.jobs}"
     shutil.rmtree(out, ignore_errors=True)
-    argv = [*cmd, "extract", str(capture), "-o", str(out)] + ([] if frames else ["--no-frames"])
+    argv = [*cmd, "extract", str(capture), "-o", str(out), *variant.args]
     log = work / f"{out.name}.stderr"
     load = os.getloadavg()[0]
     wall, cpu, rss, code = run_measured(argv, work / f"{out.name}.stdout", log)
@@ -368,9 +443,10 @@ def report(
             f"on {side['streams']['websocket']} WebSocket + {side['streams']['http']:,} HTTP "
             f"streams over {side['connections']} connections"
         )
+    h2ws_tools = list(dict.fromkeys(m.tool for m in results if m.tool != "tshark"))
     for scale in scales:
         reference = by.get((scale, "tshark"))
-        for tool in ("h2ws", "h2ws --no-frames"):
+        for tool in h2ws_tools:
             candidate = by.get((scale, tool))
             if candidate and reference:
                 notes.append(
@@ -380,7 +456,7 @@ def report(
                 )
     if len(scales) > 1:
         low, high = scales[0], scales[-1]
-        for tool in ("h2ws", "h2ws --no-frames", "tshark"):
+        for tool in (*h2ws_tools, "tshark"):
             a, b = by.get((low, tool)), by.get((high, tool))
             if a and b:
                 growth = b.max_rss_kib / a.max_rss_kib
@@ -479,6 +555,14 @@ def add_common_arguments(parser: argparse.ArgumentParser, verify_help: str) -> N
     parser.add_argument("--h2ws", help="command that runs h2ws (default: the venv's h2ws script)")
     parser.add_argument("--tshark", default="tshark")
     parser.add_argument(
+        "--jobs",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        metavar="N",
+        help="h2ws extract --jobs values to measure (0: one per CPU; default: 1 0)",
+    )
+    parser.add_argument(
         "--no-frames-variant",
         dest="no_frames",
         action="store_false",
@@ -526,19 +610,19 @@ def main(argv: list[str] | None = None) -> int:
                 print("  capture verified by tshark" if not problems else "\n".join(problems))
             work = workdir / capture.stem
             work.mkdir(exist_ok=True)
-            tools = ["h2ws", "h2ws --no-frames"] if args.no_frames else ["h2ws"]
+            tools: list[H2wsVariant | str] = [*h2ws_variants(args)]
             if use_tshark:
                 tools.append("tshark")
-            runs: dict[str, list[Measurement]] = {tool: [] for tool in tools}
+            runs: dict[str, list[Measurement]] = {_name(tool): [] for tool in tools}
             for _ in range(args.repeat):  # round robin, so that a noisy minute hits every tool
                 for tool in tools:
-                    if tool == "tshark":
-                        m = measure_tshark(args.tshark, capture, sidecar, scale, work)
+                    if isinstance(tool, H2wsVariant):
+                        m = measure_h2ws(h2ws, capture, sidecar, scale, tool, work)
                     else:
-                        m = measure_h2ws(h2ws, capture, sidecar, scale, tool == "h2ws", work)
-                    runs[tool].append(m)
+                        m = measure_tshark(args.tshark, capture, sidecar, scale, work)
+                    runs[m.tool].append(m)
                     _progress(m)
-            results += [best(runs[tool]) for tool in tools]
+            results += [best(runs[_name(tool)]) for tool in tools]
     finally:
         if remove:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -549,10 +633,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(m.ok for m in results) else 1
 
 
+def _name(tool: H2wsVariant | str) -> str:
+    return tool.name if isinstance(tool, H2wsVariant) else tool
+
+
 def _progress(m: Measurement) -> None:
     status = "ok" if m.ok else "FAIL: " + "; ".join(m.problems)
     print(
-        f"  {m.tool:<17} {m.wall:7.1f} s  {m.messages_per_s:>10,.0f} msg/s  "
+        f"  {m.tool:<22} {m.wall:7.1f} s  {m.messages_per_s:>10,.0f} msg/s  "
         f"{m.rss_mib:7,.0f} MiB  (load {m.load:.1f})  {status}",
         flush=True,
     )

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_extract import (
+    H2wsVariant,
     Measurement,
     _scale_label,
     _tail,
@@ -49,6 +50,7 @@ from bench_extract import (
     check_tables,
     environment,
     h2ws_command,
+    h2ws_variants,
     publish,
     run_measured,
     work_directory,
@@ -66,7 +68,7 @@ from make_capture import (
 
 BENCH_DIR = Path(__file__).resolve().parent
 EXTRACTOR = BENCH_DIR / "tshark_ws_extract.py"
-H2WS, H2WS_NO_FRAMES, EXTRACTOR_TOOL = "h2ws", "h2ws --no-frames", "tshark extractor"
+EXTRACTOR_TOOL = "tshark extractor"
 
 
 @dataclass
@@ -149,24 +151,25 @@ def _measurement(
 
 
 def measure_h2ws(
-    cmd: list[str], capture: Path, sidecar: dict[str, Any], scale: float, frames: bool, work: Path
+    cmd: list[str],
+    capture: Path,
+    sidecar: dict[str, Any],
+    scale: float,
+    variant: H2wsVariant,
+    work: Path,
 ) -> TlsMeasurement:
-    out = work / ("h2ws-out" if frames else "h2ws-out-noframes")
+    out = work / f"h2ws-out-{'' if variant.frames else 'noframes-'}j{variant.jobs}"
     shutil.rmtree(out, ignore_errors=True)
     argv = [*cmd, "extract", str(capture), "--keylog", str(keylog_path(capture)), "-o", str(out)]
-    if not frames:
-        argv.append("--no-frames")
+    argv += variant.args
     log = work / f"{out.name}.stderr"
     load = os.getloadavg()[0]
     m = _measurement(
-        H2WS if frames else H2WS_NO_FRAMES,
-        scale,
-        sidecar,
-        run_measured(argv, work / f"{out.name}.stdout", log),
+        variant.name, scale, sidecar, run_measured(argv, work / f"{out.name}.stdout", log)
     )
     m.load = load
     if m.exit_code == 0:
-        m.problems = check_tables(out, sidecar, frames)
+        m.problems = check_tables(out, sidecar, variant.frames)
     else:
         m.problems = [f"exit code {m.exit_code}: {_tail(log, 1)}"]
     return m
@@ -229,6 +232,7 @@ def report(
         rows.append((_scale_label(m.scale), m.tool, *figures, rss, f"{m.load:.1f}",
                      "ok" if m.ok else "FAIL"))  # fmt: skip
     by = {(m.scale, m.tool): m for m in results if m.ok}
+    h2ws_tools = list(dict.fromkeys(m.tool for m in results if m.tool != EXTRACTOR_TOOL))
     scales = sorted(captures)
     notes: list[str] = []
     for scale in scales:
@@ -249,7 +253,7 @@ def report(
                 f"{_scale_label(scale)}: of the tshark extractor's {reference.cpu:.1f} s CPU, "
                 f"tshark took {reference.tshark_cpu:.1f} s"
             )
-        for tool in (H2WS, H2WS_NO_FRAMES):
+        for tool in h2ws_tools:
             candidate = by.get((scale, tool))
             if candidate and reference:
                 notes.append(
@@ -259,7 +263,7 @@ def report(
                 )
     if len(scales) > 1:
         low, high = scales[0], scales[-1]
-        for tool in (H2WS, H2WS_NO_FRAMES, EXTRACTOR_TOOL):
+        for tool in (*h2ws_tools, EXTRACTOR_TOOL):
             a, b = by.get((low, tool)), by.get((high, tool))
             if a and b:
                 notes.append(
@@ -268,8 +272,9 @@ def report(
                     f"({b.pipeline_rss_mib / a.pipeline_rss_mib:.2f}x)"
                 )
     notes.append(
-        "peak RSS: of the one h2ws process; for the extractor the sum of tshark's and the "
-        "parser's peaks (both run at once); load: 1-minute load average just before the run"
+        "peak RSS: for h2ws the sum of its processes' peaks (one with -j 1); for the extractor "
+        "the sum of tshark's and the parser's peaks (both run at once); load: 1-minute load "
+        "average just before the run"
     )
     notes.append(f"the whole benchmark took {elapsed / 60:.1f} min")
     failures = [f"FAIL {_scale_label(m.scale)} {m.tool}: {p}" for m in results for p in m.problems]
@@ -333,18 +338,17 @@ def main(argv: list[str] | None = None) -> int:
                 print("  capture verified by tshark" if not problems else "\n".join(problems))
             work = workdir / capture.stem
             work.mkdir(exist_ok=True)
-            tools = [H2WS, H2WS_NO_FRAMES] if args.no_frames else [H2WS]
-            tools.append(EXTRACTOR_TOOL)
-            runs: dict[str, list[TlsMeasurement]] = {tool: [] for tool in tools}
+            tools: list[H2wsVariant | str] = [*h2ws_variants(args), EXTRACTOR_TOOL]
+            runs: dict[str, list[TlsMeasurement]] = {}
             for _ in range(args.repeat):  # round robin, so that a noisy minute hits every tool
                 for tool in tools:
-                    if tool == EXTRACTOR_TOOL:
-                        m = measure_extractor(args.tshark, capture, sidecar, scale, work)
+                    if isinstance(tool, H2wsVariant):
+                        m = measure_h2ws(h2ws, capture, sidecar, scale, tool, work)
                     else:
-                        m = measure_h2ws(h2ws, capture, sidecar, scale, tool == H2WS, work)
-                    runs[tool].append(m)
+                        m = measure_extractor(args.tshark, capture, sidecar, scale, work)
+                    runs.setdefault(m.tool, []).append(m)
                     _progress(m)
-            results += [best(runs[tool]) for tool in tools]
+            results += [best(r) for r in runs.values()]
     finally:
         if remove:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -358,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 def _progress(m: TlsMeasurement) -> None:
     status = "ok" if m.ok else "FAIL: " + "; ".join(m.problems)
     print(
-        f"  {m.tool:<17} {m.wall:7.1f} s  {m.cpu:7.1f} s CPU  {m.messages_per_s:>10,.0f} msg/s  "
+        f"  {m.tool:<22} {m.wall:7.1f} s  {m.cpu:7.1f} s CPU  {m.messages_per_s:>10,.0f} msg/s  "
         f"{m.pipeline_rss_mib:7,.0f} MiB  (load {m.load:.1f})  {status}",
         flush=True,
     )
