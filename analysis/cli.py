@@ -18,6 +18,9 @@ from .websocket import PayloadPolicy
 
 #: ``--jobs`` unset: one process per CPU for inputs of this many bytes or more, else one
 PARALLEL_FROM_BYTES = 32 * 2**20
+#: ``--jobs`` unset: at most this many processes.  Each holds its own interpreter and pyarrow
+#: (about 200 MB), and a capture often has fewer busy connections than a big machine has CPUs.
+DEFAULT_MAX_JOBS = 4
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -31,7 +34,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     jobs = args.jobs
     if jobs is None:
         size = sum(p.stat().st_size for p in paths if p.is_file())
-        jobs = default_jobs() if size >= PARALLEL_FROM_BYTES else 1
+        jobs = min(default_jobs(), DEFAULT_MAX_JOBS) if size >= PARALLEL_FROM_BYTES else 1
     elif jobs == 0:
         jobs = default_jobs()
     if jobs > 1:
@@ -144,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="decode each capture in N processes, each a share of its connections (0: one "
-        "per CPU).  Default: one per CPU from 32 MiB of input, else 1.  Faster on captures "
-        "with several busy connections",
+        "per CPU).  Default: one per CPU, at most 4, from 32 MiB of input; else 1.  Faster "
+        "on captures with several busy connections",
     )
     extract.set_defaults(func=cmd_extract)
 

@@ -636,3 +636,31 @@ def test_bulk_capture_round_trip(tmp_path: Path) -> None:
             closed += type(event).__name__ == "Closed"
     assert tcp.finish() == []
     assert got == total and closed == 10
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.binary(min_size=0, max_size=40),
+    st.integers(0, 80),
+    st.lists(st.tuples(st.integers(0, 90), st.integers(0, 255)), max_size=4),
+    st.integers(-20, 20),
+)
+def test_fast_ethernet_path_agrees_with_the_general_one(
+    payload: bytes, options: int, mutations: list[tuple[int, int]], cut: int
+) -> None:
+    """The one-``struct`` path for Ethernet/IPv4/TCP gives exactly what the layered decoders
+    give - segment or diagnostic - for valid packets with any TCP options and payload, and for
+    packets with bytes changed (lengths, versions, flags, fragments) or cut short."""
+    from h2ws.analysis.capture import pcap
+
+    tcp = dpkt.tcp.TCP(sport=40000, dport=443, seq=7, ack=9, flags=ACK | PSH, data=payload)
+    tcp.opts = bytes(options // 4 * 4)
+    frame = bytearray(ether(bytes(dpkt.ip.IP(src=b"\n\0\0\1", dst=b"\n\0\0\2", p=6, data=tcp))))
+    for pos, value in mutations:
+        if pos < len(frame):
+            frame[pos] = value
+    data = bytes(frame[: len(frame) + cut] if cut < 0 else frame + bytes(cut))
+    fast = pcap._ethernet_ip4_tcp(data, 0, len(data), TS)
+    general = pcap._ethernet(data, 0, len(data), TS)
+    assert fast == general
+    assert type(fast) is type(general)

@@ -45,6 +45,9 @@ _U32LE = struct.Struct("<I").unpack_from
 _IP4 = struct.Struct("!BxHxxHxB").unpack_from  # version/ihl, total length, frag field, proto
 _IP6 = struct.Struct("!4xHB").unpack_from  # payload length, next header
 _TCP = struct.Struct("!HHIIH").unpack_from  # ports, seq, ack, data offset + flags
+#: Ethernet type, then _IP4's fields and both addresses, then _TCP's
+_ETH_IP4_TCP = struct.Struct("!12xHBxHxxHxBxx8sHHIIH").unpack_from
+_new_tuple = tuple.__new__
 
 _ETH_IP4, _ETH_IP6 = 0x0800, 0x86DD
 _VLAN_TPIDS = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
@@ -199,6 +202,29 @@ def _ethertype(etype: int, buf: bytes, off: int, end: int, ts: float) -> Result:
             return None
 
 
+def _ethernet_ip4_tcp(buf: bytes, off: int, end: int, ts: float) -> Result:
+    """Ethernet, then the common case read with one ``struct`` call: IPv4 without options, not
+    fragmented, with TCP.  Anything else (and anything short or odd, which has a diagnostic to
+    give) goes to :func:`_ethernet`.  A third of the cost per packet of the general path,
+    which matters because every packet of a capture comes this way, and with ``--jobs`` every
+    process reads every packet."""
+    if end - off >= 54:
+        etype, vihl, total, frag, proto, addrs, sport, dport, seq, ack, off_flags = _ETH_IP4_TCP(
+            buf, off
+        )
+        if etype == _ETH_IP4 and vihl == 0x45 and proto == _TCP_PROTO and not frag & 0x3FFF:
+            hlen = (off_flags >> 12) * 4
+            stop = off + 14 + total
+            if hlen >= 20 and 40 + hlen <= total and stop <= end:
+                names = _names.get(addrs) or _addrs(addrs)
+                return _new_tuple(
+                    TcpSegment,
+                    (ts, names[0], sport, names[1], dport, seq, ack, off_flags & 0x1FF,
+                     buf[off + 34 + hlen : stop]),
+                )  # fmt: skip
+    return _ethernet(buf, off, end, ts)
+
+
 def _ethernet(buf: bytes, off: int, end: int, ts: float) -> Result:
     if off + 14 > end:
         return _truncated(ts, "Ethernet header")
@@ -232,7 +258,7 @@ def _null(buf: bytes, off: int, end: int, ts: float) -> Result:
 
 LINKTYPES: dict[int, Decoder] = {
     0: _null,  # LINKTYPE_NULL
-    1: _ethernet,  # LINKTYPE_ETHERNET
+    1: _ethernet_ip4_tcp,  # LINKTYPE_ETHERNET
     12: _ip,  # DLT_RAW on most platforms
     14: _ip,  # DLT_RAW on some BSDs
     101: _ip,  # LINKTYPE_RAW

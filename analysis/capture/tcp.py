@@ -27,11 +27,9 @@ Diagnostic codes (layer ``tcp``): ``midstream_start`` (warning), ``gap`` (error)
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from bisect import bisect_right
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..chunks import ChunkEvent, Closed, ConnectionInfo, Data, Gap, Opened
 from ..records import DiagnosticRecord, Direction
@@ -60,9 +58,11 @@ _TOMBSTONES = 65536
 Key = tuple[str, int, str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class TcpSegment:
-    """One captured TCP segment, as much as reassembly needs of it."""
+class TcpSegment(NamedTuple):
+    """One captured TCP segment, as much as reassembly needs of it.
+
+    A tuple (immutable, and built in C): readers make one per packet.
+    """
 
     ts: float
     src: str
@@ -75,43 +75,23 @@ class TcpSegment:
     payload: bytes
 
 
-def _segment_constructor() -> Callable[
-    [float, str, int, str, int, int, int, int, bytes], TcpSegment
-]:
-    new = object.__new__
-    ts_, src_, sport_, dst_, dport_, seq_, ack_, flags_, payload_ = (
-        getattr(TcpSegment, f.name).__set__ for f in dataclasses.fields(TcpSegment)
-    )
-
-    def make(
-        ts: float,
-        src: str,
-        sport: int,
-        dst: str,
-        dport: int,
-        seq: int,
-        ack: int,
-        flags: int,
-        payload: bytes,
-    ) -> TcpSegment:
-        seg: TcpSegment = new(TcpSegment)
-        ts_(seg, ts)
-        src_(seg, src)
-        sport_(seg, sport)
-        dst_(seg, dst)
-        dport_(seg, dport)
-        seq_(seg, seq)
-        ack_(seg, ack)
-        flags_(seg, flags)
-        payload_(seg, payload)
-        return seg
-
-    return make
+_new_tuple = tuple.__new__
 
 
-#: ``TcpSegment(...)`` at half the cost, for capture readers (one call per packet): a frozen
-#: dataclass's ``__init__`` sets every field through ``object.__setattr__``.
-new_segment = _segment_constructor()
+def new_segment(
+    ts: float,
+    src: str,
+    sport: int,
+    dst: str,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    payload: bytes,
+) -> TcpSegment:
+    """``TcpSegment(...)`` without NamedTuple's Python-level ``__new__``: half the cost, and
+    capture readers make one per packet."""
+    return _new_tuple(TcpSegment, (ts, src, sport, dst, dport, seq, ack, flags, payload))
 
 
 class _Half:
