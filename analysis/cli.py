@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .export import FORMATS, TableSink
-from .jobs import Tally, default_jobs, extract_into, extract_parallel
+from .jobs import Tally, WorkerDied, default_jobs, extract_into, extract_parallel
 from .options import DecodeOptions
 from .websocket import PayloadPolicy
 
@@ -38,9 +38,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
     elif jobs == 0:
         jobs = default_jobs()
     if jobs > 1:
-        tally, counts = extract_parallel(
-            paths, Path(args.output), args.format, options, args.keylog, jobs
-        )
+        try:
+            tally, counts = extract_parallel(
+                paths, Path(args.output), args.format, options, args.keylog, jobs
+            )
+        except WorkerDied as exc:
+            print(f"h2ws: {exc}", file=sys.stderr)
+            return 1
     else:
         tally = Tally()
         with TableSink(args.output, args.format) as sink:

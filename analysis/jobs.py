@@ -20,6 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,10 @@ from .pipeline import Pipeline
 from .records import DiagnosticRecord, Record
 
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+
+
+class WorkerDied(RuntimeError):
+    """A process of ``--jobs`` ended without its result; nothing was merged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +221,11 @@ def extract_parallel(
         # and forking a process with threads can deadlock the child.  Importing afresh costs
         # each worker about 0.3 s, at the same time; measured no slower than fork overall.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            results = list(pool.map(_run_task, tasks))
+        try:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                results = list(pool.map(_run_task, tasks))
+        except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal)
+            raise WorkerDied(f"a decoding process died ({exc}); try fewer --jobs") from exc
         tally = Tally()
         counts: Counter[str] = Counter()
         for task_tally, task_counts in results:

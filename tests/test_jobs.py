@@ -9,6 +9,7 @@ capture in one call.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections import Counter
@@ -146,3 +147,25 @@ def test_default_is_parallel_only_for_big_inputs(
     extract([capture], tmp_path / "big", "--keylog", str(keys))
     assert calls == [2]
     shutil.rmtree(tmp_path / "big")
+
+
+def _die(task: object) -> None:
+    """A worker that dies as one killed for lack of memory would."""
+    os._exit(9)
+
+
+def test_a_dying_worker_is_one_clear_error(
+    tls_capture: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from h2ws.analysis import jobs
+
+    monkeypatch.setattr(jobs, "_run_task", _die)
+    capture, keys = tls_capture
+    out = tmp_path / "out"
+    assert main(["extract", str(capture), "-o", str(out), "-j", "2", "--keylog", str(keys)]) == 1
+    err = capsys.readouterr().err
+    assert "a decoding process died" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []  # no half-merged tables, no work files
