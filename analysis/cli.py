@@ -144,10 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Decryption Secrets Blocks of pcapng captures",
     )
 
+    def jobs_count(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise argparse.ArgumentTypeError(f"--jobs takes a number of processes, not {text!r}")
+        return n
+
     extract.add_argument(
         "--jobs",
         "-j",
-        type=int,
+        type=jobs_count,
         default=None,
         metavar="N",
         help="decode each capture in N processes, each a share of its connections (0: one "

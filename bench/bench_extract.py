@@ -296,6 +296,12 @@ class H2wsVariant:
     def args(self) -> list[str]:
         return ([] if self.frames else ["--no-frames"]) + ["--jobs", str(self.jobs)]
 
+    def fresh_output(self, work: Path) -> Path:
+        """This variant's output directory under ``work``, emptied."""
+        out = work / f"h2ws-out-{'' if self.frames else 'noframes-'}j{self.jobs}"
+        shutil.rmtree(out, ignore_errors=True)
+        return out
+
 
 def h2ws_variants(args: argparse.Namespace) -> list[H2wsVariant]:
     """``--jobs`` values with the frames table, then ``--no-frames`` with the first of them."""
@@ -316,8 +322,7 @@ def measure_h2ws(
 ) -> Measurement:
     tool = variant.name
     frames = variant.frames
-    out = work / f"h2ws-out-{'' if frames else 'noframes-'}j{variant.jobs}"
-    shutil.rmtree(out, ignore_errors=True)
+    out = variant.fresh_output(work)
     argv = [*cmd, "extract", str(capture), "-o", str(out), *variant.args]
     log = work / f"{out.name}.stderr"
     load = os.getloadavg()[0]

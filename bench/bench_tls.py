@@ -158,8 +158,7 @@ def measure_h2ws(
     variant: H2wsVariant,
     work: Path,
 ) -> TlsMeasurement:
-    out = work / f"h2ws-out-{'' if variant.frames else 'noframes-'}j{variant.jobs}"
-    shutil.rmtree(out, ignore_errors=True)
+    out = variant.fresh_output(work)
     argv = [*cmd, "extract", str(capture), "--keylog", str(keylog_path(capture)), "-o", str(out)]
     argv += variant.args
     log = work / f"{out.name}.stderr"

@@ -215,7 +215,7 @@ def _ethernet_ip4_tcp(buf: bytes, off: int, end: int, ts: float) -> Result:
         if etype == _ETH_IP4 and vihl == 0x45 and proto == _TCP_PROTO and not frag & 0x3FFF:
             hlen = (off_flags >> 12) * 4
             stop = off + 14 + total
-            if hlen >= 20 and 40 + hlen <= total and stop <= end:
+            if hlen >= 20 and 20 + hlen <= total and stop <= end:
                 names = _names.get(addrs) or _addrs(addrs)
                 return _new_tuple(
                     TcpSegment,
