@@ -169,3 +169,11 @@ def test_a_dying_worker_is_one_clear_error(
     err = capsys.readouterr().err
     assert "a decoding process died" in err and "Traceback" not in err
     assert list(out.iterdir()) == []  # no half-merged tables, no work files
+
+
+def test_jobs_must_be_a_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("-1", "two"):
+        with pytest.raises(SystemExit) as exc:
+            main(["extract", "x.pcap", "-o", str(tmp_path), "-j", bad])
+        assert exc.value.code == 2
+        assert "--jobs takes a number of processes" in capsys.readouterr().err
