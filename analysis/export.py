@@ -29,6 +29,8 @@ EXTENSIONS = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".jsonl"}
 DEFAULT_BATCH_ROWS = 65_536
 #: PartitionedSink converts a table's rows to Arrow once this many are pending (see convert).
 CONVERT_ROWS = 2048
+#: ... which it looks at every this many ``write_all`` calls.
+CHECK_CALLS = 32
 
 
 class _Writer(Protocol):
@@ -349,6 +351,7 @@ class PartitionedSink:
         self._pending_rows = [(b.pending_rows, b) for b in self._buffers.values()]
         #: record type -> the function that appends its row: the one lookup per record
         self._appenders = {TABLES[t]: b.append for t, b in self._buffers.items()}
+        self._calls = 0  # of write_all since the tables were last looked at
         # Parts from an earlier run in the same directory are kept: number after them.
         self._run = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self._part = 0
@@ -369,9 +372,15 @@ class PartitionedSink:
         appenders = self._appenders
         for record in records:
             appenders[type(record)](record)
-        for rows, buffer in self._pending_rows:
-            if len(rows) >= CONVERT_ROWS:
-                buffer.convert()
+        # Which tables are due for conversion is looked at every CHECK_CALLS calls, not on
+        # every call: a relayed chunk brings a few records, and looking at five tables each
+        # time cost as much as appending them.
+        self._calls += 1
+        if self._calls >= CHECK_CALLS:
+            self._calls = 0
+            for rows, buffer in self._pending_rows:
+                if len(rows) >= CONVERT_ROWS:
+                    buffer.convert()
 
     @property
     def pending(self) -> int:

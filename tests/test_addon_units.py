@@ -554,6 +554,24 @@ def test_partitioned_sink_converts_early_and_keeps_every_row_in_order(tmp_path: 
     assert rows[n - 1]["ts"].timestamp() == 1.5 + n - 1
 
 
+def test_partitioned_sink_converts_within_check_calls(tmp_path: Path) -> None:
+    """Rows pending conversion stay bounded: once CONVERT_ROWS are pending, they are converted
+    within CHECK_CALLS more calls, however few records each call brings."""
+    from h2ws.analysis.export import CHECK_CALLS, CONVERT_ROWS, PartitionedSink
+    from h2ws.analysis.records import FrameRecord
+
+    sink = PartitionedSink(tmp_path)
+    frames = sink._buffers["frames"]
+    sink.write_all([FrameRecord("c", i) for i in range(CONVERT_ROWS)])
+    calls = 1
+    while frames.pending and calls <= CHECK_CALLS:
+        sink.write_all([])
+        calls += 1
+    assert frames.pending == 0 and frames.rows == CONVERT_ROWS
+    assert calls <= CHECK_CALLS
+    sink.close()
+
+
 def test_table_writer_failure_stops_writing_and_harms_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
