@@ -40,7 +40,9 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +307,9 @@ class H2wsVariant:
 
 def h2ws_variants(args: argparse.Namespace) -> list[H2wsVariant]:
     """``--jobs`` values with the frames table, then ``--no-frames`` with the first of them."""
-    jobs = [j or len(os.sched_getaffinity(0)) for j in args.jobs]
+    from h2ws.analysis.jobs import default_jobs  # what `h2ws extract --jobs 0` uses
+
+    jobs = [j or default_jobs() for j in args.jobs]
     variants = [H2wsVariant(True, j) for j in dict.fromkeys(jobs)]
     if args.no_frames:
         variants.append(H2wsVariant(False, jobs[0]))
@@ -370,6 +374,31 @@ def measure_tshark(
         load,
         problems,
     )
+
+
+def capture_params(args: argparse.Namespace, scale: float, **more: Any) -> Params:
+    """The capture of ``scale`` times ``--messages``, shaped by the common options."""
+    return Params(
+        messages=max(2, round(args.messages * scale)),
+        connections=args.connections,
+        streams=args.streams,
+        seed=args.seed,
+        **more,
+    )
+
+
+def round_robin[T, M: Measurement](
+    tools: Sequence[T], repeat: int, measure: Callable[[T], M], progress: Callable[[M], None]
+) -> dict[str, list[M]]:
+    """Every tool ``repeat`` times, taking turns, so that a noisy minute hits every tool; the
+    runs by tool name, in the order of ``tools``."""
+    runs: dict[str, list[M]] = {}
+    for _ in range(repeat):
+        for tool in tools:
+            m = measure(tool)
+            runs.setdefault(m.tool, []).append(m)
+            progress(m)
+    return runs
 
 
 def best(runs: list[Measurement]) -> Measurement:
@@ -601,14 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     captures: dict[float, dict[str, Any]] = {}
     try:
         for scale in sorted(args.scale):
-            params = Params(
-                messages=max(2, round(args.messages * scale)),
-                connections=args.connections,
-                streams=args.streams,
-                seed=args.seed,
-            )
             print(f"{_scale_label(scale)}:", flush=True)
-            capture, sidecar = make_or_reuse(params, args.captures)
+            capture, sidecar = make_or_reuse(capture_params(args, scale), args.captures)
             captures[scale] = sidecar
             if args.verify_capture and use_tshark:
                 problems = verify_with_tshark(capture, sidecar, args.tshark)
@@ -618,16 +641,9 @@ def main(argv: list[str] | None = None) -> int:
             tools: list[H2wsVariant | str] = [*h2ws_variants(args)]
             if use_tshark:
                 tools.append("tshark")
-            runs: dict[str, list[Measurement]] = {_name(tool): [] for tool in tools}
-            for _ in range(args.repeat):  # round robin, so that a noisy minute hits every tool
-                for tool in tools:
-                    if isinstance(tool, H2wsVariant):
-                        m = measure_h2ws(h2ws, capture, sidecar, scale, tool, work)
-                    else:
-                        m = measure_tshark(args.tshark, capture, sidecar, scale, work)
-                    runs[m.tool].append(m)
-                    _progress(m)
-            results += [best(runs[_name(tool)]) for tool in tools]
+            measure = partial(_measure_tool, h2ws, args.tshark, capture, sidecar, scale, work)
+            runs = round_robin(tools, args.repeat, measure, _progress)
+            results += [best(r) for r in runs.values()]
     finally:
         if remove:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -638,8 +654,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(m.ok for m in results) else 1
 
 
-def _name(tool: H2wsVariant | str) -> str:
-    return tool.name if isinstance(tool, H2wsVariant) else tool
+def _measure_tool(
+    h2ws: list[str],
+    tshark: str,
+    capture: Path,
+    sidecar: dict[str, Any],
+    scale: float,
+    work: Path,
+    tool: H2wsVariant | str,
+) -> Measurement:
+    if isinstance(tool, H2wsVariant):
+        return measure_h2ws(h2ws, capture, sidecar, scale, tool, work)
+    return measure_tshark(tshark, capture, sidecar, scale, work)
 
 
 def _progress(m: Measurement) -> None:

@@ -38,6 +38,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,13 @@ from bench_extract import (
     _scale_label,
     _tail,
     add_common_arguments,
+    capture_params,
     check_tables,
     environment,
     h2ws_command,
     h2ws_variants,
     publish,
+    round_robin,
     run_measured,
     work_directory,
 )
@@ -322,14 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     captures: dict[float, dict[str, Any]] = {}
     try:
         for scale in sorted(args.scale):
-            params = Params(
-                messages=max(2, round(args.messages * scale)),
-                connections=args.connections,
-                streams=args.streams,
-                seed=args.seed,
-                port=TLS_PORT,
-            )
             print(f"{_scale_label(scale)}:", flush=True)
+            params = capture_params(args, scale, port=TLS_PORT)
             capture, sidecar = make_or_reuse(params, args.tls, args.captures)
             captures[scale] = sidecar
             if args.verify_capture:
@@ -338,15 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             work = workdir / capture.stem
             work.mkdir(exist_ok=True)
             tools: list[H2wsVariant | str] = [*h2ws_variants(args), EXTRACTOR_TOOL]
-            runs: dict[str, list[TlsMeasurement]] = {}
-            for _ in range(args.repeat):  # round robin, so that a noisy minute hits every tool
-                for tool in tools:
-                    if isinstance(tool, H2wsVariant):
-                        m = measure_h2ws(h2ws, capture, sidecar, scale, tool, work)
-                    else:
-                        m = measure_extractor(args.tshark, capture, sidecar, scale, work)
-                    runs.setdefault(m.tool, []).append(m)
-                    _progress(m)
+            measure = partial(_measure_tool, h2ws, args.tshark, capture, sidecar, scale, work)
+            runs = round_robin(tools, args.repeat, measure, _progress)
             results += [best(r) for r in runs.values()]
     finally:
         if remove:
@@ -356,6 +346,20 @@ def main(argv: list[str] | None = None) -> int:
     text, markdown = report(results, captures, env, command, time.perf_counter() - started)
     publish(text, markdown, args.markdown, None if remove else workdir)
     return 0 if all(m.ok for m in results) else 1
+
+
+def _measure_tool(
+    h2ws: list[str],
+    tshark: str,
+    capture: Path,
+    sidecar: dict[str, Any],
+    scale: float,
+    work: Path,
+    tool: H2wsVariant | str,
+) -> TlsMeasurement:
+    if isinstance(tool, H2wsVariant):
+        return measure_h2ws(h2ws, capture, sidecar, scale, tool, work)
+    return measure_extractor(tshark, capture, sidecar, scale, work)
 
 
 def _progress(m: TlsMeasurement) -> None:
