@@ -36,53 +36,83 @@ logger = logging.getLogger(__name__)
 _Call = Callable[[], list[Record]]
 
 
-def trim_payload(record: MessageRecord, policy: PayloadPolicy) -> MessageRecord:
-    """``record`` as ``policy`` keeps it (the decoder may have kept more, for the flows).
+#: message payloads up to this long wait for the conversion to be trimmed (by Arrow kernels,
+#: see ``export.trim_payloads``); longer ones are trimmed at once, which bounds what the rows
+#: waiting for conversion hold (CONVERT_ROWS of them: a few MiB)
+HOLD_BYTES = 4096
 
-    Trims in place: the writer owns the records it is given, and copying a record per message
-    measured as a noticeable part of the cost of recording.
-    """
+
+def trim_payload(record: MessageRecord, policy: PayloadPolicy) -> MessageRecord:
+    """``record`` as ``policy`` keeps it (the decoder may have kept more, for the flows)."""
     payload = record.payload
     if policy.mode == "full" or payload is None:
         return record
     if policy.mode == "none":
-        record.payload = None
-        record.payload_truncated = False
+        kept, truncated = None, False
     elif len(payload) > policy.preview_bytes:
-        record.payload = payload[: policy.preview_bytes]
-        record.payload_truncated = record.length > policy.preview_bytes
-    return record
+        kept, truncated = payload[: policy.preview_bytes], record.length > policy.preview_bytes
+    else:
+        return record
+    return record._replace(payload=kept, payload_truncated=truncated)
 
 
 class TableWriter:
     """The tables of a live run: records in, part files out, flushed on a clock.
 
     The decoder may keep more payload than the tables (the mirrored flows show whole messages),
-    so message payloads are trimmed to the table's policy here, in place: whoever else needs a
-    record's payload (the mirror) takes it before the records are written.
+    so message payloads are trimmed to the table's policy when the rows are converted to Arrow,
+    a column at a time; a payload longer than ``HOLD_BYTES`` is trimmed as it comes in.
 
     Part files are encoded and written by a thread of their own, in order: pyarrow does that
     without the interpreter lock, so the relay, on the event loop, does not wait for it.
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], fmt: str, payload: PayloadPolicy) -> None:
-        self.sink = PartitionedSink(out_dir, fmt)
+        self.sink = PartitionedSink(out_dir, fmt, payload)
         warm_up()  # at start-up, not in the first flush of a busy relay
-        self.payload = payload
+        self._payload = payload
+        self._hold = self._hold_bytes(payload)
         self.last_flush = time.monotonic()
         self.failed: str | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2ws-tables")
+
+    @property
+    def payload(self) -> PayloadPolicy:
+        return self._payload
+
+    @payload.setter
+    def payload(self, policy: PayloadPolicy) -> None:
+        """For the rows not yet converted, too."""
+        self._payload = policy
+        self._hold = self._hold_bytes(policy)
+        self.sink.payload = policy
+
+    @staticmethod
+    def _hold_bytes(policy: PayloadPolicy) -> int | None:
+        if policy.mode == "full":
+            return None
+        if policy.mode == "none":
+            return HOLD_BYTES
+        return max(HOLD_BYTES, policy.preview_bytes)
 
     def write(self, records: Iterable[Record]) -> None:
         if self.failed:
             return
         if not isinstance(records, list):
             records = list(records)
-        policy = self.payload
-        if policy.mode != "full":
+        hold = self._hold
+        if hold is not None:
             for record in records:
-                if type(record) is MessageRecord:
-                    trim_payload(record, policy)
+                if (
+                    type(record) is MessageRecord
+                    and record.payload is not None
+                    and len(record.payload) > hold
+                ):
+                    policy = self._payload
+                    records = [
+                        trim_payload(r, policy) if type(r) is MessageRecord else r for r in records
+                    ]
+                    break
         self.sink.write_all(records)
 
     def flush(self) -> None:

@@ -15,14 +15,18 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .records import TABLES, Record, arrow_schema, columns
+
+if TYPE_CHECKING:
+    from .websocket import PayloadPolicy
 
 FORMATS = ("parquet", "csv", "jsonl")
 EXTENSIONS = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".jsonl"}
@@ -34,7 +38,7 @@ CHECK_CALLS = 32
 
 
 class _Writer(Protocol):
-    def write_batch(self, batch: pa.RecordBatch) -> None: ...
+    def write_table(self, table: pa.Table) -> None: ...
     def close(self) -> None: ...
 
 
@@ -52,17 +56,19 @@ class _ParquetWriter:
         ]
         self._writer = pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=dictionary)
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
+    def write_table(self, table: pa.Table) -> None:
+        # One row group of the table's chunks as they are: pyarrow writes them one after the
+        # other, so the batches need not be concatenated first.
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
 
     def close(self) -> None:
         self._writer.close()
 
 
-def _text_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+def _text_table(table: pa.Table) -> pa.Table:
     """Binary columns as base64 text: CSV and JSON have no bytes."""
     arrays = []
-    for field, column in zip(batch.schema, batch.columns, strict=True):
+    for field, column in zip(table.schema, table.columns, strict=True):
         if pa.types.is_binary(field.type):
             values = [
                 None if v is None else base64.b64encode(v).decode() for v in column.to_pylist()
@@ -70,7 +76,7 @@ def _text_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
             arrays.append(pa.array(values, pa.string()))
         else:
             arrays.append(column)
-    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+    return pa.Table.from_arrays(arrays, names=table.schema.names)
 
 
 class _CsvWriter:
@@ -80,8 +86,8 @@ class _CsvWriter:
         )
         self._writer = pacsv.CSVWriter(path, text_schema)
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(_text_batch(batch))
+    def write_table(self, table: pa.Table) -> None:
+        self._writer.write_table(_text_table(table))
 
     def close(self) -> None:
         self._writer.close()
@@ -97,8 +103,8 @@ class _JsonlWriter:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self._file = path.open("w", encoding="utf-8")
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        for row in _text_batch(batch).to_pylist():
+    def write_table(self, table: pa.Table) -> None:
+        for row in _text_table(table).to_pylist():
             self._file.write(json.dumps(row, default=_json_default, ensure_ascii=False))
             self._file.write("\n")
 
@@ -125,18 +131,51 @@ def _timestamps(values: Sequence[float | None] | pa.Array, type_: pa.DataType) -
     return pa.array(micros.astype(np.int64), type_, mask=mask)
 
 
+def trim_payloads(batch: pa.RecordBatch, policy: PayloadPolicy) -> pa.RecordBatch:
+    """A messages batch with its payloads as ``policy`` keeps them, by Arrow kernels.
+
+    The same as ``recorder.trim_payload`` on each row (the tests hold them equal): a payload
+    longer than the preview is cut and marked truncated if the message was longer; ``none``
+    drops every payload.  Done on whole columns, for the live writer, whose decoder keeps
+    whole payloads for the mirrored flows: per row in Python it cost as much as converting.
+    """
+    if policy.mode == "full":
+        return batch
+    names = batch.schema.names
+    payload = batch.column(names.index("payload"))
+    truncated = batch.column(names.index("payload_truncated"))
+    if policy.mode == "none":
+        cut = pc.is_valid(payload)
+        new_payload: pa.Array = pa.nulls(len(payload), pa.binary())
+        new_truncated = pc.if_else(cut, False, truncated)
+    else:
+        keep = policy.preview_bytes
+        cut = pc.fill_null(pc.greater(pc.binary_length(payload), keep), False)
+        if not pc.any(cut).as_py():
+            return batch
+        new_payload = pc.if_else(cut, pc.binary_slice(payload, 0, keep), payload)
+        longer = pc.greater(batch.column(names.index("length")), keep)
+        new_truncated = pc.if_else(cut, longer, truncated)
+    columns = list(batch.columns)
+    columns[names.index("payload")] = new_payload
+    columns[names.index("payload_truncated")] = new_truncated
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+
+
 class _TableBuffer:
-    """Rows of one table accumulated until they are taken as one Arrow batch.
+    """Rows of one table accumulated until they are taken as one Arrow table.
 
     The records themselves are kept (one list append per row) and turned into columns when
-    converted: the rows of a tuple table (the frames) by pyarrow as one struct array, the
-    dataclasses by one ``attrgetter`` pass per column.  Both run in C; a generated function
-    appending each field to its column, the earlier way, measured two to three times the work
-    per row.
+    converted: the rows of a tuple table (frames, messages) by pyarrow as one struct array,
+    the dataclasses by one ``attrgetter`` pass per column.  Both run in C; a generated
+    function appending each field to its column, the earlier way, measured two to three times
+    the work per row.
     A record must not change once written (none does: the writers own them).
+
+    ``payload``: the messages table trims payloads to this policy when converting.
     """
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, payload: PayloadPolicy | None = None) -> None:
         self.table = table
         self.schema = arrow_schema(table)
         self.names = [name for name, _ in columns(table)]
@@ -150,6 +189,8 @@ class _TableBuffer:
             ]
         )
         self._getters = [attrgetter(name) for name in self.names]
+        #: what the messages table keeps of each payload (None: as the records have it)
+        self.payload = payload if "payload" in self.names else None
         #: the records not yet converted (cleared, never replaced)
         self.pending_rows: list[Any] = []
         #: appends one record: the hot path of export
@@ -182,22 +223,23 @@ class _TableBuffer:
             self._converted_rows += self.pending
             self._converted.append(self._to_batch())
 
-    def take_batch(self) -> pa.RecordBatch:
-        if self._converted:
-            self.convert()
-            batches, self._converted = self._converted, []
-            self.taken += self._converted_rows
-            self._converted_rows = 0
-            return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
-        self.taken += self.pending
-        return self._to_batch()
+    def take_table(self) -> pa.Table:
+        """Every row so far, as a table of the batches converted (not concatenated: the
+        writers take the chunks as they are, and concatenating copied every value once more
+        on the thread that relays)."""
+        self.convert()
+        batches, self._converted = self._converted, []
+        self.taken += self._converted_rows
+        self._converted_rows = 0
+        return pa.Table.from_batches(batches, schema=self.schema)
 
     def _to_batch(self) -> pa.RecordBatch:
         """The pending rows as a batch; the rows are let go."""
         rows = self.pending_rows
         columns: Iterable[Any]
         if self._tuples and rows:
-            # pyarrow reads the tuples itself, in one pass: a quarter less than transposing
+            # pyarrow reads the tuples itself, in one pass: a quarter less than transposing,
+            # and less than half of the attrgetter passes
             struct = pa.array(rows, self._row_type)
             columns = (struct.field(i) for i in range(struct.type.num_fields))
         else:
@@ -209,7 +251,10 @@ class _TableBuffer:
             else:
                 arrays.append(pa.array(column, field.type))
         rows.clear()
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        if self.payload is not None:
+            batch = trim_payloads(batch, self.payload)
+        return batch
 
 
 def warm_up() -> None:
@@ -219,7 +264,7 @@ def warm_up() -> None:
     for table, record_type in TABLES.items():
         buffer = _TableBuffer(table)
         buffer.append(record_type())
-        buffer.take_batch()
+        buffer.take_table()
 
 
 class TableSink:
@@ -277,7 +322,7 @@ class TableSink:
     def _flush(self, table: str) -> None:
         buffer = self._buffers[table]
         if buffer.rows:
-            self._writer(table).write_batch(buffer.take_batch())
+            self._writer(table).write_table(buffer.take_table())
 
     def close(self) -> None:
         if self._closed:
@@ -310,10 +355,11 @@ def merge_tables(
         tmp = out / f".{table}{ext}.partial"
         parts = [Path(source) / final.name for source in sources]
         if fmt == "parquet":
-            writer = _ParquetWriter(tmp, arrow_schema(table))
+            schema = arrow_schema(table)
+            writer = _ParquetWriter(tmp, schema)
             for part in parts:
                 for batch in pq.ParquetFile(part).iter_batches(batch_size=DEFAULT_BATCH_ROWS):
-                    writer.write_batch(batch)
+                    writer.write_table(pa.Table.from_batches([batch], schema=schema))
             writer.close()
         else:
             with tmp.open("wb") as merged:
@@ -329,8 +375,7 @@ class Part(NamedTuple):
     """One part file to write: where, and its rows."""
 
     path: Path
-    schema: pa.Schema
-    batch: pa.RecordBatch
+    table: pa.Table
 
 
 class PartitionedSink:
@@ -339,14 +384,20 @@ class PartitionedSink:
     For long-running sources (the live addon): :meth:`flush` closes the current part of every
     table that has rows, so everything written so far is readable and complete; a process
     killed between flushes loses at most the rows since the last flush, never a file.
+    ``payload``: the policy message payloads are trimmed to (see :func:`trim_payloads`).
     """
 
-    def __init__(self, out_dir: str | os.PathLike[str], fmt: str = "parquet") -> None:
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        fmt: str = "parquet",
+        payload: PayloadPolicy | None = None,
+    ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.out_dir = Path(out_dir)
         self.fmt = fmt
-        self._buffers = {t: _TableBuffer(t) for t in TABLES}
+        self._buffers = {t: _TableBuffer(t, payload) for t in TABLES}
         #: (first column, buffer) of every table: how many rows are pending, looked up cheaply
         self._pending_rows = [(b.pending_rows, b) for b in self._buffers.values()]
         #: record type -> the function that appends its row: the one lookup per record
@@ -357,6 +408,15 @@ class PartitionedSink:
         self._part = 0
         for table in TABLES:
             (self.out_dir / table).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def payload(self) -> PayloadPolicy | None:
+        return self._buffers["messages"].payload
+
+    @payload.setter
+    def payload(self, policy: PayloadPolicy | None) -> None:
+        """Applies to the rows not yet converted, too."""
+        self._buffers["messages"].payload = policy
 
     @property
     def counts(self) -> dict[str, int]:
@@ -390,7 +450,7 @@ class PartitionedSink:
         self.write_parts(self.take_parts())
 
     def take_parts(self) -> list[Part]:
-        """The first half of :meth:`flush`: every table's pending rows as one batch, with the
+        """The first half of :meth:`flush`: every table's pending rows as one table, with the
         part file it goes to.  The second half, :meth:`write_parts`, mostly runs in pyarrow
         without the interpreter lock, so the live addon runs it on a thread of its own."""
         ext = EXTENSIONS[self.fmt]
@@ -398,7 +458,7 @@ class PartitionedSink:
         for table, buffer in self._buffers.items():
             if buffer.rows:
                 final = self.out_dir / table / f"part-{self._run}-{self._part:06d}{ext}"
-                parts.append(Part(final, buffer.schema, buffer.take_batch()))
+                parts.append(Part(final, buffer.take_table()))
         self._part += 1
         return parts
 
@@ -406,8 +466,8 @@ class PartitionedSink:
         """Write each part under a temporary name and rename it when complete."""
         for part in parts:
             tmp = part.path.with_name(f".{part.path.name}.partial")
-            writer = _WRITERS[self.fmt](tmp, part.schema)
-            writer.write_batch(part.batch)
+            writer = _WRITERS[self.fmt](tmp, part.table.schema)
+            writer.write_table(part.table)
             writer.close()
             os.replace(tmp, part.path)
 

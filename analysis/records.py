@@ -1,9 +1,10 @@
 """Record types of every table, and their Arrow schemas.
 
 This module is the single source of truth for column names and types: the decoder core creates
-these records (dataclasses, and a named tuple for the frames), the exporters turn them into
-Arrow batches with :func:`arrow_schema`, and ``docs/schema.md`` documents every column.  The
-core must not import pyarrow, so pyarrow is only imported inside :func:`arrow_schema`.
+these records (dataclasses, and named tuples for the two tables with a row per frame and per
+message), the exporters turn them into Arrow batches with :func:`arrow_schema`, and
+``docs/schema.md`` documents every column.  The core must not import pyarrow, so pyarrow is only
+imported inside :func:`arrow_schema`.
 
 Timestamps are POSIX seconds (float) in the records and ``timestamp[us, tz=UTC]`` in the tables.
 """
@@ -120,31 +121,42 @@ class FrameRecord(NamedTuple):
     error_code: str | None = None
 
 
-#: column kinds of FrameRecord, in field order (the dataclasses carry theirs in field metadata)
+#: column kinds of FrameRecord, in field order
 _FRAME_KINDS = (_STR, _I64, _TS, _STR, _STR, _STR, _I64, _I64, _I64, _I64, _STR)
 
 
-@dataclass(slots=True)
-class MessageRecord:
-    """One WebSocket message (data or control), reassembled, unmasked and inflated."""
+class MessageRecord(NamedTuple):
+    """One WebSocket message (data or control), reassembled, unmasked and inflated.
 
-    conn_id: str = _col(_STR, "")
-    stream_id: int | None = _col(_I64)
-    exchange: int | None = _col(_I64)
-    direction: str = _col(_STR, "c2s")
-    index: int = _col(_I64, 0)
-    ts_first: float | None = _col(_TS)
-    ts_last: float | None = _col(_TS)
-    opcode: str = _col(_STR, "text")  # text | binary | close | ping | pong
-    fragments: int = _col(_I64, 1)
-    wire_length: int = _col(_I64, 0)
-    length: int = _col(_I64, 0)
-    compressed: bool = _col(_BOOL, False)
-    payload: bytes | None = _col(_BIN)
-    payload_truncated: bool = _col(_BOOL, False)
-    sha256: str = _col(_STR, "")
-    close_code: int | None = _col(_I64)
-    close_reason: str | None = _col(_STR)
+    A tuple, as the frames: one per message, built in the decoder's hot path and exported as
+    one struct array.  Never changed once made: the live writer trims a payload to the table's
+    policy when it converts the rows, so the mirrored flows keep the whole message.
+    """
+
+    conn_id: str = ""
+    stream_id: int | None = None
+    exchange: int | None = None
+    direction: str = "c2s"
+    index: int = 0  # type: ignore[assignment]  # as FrameRecord.index
+    ts_first: float | None = None
+    ts_last: float | None = None
+    opcode: str = "text"  # text | binary | close | ping | pong
+    fragments: int = 1
+    wire_length: int = 0
+    length: int = 0
+    compressed: bool = False
+    payload: bytes | None = None
+    payload_truncated: bool = False
+    sha256: str = ""
+    close_code: int | None = None
+    close_reason: str | None = None
+
+
+#: column kinds of MessageRecord, in field order
+_MESSAGE_KINDS = (
+    _STR, _I64, _I64, _STR, _I64, _TS, _TS, _STR, _I64, _I64, _I64, _BOOL, _BIN, _BOOL, _STR,
+    _I64, _STR,
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -171,13 +183,18 @@ TABLES: dict[str, type[Any]] = {
     "diagnostics": DiagnosticRecord,
 }
 TABLE_OF: dict[type[Any], str] = {cls: name for name, cls in TABLES.items()}
+#: column kinds of the tuple records (the dataclasses carry theirs in field metadata)
+_TUPLE_KINDS: dict[type[Any], tuple[str, ...]] = {
+    FrameRecord: _FRAME_KINDS,
+    MessageRecord: _MESSAGE_KINDS,
+}
 
 
 def columns(table: str) -> list[tuple[str, str]]:
     """(name, kind) of every column of ``table``, in order."""
     cls = TABLES[table]
-    if cls is FrameRecord:
-        return list(zip(FrameRecord._fields, _FRAME_KINDS, strict=True))
+    if cls in _TUPLE_KINDS:
+        return list(zip(cls._fields, _TUPLE_KINDS[cls], strict=True))
     return [(f.name, f.metadata["kind"]) for f in dataclasses.fields(cls)]
 
 

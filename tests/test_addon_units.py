@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from communityid import CommunityID, FlowTuple
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mitmproxy import io as mio
 from mitmproxy import tcp
 from mitmproxy.test import tflow
@@ -104,6 +106,75 @@ def test_trim_payload() -> None:
     assert (len(preview.payload or b""), preview.payload_truncated) == (256, True)
     short = MessageRecord(payload=b"abc", length=3)
     assert trim_payload(short, PayloadPolicy("preview", 256)).payload == b"abc"
+
+
+_payload_policies = st.one_of(
+    st.just(PayloadPolicy("full")),
+    st.just(PayloadPolicy("none")),
+    st.builds(PayloadPolicy, st.just("preview"), st.integers(0, 40)),
+)
+_messages = st.builds(
+    lambda payload, extra, truncated: MessageRecord(
+        payload=payload,
+        length=(0 if payload is None else len(payload)) + extra,
+        payload_truncated=truncated,
+    ),
+    st.none() | st.binary(max_size=60),
+    st.integers(0, 3),
+    st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_messages, max_size=20), _payload_policies)
+def test_trim_payloads_on_columns_is_trim_payload_on_rows(
+    rows: list[MessageRecord], policy: PayloadPolicy
+) -> None:
+    """The live writer trims whole columns when it converts (export.trim_payloads); rows
+    with long payloads it trims one by one as they come (trim_payload): the two agree."""
+    from h2ws.analysis.export import _TableBuffer, trim_payloads
+
+    buffer = _TableBuffer("messages")
+    for row in rows:
+        buffer.append(row)
+    got = (
+        trim_payloads(buffer.take_table().combine_chunks().to_batches()[0], policy)
+        if rows
+        else None
+    )
+    expected = [trim_payload(r, policy) for r in rows]
+    columns = ("payload", "payload_truncated")
+    assert [tuple(m[c] for c in columns) for m in (got.to_pylist() if got else [])] == [
+        (r.payload, r.payload_truncated) for r in expected
+    ]
+
+
+def test_table_writer_trims_long_payloads_at_once_and_leaves_the_records(
+    tmp_path: Path,
+) -> None:
+    """Payloads up to HOLD_BYTES wait for the conversion, longer ones are trimmed as they
+    come (which bounds the rows waiting); either way the records handed in (the mirror's)
+    keep the whole payload, and a policy changed meanwhile applies to the rows waiting."""
+    from h2ws.addon.recorder import HOLD_BYTES, TableWriter
+    from h2ws.analysis.export import read_table
+
+    short = MessageRecord(index=0, payload=b"s" * 100, length=100)
+    long = MessageRecord(index=1, payload=b"l" * (HOLD_BYTES + 1), length=HOLD_BYTES + 1)
+    writer = TableWriter(tmp_path, "parquet", PayloadPolicy("preview", 10))
+    for batch in ([short], [long]):
+        handed_in = list(batch)
+        writer.write(batch)
+        assert batch == handed_in
+    assert long.payload == b"l" * (HOLD_BYTES + 1)
+    pending = writer.sink._buffers["messages"].pending_rows
+    assert [r.payload for r in pending] == [b"s" * 100, b"l" * 10]
+    writer.payload = PayloadPolicy("preview", 5)
+    writer.close()
+    rows = read_table(tmp_path, "messages").to_pylist()
+    assert [(r["payload"], r["payload_truncated"]) for r in rows] == [
+        (b"s" * 5, True),
+        (b"l" * 5, True),
+    ]
 
 
 # ------------------------------------------------------------------------------ decoders

@@ -75,7 +75,7 @@ def codes(records: Sequence[Rec]) -> list[str]:
 def no_ts(records: Sequence[Rec]) -> list[Rec]:
     """Records with the timestamps blanked, to compare different chunkings."""
     return [
-        replace(r, ts_first=None, ts_last=None)
+        r._replace(ts_first=None, ts_last=None)
         if isinstance(r, MessageRecord)
         else replace(r, ts=None)
         for r in records

@@ -390,8 +390,7 @@ class HttpFlowRecorder:
             payload = b"" if code == _NO_STATUS else struct.pack("!H", code) + reason.encode()
             rec = self._message(state, direction, ts, "close", payload)
             if code != _NO_STATUS:
-                rec.close_code = code
-                rec.close_reason = reason
+                rec = rec._replace(close_code=code, close_reason=reason)
             out.append(rec)
             if direction == "c2s":
                 stream.messages_c2s += 1
