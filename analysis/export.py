@@ -165,11 +165,13 @@ def trim_payloads(batch: pa.RecordBatch, policy: PayloadPolicy) -> pa.RecordBatc
 class _TableBuffer:
     """Rows of one table accumulated until they are taken as one Arrow table.
 
-    The records themselves are kept (one list append per row) and turned into columns when
-    converted: the rows of a tuple table (frames, messages) by pyarrow as one struct array,
-    the dataclasses by one ``attrgetter`` pass per column.  Both run in C; a generated
-    function appending each field to its column, the earlier way, measured two to three times
-    the work per row.
+    Rows wait as Python objects and are turned into columns when converted, in C.  The rows of
+    the tuple tables (frames, messages) wait as their fields, flattened into one list, which a
+    slice per column and pyarrow turn into columns: the record itself is let go at once, so a
+    busy relay's thousands of waiting rows are no work for Python's garbage collector (it
+    counts every container object alive; held records made it run six times as often), and it
+    converts in two thirds of the time of one struct array.  The dataclasses wait as records,
+    taken apart by one ``attrgetter`` pass per column.
     A record must not change once written (none does: the writers own them).
 
     ``payload``: the messages table trims payloads to this policy when converting.
@@ -180,21 +182,19 @@ class _TableBuffer:
         self.schema = arrow_schema(table)
         self.names = [name for name, _ in columns(table)]
         self.timestamp_columns = {name for name, kind in columns(table) if kind == "timestamp"}
-        self._tuples = issubclass(TABLES[table], tuple)
-        #: the rows of a tuple table as one struct, timestamps still as seconds
-        self._row_type = pa.struct(
-            [
-                pa.field(f.name, pa.float64() if f.name in self.timestamp_columns else f.type)
-                for f in self.schema
-            ]
-        )
-        self._getters = [attrgetter(name) for name in self.names]
+        tuples = issubclass(TABLES[table], tuple)
+        #: values per row in ``pending_values``: the fields of a tuple, or one record
+        self.width = len(self.names) if tuples else 1
+        self._getters = None if tuples else [attrgetter(name) for name in self.names]
         #: what the messages table keeps of each payload (None: as the records have it)
         self.payload = payload if "payload" in self.names else None
-        #: the records not yet converted (cleared, never replaced)
-        self.pending_rows: list[Any] = []
+        #: the rows not yet converted: their fields one after the other (tuple tables), or
+        #: the records (cleared, never replaced)
+        self.pending_values: list[Any] = []
         #: appends one record: the hot path of export
-        self.append: Callable[[Any], None] = self.pending_rows.append
+        self.append: Callable[[Any], None] = (
+            self.pending_values.extend if tuples else self.pending_values.append
+        )
         #: rows already converted to Arrow (``convert``), in order, not yet taken
         self._converted: list[pa.RecordBatch] = []
         self._converted_rows = 0
@@ -204,7 +204,7 @@ class _TableBuffer:
     @property
     def pending(self) -> int:
         """Rows not yet converted."""
-        return len(self.pending_rows)
+        return len(self.pending_values) // self.width
 
     @property
     def rows(self) -> int:
@@ -219,7 +219,7 @@ class _TableBuffer:
         the frames table); the work per row is the same.  ``h2ws extract`` does the same, which
         bounds the records alive at once.
         """
-        if self.pending_rows:
+        if self.pending_values:
             self._converted_rows += self.pending
             self._converted.append(self._to_batch())
 
@@ -235,22 +235,19 @@ class _TableBuffer:
 
     def _to_batch(self) -> pa.RecordBatch:
         """The pending rows as a batch; the rows are let go."""
-        rows = self.pending_rows
-        columns: Iterable[Any]
-        if self._tuples and rows:
-            # pyarrow reads the tuples itself, in one pass: a quarter less than transposing,
-            # and less than half of the attrgetter passes
-            struct = pa.array(rows, self._row_type)
-            columns = (struct.field(i) for i in range(struct.type.num_fields))
+        values = self.pending_values
+        if self._getters is None:
+            width = self.width
+            columns = [values[i::width] for i in range(width)]
         else:
-            columns = [list(map(getter, rows)) for getter in self._getters]
+            columns = [list(map(getter, values)) for getter in self._getters]
         arrays = []
         for field, column in zip(self.schema, columns, strict=True):
             if field.name in self.timestamp_columns:
                 arrays.append(_timestamps(column, field.type))
             else:
                 arrays.append(pa.array(column, field.type))
-        rows.clear()
+        values.clear()
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         if self.payload is not None:
             batch = trim_payloads(batch, self.payload)
@@ -285,8 +282,11 @@ class TableSink:
         #: rows are converted to Arrow this many at a time, which bounds the records alive
         self._convert_rows = min(CONVERT_ROWS, batch_rows)
         self._buffers = {t: _TableBuffer(t) for t in TABLES}
-        #: record type -> its table's buffer: the one lookup per record
-        self._by_type = {TABLES[t]: b for t, b in self._buffers.items()}
+        #: record type -> (its table's buffer, its pending values, how many make it due)
+        self._by_type = {
+            TABLES[t]: (b, b.pending_values, b.width * self._convert_rows)
+            for t, b in self._buffers.items()
+        }
         self._writers: dict[str, _Writer] = {}
         self._closed = False
 
@@ -302,9 +302,9 @@ class TableSink:
         return self.out_dir / f".{table}{EXTENSIONS[self.fmt]}.partial"
 
     def write(self, record: Record) -> None:
-        buffer = self._by_type[type(record)]
+        buffer, values, due = self._by_type[type(record)]
         buffer.append(record)
-        if len(buffer.pending_rows) >= self._convert_rows:
+        if len(values) >= due:
             buffer.convert()
             if buffer.rows >= self.batch_rows:
                 self._flush(buffer.table)
@@ -398,8 +398,8 @@ class PartitionedSink:
         self.out_dir = Path(out_dir)
         self.fmt = fmt
         self._buffers = {t: _TableBuffer(t, payload) for t in TABLES}
-        #: (first column, buffer) of every table: how many rows are pending, looked up cheaply
-        self._pending_rows = [(b.pending_rows, b) for b in self._buffers.values()]
+        #: (pending values, how many make it due, buffer) of every table, looked up cheaply
+        self._due = [(b.pending_values, b.width * CONVERT_ROWS, b) for b in self._buffers.values()]
         #: record type -> the function that appends its row: the one lookup per record
         self._appenders = {TABLES[t]: b.append for t, b in self._buffers.items()}
         self._calls = 0  # of write_all since the tables were last looked at
@@ -438,8 +438,8 @@ class PartitionedSink:
         self._calls += 1
         if self._calls >= CHECK_CALLS:
             self._calls = 0
-            for rows, buffer in self._pending_rows:
-                if len(rows) >= CONVERT_ROWS:
+            for values, due, buffer in self._due:
+                if len(values) >= due:
                     buffer.convert()
 
     @property
