@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 _Call = Callable[[], list[Record]]
 
 
-#: message payloads up to this long wait for the conversion to be trimmed (by Arrow kernels,
-#: see ``export.trim_payloads``); longer ones are trimmed at once, which bounds what the rows
-#: waiting for conversion hold (CONVERT_ROWS of them: a few MiB)
+#: message payloads up to this long wait for the conversion to be trimmed (a column at a time,
+#: see ``export.trim_payload_columns``); longer ones are trimmed at once, which bounds what the
+#: rows waiting for conversion hold (CONVERT_ROWS of them: a few MiB)
 HOLD_BYTES = 4096
 
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -131,35 +130,31 @@ def _timestamps(values: Sequence[float | None] | pa.Array, type_: pa.DataType) -
     return pa.array(micros.astype(np.int64), type_, mask=mask)
 
 
-def trim_payloads(batch: pa.RecordBatch, policy: PayloadPolicy) -> pa.RecordBatch:
-    """A messages batch with its payloads as ``policy`` keeps them, by Arrow kernels.
+def trim_payload_columns(
+    payloads: list[bytes | None],
+    lengths: list[int],
+    truncated: list[bool],
+    policy: PayloadPolicy,
+) -> tuple[list[bytes | None], list[bool]]:
+    """The payload and payload_truncated columns of messages as ``policy`` keeps them.
 
     The same as ``recorder.trim_payload`` on each row (the tests hold them equal): a payload
     longer than the preview is cut and marked truncated if the message was longer; ``none``
-    drops every payload.  Done on whole columns, for the live writer, whose decoder keeps
-    whole payloads for the mirrored flows: per row in Python it cost as much as converting.
+    drops every payload.  Done on the columns when they are converted, for the live writer,
+    whose decoder keeps whole payloads for the mirrored flows: only the preview of each
+    payload is read and copied then.
     """
     if policy.mode == "full":
-        return batch
-    names = batch.schema.names
-    payload = batch.column(names.index("payload"))
-    truncated = batch.column(names.index("payload_truncated"))
+        return payloads, truncated
     if policy.mode == "none":
-        cut = pc.is_valid(payload)
-        new_payload: pa.Array = pa.nulls(len(payload), pa.binary())
-        new_truncated = pc.if_else(cut, False, truncated)
-    else:
-        keep = policy.preview_bytes
-        cut = pc.fill_null(pc.greater(pc.binary_length(payload), keep), False)
-        if not pc.any(cut).as_py():
-            return batch
-        new_payload = pc.if_else(cut, pc.binary_slice(payload, 0, keep), payload)
-        longer = pc.greater(batch.column(names.index("length")), keep)
-        new_truncated = pc.if_else(cut, longer, truncated)
-    columns = list(batch.columns)
-    columns[names.index("payload")] = new_payload
-    columns[names.index("payload_truncated")] = new_truncated
-    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+        kept: list[bytes | None] = [None] * len(payloads)
+        return kept, [t and p is None for p, t in zip(payloads, truncated, strict=True)]
+    n = policy.preview_bytes
+    kept = [p[:n] if p is not None and len(p) > n else p for p in payloads]
+    return kept, [
+        length > n if p is not None and len(p) > n else t
+        for p, length, t in zip(payloads, lengths, truncated, strict=True)
+    ]
 
 
 class _TableBuffer:
@@ -241,6 +236,12 @@ class _TableBuffer:
             columns = [values[i::width] for i in range(width)]
         else:
             columns = [list(map(getter, values)) for getter in self._getters]
+        if self.payload is not None and self.payload.mode != "full":
+            names = self.names
+            p, t = names.index("payload"), names.index("payload_truncated")
+            columns[p], columns[t] = trim_payload_columns(
+                columns[p], columns[names.index("length")], columns[t], self.payload
+            )
         arrays = []
         for field, column in zip(self.schema, columns, strict=True):
             if field.name in self.timestamp_columns:
@@ -248,10 +249,7 @@ class _TableBuffer:
             else:
                 arrays.append(pa.array(column, field.type))
         values.clear()
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        if self.payload is not None:
-            batch = trim_payloads(batch, self.payload)
-        return batch
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
 def warm_up() -> None:
@@ -384,7 +382,7 @@ class PartitionedSink:
     For long-running sources (the live addon): :meth:`flush` closes the current part of every
     table that has rows, so everything written so far is readable and complete; a process
     killed between flushes loses at most the rows since the last flush, never a file.
-    ``payload``: the policy message payloads are trimmed to (see :func:`trim_payloads`).
+    ``payload``: the policy message payloads are trimmed to (see :func:`trim_payload_columns`).
     """
 
     def __init__(

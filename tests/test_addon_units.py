@@ -127,24 +127,20 @@ _messages = st.builds(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_messages, max_size=20), _payload_policies)
-def test_trim_payloads_on_columns_is_trim_payload_on_rows(
+def test_payloads_trimmed_on_columns_as_trim_payload_trims_rows(
     rows: list[MessageRecord], policy: PayloadPolicy
 ) -> None:
-    """The live writer trims whole columns when it converts (export.trim_payloads); rows
-    with long payloads it trims one by one as they come (trim_payload): the two agree."""
-    from h2ws.analysis.export import _TableBuffer, trim_payloads
+    """The live writer trims the payload columns when it converts the rows
+    (export.trim_payload_columns); rows with long payloads it trims one by one as they come
+    (trim_payload): the two agree."""
+    from h2ws.analysis.export import _TableBuffer
 
-    buffer = _TableBuffer("messages")
+    buffer = _TableBuffer("messages", policy)
     for row in rows:
         buffer.append(row)
-    got = (
-        trim_payloads(buffer.take_table().combine_chunks().to_batches()[0], policy)
-        if rows
-        else None
-    )
+    got = buffer.take_table().to_pylist()
     expected = [trim_payload(r, policy) for r in rows]
-    columns = ("payload", "payload_truncated")
-    assert [tuple(m[c] for c in columns) for m in (got.to_pylist() if got else [])] == [
+    assert [(m["payload"], m["payload_truncated"]) for m in got] == [
         (r.payload, r.payload_truncated) for r in expected
     ]
 
