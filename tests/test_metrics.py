@@ -16,7 +16,7 @@ import pytest
 from h2ws.analysis import metrics as M
 from h2ws.analysis.cli import main as cli_main
 from h2ws.analysis.export import TableSink
-from h2ws.analysis.records import TABLES
+from h2ws.analysis.records import TABLES, columns
 from tests.report_fixtures import scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def stream(conn_id: str, sid: int | None, kind: str, t0: float, t1: float, **kw:
 def test_from_frames_fills_schema_and_rejects_unknown_tables() -> None:
     d = db(streams=[stream("a", 1, "http", 1.0, 2.0)])
     cols = [r[0] for r in d.execute("DESCRIBE messages").fetchall()]
-    assert cols == [name for name in TABLES["messages"].__dataclass_fields__]
+    assert cols == [name for name, _ in columns("messages")]
     ts = d.execute("SELECT ts_open FROM streams").fetchone()[0]
     assert ts.timestamp() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown tables"):
