@@ -42,6 +42,13 @@ _Call = Callable[[], list[Record]]
 HOLD_BYTES = 4096
 
 
+_PAYLOAD = MessageRecord._fields.index("payload")
+_TRUNCATED = MessageRecord._fields.index("payload_truncated")
+assert _TRUNCATED == _PAYLOAD + 1
+#: builds a MessageRecord from a tuple of all its fields, without NamedTuple's Python __new__
+_new_message = tuple.__new__
+
+
 def trim_payload(record: MessageRecord, policy: PayloadPolicy) -> MessageRecord:
     """``record`` as ``policy`` keeps it (the decoder may have kept more, for the flows)."""
     payload = record.payload
@@ -53,7 +60,10 @@ def trim_payload(record: MessageRecord, policy: PayloadPolicy) -> MessageRecord:
         kept, truncated = payload[: policy.preview_bytes], record.length > policy.preview_bytes
     else:
         return record
-    return record._replace(payload=kept, payload_truncated=truncated)
+    # A third of the cost of record._replace(...), once per message of a busy relay.
+    return _new_message(
+        MessageRecord, (*record[:_PAYLOAD], kept, truncated, *record[_TRUNCATED + 1 :])
+    )
 
 
 class TableWriter:

@@ -118,16 +118,16 @@ _WRITERS: dict[str, type[_ParquetWriter | _CsvWriter | _JsonlWriter]] = {
 }
 
 
-def _timestamps(values: Sequence[float | None] | pa.Array, type_: pa.DataType) -> pa.Array:
+def _timestamps(values: Sequence[float | None], type_: pa.DataType) -> pa.Array:
     """POSIX seconds as ``timestamp[us]``, rounded half to even as ``pyarrow.compute.round``
-    would, by numpy: a tenth of the time of the compute functions."""
-    seconds = values if isinstance(values, pa.Array) else pa.array(values, pa.float64())
-    micros = np.rint(seconds.to_numpy(zero_copy_only=False) * 1_000_000.0)
-    mask = None
-    if seconds.null_count:
-        mask = np.isnan(micros)
-        micros[mask] = 0
-    return pa.array(micros.astype(np.int64), type_, mask=mask)
+    would, by numpy (None becomes NaN there, then null): a tenth of the time of the compute
+    functions, and a quarter of reading the floats with pyarrow."""
+    micros = np.rint(np.array(values, dtype=np.float64) * 1_000_000.0)
+    nulls = np.isnan(micros)
+    if not nulls.any():
+        return pa.array(micros.astype(np.int64), type_)
+    micros[nulls] = 0
+    return pa.array(micros.astype(np.int64), type_, mask=nulls)
 
 
 def trim_payload_columns(
