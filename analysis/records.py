@@ -128,9 +128,10 @@ _FRAME_KINDS = (_STR, _I64, _TS, _STR, _STR, _STR, _I64, _I64, _I64, _I64, _STR)
 class MessageRecord(NamedTuple):
     """One WebSocket message (data or control), reassembled, unmasked and inflated.
 
-    A tuple, as the frames: one per message, built in the decoder's hot path and exported as
-    one struct array.  Never changed once made: the live writer trims a payload to the table's
-    policy when it converts the rows, so the mirrored flows keep the whole message.
+    A tuple, as the frames: one per message, built in the decoder's hot path, and taken apart
+    by the exporters without a lookup per column.  Never changed once made: the live writer
+    trims payloads to the table's policy in its own copy of the rows, so the mirrored flows
+    keep whole messages.
     """
 
     conn_id: str = ""

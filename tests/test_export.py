@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2ws.analysis.export import CONVERT_ROWS, TableSink, _timestamps, read_table
+from h2ws.analysis.export import CONVERT_ROWS, TableSink, _array, _timestamps, read_table
 from h2ws.analysis.records import (
     ConnectionRecord,
     DiagnosticRecord,
@@ -31,6 +31,22 @@ def test_timestamps_round_as_arrow_does(values: list[float | None]) -> None:
     type_ = pa.timestamp("us", tz="UTC")
     expected = pc.round(pc.multiply(pa.array(values, pa.float64()), 1_000_000.0))
     assert _timestamps(values, type_) == expected.cast(pa.int64()).cast(type_)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            (pa.int64(), st.none() | st.integers(-2, 2)),
+            (pa.string(), st.none() | st.sampled_from(["", "a", "b"])),
+            (pa.bool_(), st.none() | st.booleans()),
+            (pa.binary(), st.none() | st.sampled_from([b"", b"x", b"\0"])),
+        ]
+    ).flatmap(lambda kind: st.tuples(st.just(kind[0]), st.lists(kind[1], max_size=6)))
+)
+def test_columns_of_one_value_convert_as_any_other(case: tuple[pa.DataType, list[object]]) -> None:
+    type_, values = case
+    assert _array(values, type_) == pa.array(values, type_)
 
 
 def _message(i: int) -> MessageRecord:
@@ -97,3 +113,18 @@ def test_every_value_comes_back(tmp_path: Path, fmt: str) -> None:
     assert read_table(tmp_path, "connections").to_pylist()[0]["enable_connect_protocol"] is True
     assert read_table(tmp_path, "streams").to_pylist()[0]["status"] == 200
     assert read_table(tmp_path, "diagnostics").to_pylist()[0]["ts"] is None
+
+
+def test_a_timestamp_column_equal_to_the_one_before(tmp_path: Path) -> None:
+    """Messages of one frame have ts_last == ts_first, converted once; a null column after
+    another keeps its own type."""
+    with TableSink(tmp_path) as sink:
+        for i in range(3):
+            sink.write(MessageRecord(index=i, ts_first=1.0 + i, ts_last=1.0 + i))
+            sink.write(ConnectionRecord(conn_id=f"c{i}"))
+    rows = read_table(tmp_path, "messages").to_pylist()
+    assert [r["ts_last"].timestamp() for r in rows] == [1.0, 2.0, 3.0]
+    assert [r["ts_first"] for r in rows] == [r["ts_last"] for r in rows]
+    connections = read_table(tmp_path, "connections")
+    assert connections.column("ts_enable_connect_protocol").null_count == 3
+    assert connections.column("enable_connect_protocol").null_count == 3
