@@ -18,7 +18,10 @@ What runs (all on 127.0.0.1, all bounded in time):
 - the paths: direct h2, direct h1, stock mitmdump (h1; it cannot carry RFC 8441), the addon
   (h2) without tables, the addon (h2) with tables.  Every proxy runs in reverse mode,
   ``flow_detail=0``, is warmed up, and the paths take turns within each repetition, so that a
-  noisy machine disturbs them alike; the median of the repetitions is reported.
+  noisy machine disturbs them alike; the median of the repetitions is reported.  The three
+  addon paths run one right after the other, each first in turn, and the recording overhead
+  is the median of the differences within each repetition (with their range): on a shared
+  machine a single run's throughput moves by 10 % or more.
 
 Throughput counts WebSocket payload bytes, both directions.  ``CPU us/MB`` is the proxy
 process's CPU time (all threads) per MB relayed: on a shared machine it is steadier than
@@ -118,10 +121,10 @@ def start_server(work: Path) -> tuple[ReadyServer, int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1024,16384,65536", help="message sizes in bytes")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of one run")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one run")
     parser.add_argument("--sockets", type=int, default=4)
     parser.add_argument("--window", type=int, default=8)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--long", type=float, default=60.0, help="seconds of the RSS run (0: skip)")
     parser.add_argument("--quick", action="store_true", help="2 s runs, 1 rep, 15 s RSS run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -170,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             load(p.port, p.proto, 4096, 200, args.window, args.sockets)  # warm-up
         for size in sizes:
             for rep in range(args.reps):
-                order = paths[rep % len(paths) :] + paths[: rep % len(paths)]
+                # The three addon paths run one right after the other, each first in turn:
+                # the recording overhead is measured within each repetition (see ``paired``).
+                others, addons = paths[:3], paths[3:]
+                order = others + addons[rep % 3 :] + addons[: rep % 3]
                 for p in order:
                     pid = p.proxy.proc.pid if p.proxy is not None and p.proxy.proc else None
                     cpu = cpu_seconds(pid) if pid else 0.0
@@ -237,6 +243,21 @@ def median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def paired(base: Route, other: Route, size: int, key: str) -> tuple[float, float, float]:
+    """How much ``other`` differs from ``base`` in %, as the median (and range) over the
+    repetitions of the difference within each: the two paths run one right after the other
+    in every repetition, so a neighbour's burst or a slow minute of the shared machine moves
+    both, where medians taken apart mix a fast minute of one with a slow one of the other.
+    Throughput: how much less ``other`` carries; CPU per MB: how much more it costs."""
+    diffs = []
+    for b, o in zip(base.runs[size], other.runs[size], strict=True):
+        if key == "mbps":
+            diffs.append((b[key] - o[key]) / b[key] * 100)
+        else:
+            diffs.append((o[key] - b[key]) / b[key] * 100)
+    return statistics.median(diffs), min(diffs), max(diffs)
+
+
 def report(
     paths: list[Route], sizes: list[int], args: argparse.Namespace,
     rss: dict[str, Any] | None, failures: list[str],
@@ -262,20 +283,21 @@ def report(
                   f"{lat['p50'] / 1000:>7.2f}ms {lat['p99'] / 1000:>7.2f}ms {cpu}")  # fmt: skip
         print()
     print("ratios (throughput):")
+    nofr = by_name["addon + tables, no frames"]
     for size in sizes:
-        a, t, s = (median(p.runs[size], "mbps") for p in (addon, tables, stock))
+        a, s = (median(p.runs[size], "mbps") for p in (addon, stock))
         d = median(by_name["direct h2 (RFC 8441)"].runs[size], "mbps")
         goal = "ok" if a >= s else "BELOW GOAL"
-        overhead = (a - t) / a * 100
+        overhead, low, high = paired(addon, tables, size, "mbps")
         ogoal = "ok" if overhead <= 10 else "ABOVE GOAL"
-        nf = median(by_name["addon + tables, no frames"].runs[size], "mbps")
-        ca, ct, cn = (median(p.runs[size], "cpu_us_per_mb")
-                      for p in (addon, tables, by_name["addon + tables, no frames"]))  # fmt: skip
+        cpu, cpu_low, cpu_high = paired(addon, tables, size, "cpu_us_per_mb")
         print(
             f"  {size:>6} B: addon / stock h1 = {a / s:4.2f}x ({goal}); recording overhead = "
-            f"{overhead:5.1f} % ({ogoal}), {(a - nf) / a * 100:5.1f} % without frame rows; "
-            f"addon / direct = {a / d:4.2f}x; CPU per MB with tables +{(ct - ca) / ca * 100:.1f} %"
-            f" (+{(cn - ca) / ca * 100:.1f} % without frame rows)"
+            f"{overhead:5.1f} % ({ogoal}; runs {low:.1f} to {high:.1f}), "
+            f"{paired(addon, nofr, size, 'mbps')[0]:5.1f} % without frame rows; "
+            f"addon / direct = {a / d:4.2f}x; CPU per MB with tables {cpu:+.1f} % "
+            f"(runs {cpu_low:+.1f} to {cpu_high:+.1f}; "
+            f"{paired(addon, nofr, size, 'cpu_us_per_mb')[0]:+.1f} % without frame rows)"
         )
     if rss:
         growth = rss["late_kib"] - rss["early_kib"]
