@@ -316,26 +316,29 @@ def h2ws_variants(args: argparse.Namespace) -> list[H2wsVariant]:
     return variants
 
 
-def measure_h2ws(
+def measure_h2ws[M: Measurement](
     cmd: list[str],
     capture: Path,
     sidecar: dict[str, Any],
     scale: float,
     variant: H2wsVariant,
     work: Path,
-) -> Measurement:
-    tool = variant.name
-    frames = variant.frames
+    extract_args: Sequence[str] = (),
+    kind: type[M] = Measurement,  # type: ignore[assignment]
+) -> M:
+    """``h2ws extract`` of ``variant`` on ``capture`` (with ``extract_args``, e.g. a key log),
+    its tables checked against the sidecar."""
     out = variant.fresh_output(work)
-    argv = [*cmd, "extract", str(capture), "-o", str(out), *variant.args]
+    argv = [*cmd, "extract", str(capture), *extract_args, "-o", str(out), *variant.args]
     log = work / f"{out.name}.stderr"
     load = os.getloadavg()[0]
     wall, cpu, rss, code = run_measured(argv, work / f"{out.name}.stdout", log)
-    problems = check_tables(out, sidecar, frames) if code == 0 else []
-    if code != 0:
-        problems.append(f"exit code {code}: {_tail(log, 1)}")
-    return Measurement(
-        tool,
+    if code == 0:
+        problems = check_tables(out, sidecar, variant.frames)
+    else:
+        problems = [f"exit code {code}: {_tail(log, 1)}"]
+    return kind(
+        variant.name,
         scale,
         wall,
         cpu,
@@ -407,6 +410,48 @@ def best(runs: list[Measurement]) -> Measurement:
     fastest.max_rss_kib = max(m.max_rss_kib for m in runs)
     fastest.problems = sorted({p for m in runs for p in m.problems})
     return fastest
+
+
+def measure_scales[M: Measurement](
+    args: argparse.Namespace,
+    workdir: Path,
+    remove: bool,
+    prepare: Callable[[float], tuple[Path, dict[str, Any]]],
+    h2ws: Callable[[Path, dict[str, Any], float, H2wsVariant, Path], M],
+    baseline: Callable[[Path, dict[str, Any], float, Path], M] | None,
+    best: Callable[[list[M]], M],
+    progress: Callable[[M], None],
+) -> tuple[list[M], dict[float, dict[str, Any]]]:
+    """Every scale of ``--scale``: its capture and sidecar from ``prepare``, then the h2ws
+    variants and the ``baseline`` taking turns (``round_robin``); the ``best`` run of each
+    tool, and the sidecars by scale.  ``workdir`` is removed afterwards if ``remove``."""
+    results: list[M] = []
+    captures: dict[float, dict[str, Any]] = {}
+    try:
+        for scale in sorted(args.scale):
+            print(f"{_scale_label(scale)}:", flush=True)
+            capture, sidecar = prepare(scale)
+            captures[scale] = sidecar
+            work = workdir / capture.stem
+            work.mkdir(exist_ok=True)
+
+            # Called within this iteration only (by round_robin below), so the loop's
+            # variables are the ones meant.
+            def measure(tool: H2wsVariant | None) -> M:
+                if tool is not None:
+                    return h2ws(capture, sidecar, scale, tool, work)  # noqa: B023
+                assert baseline is not None
+                return baseline(capture, sidecar, scale, work)  # noqa: B023
+
+            tools: list[H2wsVariant | None] = [*h2ws_variants(args)]
+            if baseline is not None:
+                tools.append(None)
+            runs = round_robin(tools, args.repeat, measure, progress)
+            results += [best(r) for r in runs.values()]
+    finally:
+        if remove:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results, captures
 
 
 def _scale_label(scale: float) -> str:
@@ -626,46 +671,28 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(args.tshark) if use_tshark else environment("true")
     print(env, flush=True)
 
-    results: list[Measurement] = []
-    captures: dict[float, dict[str, Any]] = {}
-    try:
-        for scale in sorted(args.scale):
-            print(f"{_scale_label(scale)}:", flush=True)
-            capture, sidecar = make_or_reuse(capture_params(args, scale), args.captures)
-            captures[scale] = sidecar
-            if args.verify_capture and use_tshark:
-                problems = verify_with_tshark(capture, sidecar, args.tshark)
-                print("  capture verified by tshark" if not problems else "\n".join(problems))
-            work = workdir / capture.stem
-            work.mkdir(exist_ok=True)
-            tools: list[H2wsVariant | str] = [*h2ws_variants(args)]
-            if use_tshark:
-                tools.append("tshark")
-            measure = partial(_measure_tool, h2ws, args.tshark, capture, sidecar, scale, work)
-            runs = round_robin(tools, args.repeat, measure, _progress)
-            results += [best(r) for r in runs.values()]
-    finally:
-        if remove:
-            shutil.rmtree(workdir, ignore_errors=True)
+    def prepare(scale: float) -> tuple[Path, dict[str, Any]]:
+        capture, sidecar = make_or_reuse(capture_params(args, scale), args.captures)
+        if args.verify_capture and use_tshark:
+            problems = verify_with_tshark(capture, sidecar, args.tshark)
+            print("  capture verified by tshark" if not problems else "\n".join(problems))
+        return capture, sidecar
+
+    results, captures = measure_scales(
+        args,
+        workdir,
+        remove,
+        prepare,
+        partial(measure_h2ws, h2ws),
+        partial(measure_tshark, args.tshark) if use_tshark else None,
+        best,
+        _progress,
+    )
 
     command = " ".join(["bench/bench_extract.py", *(sys.argv[1:] if argv is None else argv)])
     text, markdown = report(results, captures, env, command)
     publish(text, markdown, args.markdown, None if remove else workdir)
     return 0 if all(m.ok for m in results) else 1
-
-
-def _measure_tool(
-    h2ws: list[str],
-    tshark: str,
-    capture: Path,
-    sidecar: dict[str, Any],
-    scale: float,
-    work: Path,
-    tool: H2wsVariant | str,
-) -> Measurement:
-    if isinstance(tool, H2wsVariant):
-        return measure_h2ws(h2ws, capture, sidecar, scale, tool, work)
-    return measure_tshark(tshark, capture, sidecar, scale, work)
 
 
 def _progress(m: Measurement) -> None:

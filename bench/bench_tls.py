@@ -49,12 +49,11 @@ from bench_extract import (
     _tail,
     add_common_arguments,
     capture_params,
-    check_tables,
     environment,
     h2ws_command,
-    h2ws_variants,
+    measure_h2ws,
+    measure_scales,
     publish,
-    round_robin,
     run_measured,
     work_directory,
 )
@@ -151,30 +150,6 @@ def _measurement(
     return TlsMeasurement(
         tool, scale, wall, cpu, rss, code, sidecar["packets"], sidecar["messages"]["total"], 0.0
     )
-
-
-def measure_h2ws(
-    cmd: list[str],
-    capture: Path,
-    sidecar: dict[str, Any],
-    scale: float,
-    variant: H2wsVariant,
-    work: Path,
-) -> TlsMeasurement:
-    out = variant.fresh_output(work)
-    argv = [*cmd, "extract", str(capture), "--keylog", str(keylog_path(capture)), "-o", str(out)]
-    argv += variant.args
-    log = work / f"{out.name}.stderr"
-    load = os.getloadavg()[0]
-    m = _measurement(
-        variant.name, scale, sidecar, run_measured(argv, work / f"{out.name}.stdout", log)
-    )
-    m.load = load
-    if m.exit_code == 0:
-        m.problems = check_tables(out, sidecar, variant.frames)
-    else:
-        m.problems = [f"exit code {m.exit_code}: {_tail(log, 1)}"]
-    return m
 
 
 def measure_extractor(
@@ -321,45 +296,35 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(args.tshark)
     print(env, flush=True)
 
-    results: list[TlsMeasurement] = []
-    captures: dict[float, dict[str, Any]] = {}
-    try:
-        for scale in sorted(args.scale):
-            print(f"{_scale_label(scale)}:", flush=True)
-            params = capture_params(args, scale, port=TLS_PORT)
-            capture, sidecar = make_or_reuse(params, args.tls, args.captures)
-            captures[scale] = sidecar
-            if args.verify_capture:
-                problems = verify_with_tshark(capture, sidecar, args.tshark)
-                print("  capture verified by tshark" if not problems else "\n".join(problems))
-            work = workdir / capture.stem
-            work.mkdir(exist_ok=True)
-            tools: list[H2wsVariant | str] = [*h2ws_variants(args), EXTRACTOR_TOOL]
-            measure = partial(_measure_tool, h2ws, args.tshark, capture, sidecar, scale, work)
-            runs = round_robin(tools, args.repeat, measure, _progress)
-            results += [best(r) for r in runs.values()]
-    finally:
-        if remove:
-            shutil.rmtree(workdir, ignore_errors=True)
+    def prepare(scale: float) -> tuple[Path, dict[str, Any]]:
+        params = capture_params(args, scale, port=TLS_PORT)
+        capture, sidecar = make_or_reuse(params, args.tls, args.captures)
+        if args.verify_capture:
+            problems = verify_with_tshark(capture, sidecar, args.tshark)
+            print("  capture verified by tshark" if not problems else "\n".join(problems))
+        return capture, sidecar
+
+    def h2ws_run(
+        capture: Path, sidecar: dict[str, Any], scale: float, variant: H2wsVariant, work: Path
+    ) -> TlsMeasurement:
+        keylog = ["--keylog", str(keylog_path(capture))]
+        return measure_h2ws(h2ws, capture, sidecar, scale, variant, work, keylog, TlsMeasurement)
+
+    results, captures = measure_scales(
+        args,
+        workdir,
+        remove,
+        prepare,
+        h2ws_run,
+        partial(measure_extractor, args.tshark),
+        best,
+        _progress,
+    )
 
     command = " ".join(["bench/bench_tls.py", *(sys.argv[1:] if argv is None else argv)])
     text, markdown = report(results, captures, env, command, time.perf_counter() - started)
     publish(text, markdown, args.markdown, None if remove else workdir)
     return 0 if all(m.ok for m in results) else 1
-
-
-def _measure_tool(
-    h2ws: list[str],
-    tshark: str,
-    capture: Path,
-    sidecar: dict[str, Any],
-    scale: float,
-    work: Path,
-    tool: H2wsVariant | str,
-) -> TlsMeasurement:
-    if isinstance(tool, H2wsVariant):
-        return measure_h2ws(h2ws, capture, sidecar, scale, tool, work)
-    return measure_extractor(tshark, capture, sidecar, scale, work)
 
 
 def _progress(m: TlsMeasurement) -> None:
