@@ -13,8 +13,8 @@ demo: setup
 	OUT=$(OUT) bash scripts/demo.sh
 
 test: setup
-	$(VENV)/bin/ruff check addon analysis tests bench scripts
-	$(VENV)/bin/ruff format --check addon analysis tests bench scripts
+	$(VENV)/bin/ruff check addon analysis testkit tests bench scripts
+	$(VENV)/bin/ruff format --check addon analysis testkit tests bench scripts
 	@# mypy cannot see through the editable install's package-dir mapping: give it a tree.
 	rm -rf build/typecheck && mkdir -p build/typecheck/h2ws
 	ln -s ../../../analysis build/typecheck/h2ws/analysis

@@ -48,8 +48,8 @@ from mitmproxy.proxy.layers.websocket import (
 from mitmproxy.websocket import WebSocketData, WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from h2ws.analysis.capture.flowfile import METADATA_KEY
 from h2ws.analysis.records import MessageRecord, Record, StreamRecord
+from h2ws.analysis.sources.flowfile import METADATA_KEY
 
 logger = logging.getLogger(__name__)
 

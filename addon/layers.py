@@ -40,7 +40,7 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layer import CommandGenerator, Layer, NextLayer
 from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer, modes
 
-from h2ws.analysis.h2 import PREFACE
+from h2ws.analysis.core.h2 import PREFACE
 
 #: NextLayers created by AwaitPreface: they must decide, not wait again.
 _NO_DEFER: weakref.WeakSet[NextLayer] = weakref.WeakSet()

@@ -28,7 +28,14 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layer import NextLayer
 from mitmproxy.proxy.layers import TCPLayer
 
-from h2ws.analysis.capture.flowfile import (
+from h2ws.addon.flows import HookQueue, Step, WebSocketMirror, trigger_event
+from h2ws.addon.layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
+from h2ws.addon.recorder import LiveDecoders, TableWriter
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import PayloadPolicy
+from h2ws.analysis.records import Direction, Record
+from h2ws.analysis.sinks.export import FORMATS
+from h2ws.analysis.sources.flowfile import (
     METADATA_KEY,
     HttpFlowRecorder,
     connection_error,
@@ -37,14 +44,6 @@ from h2ws.analysis.capture.flowfile import (
     is_mirror,
     tls_info,
 )
-from h2ws.analysis.export import FORMATS
-from h2ws.analysis.options import DecodeOptions
-from h2ws.analysis.records import Direction, Record
-from h2ws.analysis.websocket import PayloadPolicy
-
-from .flows import HookQueue, Step, WebSocketMirror, trigger_event
-from .layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
-from .recorder import LiveDecoders, TableWriter
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Decoding the relayed connections and writing the tables, isolated from the proxy.
 
-One :class:`~h2ws.analysis.decoder.ConnectionDecoder` per relayed connection, fed with the chunks
+One :class:`~h2ws.analysis.core.decoder.ConnectionDecoder` per relayed connection, fed the chunks
 mitmproxy relays (the same core as for captures), and one
-:class:`~h2ws.analysis.export.PartitionedSink` for the records.  Nothing here knows mitmproxy:
+:class:`~h2ws.analysis.sinks.export.PartitionedSink` for the records.  Nothing here knows mitmproxy:
 the addon translates hooks into calls, which keeps this part testable without a proxy.
 
 A decoder that raises loses its own connection only: the exception becomes a ``decoder_failed``
@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from h2ws.analysis.chunks import ConnectionInfo, TlsInfo
-from h2ws.analysis.decoder import ConnectionDecoder
-from h2ws.analysis.export import Part, PartitionedSink, warm_up
-from h2ws.analysis.options import DecodeOptions
+from h2ws.analysis.core.chunks import ConnectionInfo, TlsInfo
+from h2ws.analysis.core.decoder import ConnectionDecoder
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import PayloadPolicy
 from h2ws.analysis.records import (
     DiagnosticRecord,
     Direction,
@@ -29,7 +29,7 @@ from h2ws.analysis.records import (
     Record,
     StreamRecord,
 )
-from h2ws.analysis.websocket import PayloadPolicy
+from h2ws.analysis.sinks.export import Part, PartitionedSink, warm_up
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .export import FORMATS, TableSink
-from .jobs import Tally, WorkerDied, default_jobs, extract_into, extract_parallel
-from .options import DecodeOptions
-from .websocket import PayloadPolicy
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import PayloadPolicy
+from h2ws.analysis.sinks.export import FORMATS, TableSink
+from h2ws.analysis.sources.jobs import (
+    Tally,
+    WorkerDied,
+    default_jobs,
+    extract_into,
+    extract_parallel,
+)
 
 #: ``--jobs`` unset: one process per CPU for inputs of this many bytes or more, else one
 PARALLEL_FROM_BYTES = 32 * 2**20
@@ -65,7 +71,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .summary import summarise
+    from h2ws.analysis.report.summary import summarise
 
     try:
         print(summarise(args.directory))
@@ -78,7 +84,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from nbclient.exceptions import CellExecutionError
 
-    from .report import run_report
+    from h2ws.analysis.report.runner import run_report
 
     try:
         path = run_report(

@@ -307,7 +307,7 @@ class H2wsVariant:
 
 def h2ws_variants(args: argparse.Namespace) -> list[H2wsVariant]:
     """``--jobs`` values with the frames table, then ``--no-frames`` with the first of them."""
-    from h2ws.analysis.jobs import default_jobs  # what `h2ws extract --jobs 0` uses
+    from h2ws.analysis.sources.jobs import default_jobs  # what `h2ws extract --jobs 0` uses
 
     jobs = [j or default_jobs() for j in args.jobs]
     variants = [H2wsVariant(True, j) for j in dict.fromkeys(jobs)]

@@ -10,9 +10,9 @@ mitmproxy the slower way to carry WebSockets.  Goals (issue #4):
 
 What runs (all on 127.0.0.1, all bounded in time):
 
-- one Node.js echo server (``tests/live/bench_echo_server.mjs``): RFC 8441 over h2c on one port,
+- one Node.js echo server (``testkit/live/bench_echo_server.mjs``): RFC 8441 over h2c on one port,
   HTTP/1.1 Upgrade on another, same echo code in one process;
-- the load client (``tests/live/ws_load.mjs``): K WebSockets (one HTTP/2 connection for RFC
+- the load client (``testkit/live/ws_load.mjs``): K WebSockets (one HTTP/2 connection for RFC
   8441, K connections for HTTP/1.1), each sending N binary messages of S bytes with W in flight,
   timing every round trip;
 - the paths: direct h2, direct h1, stock mitmdump (h1; it cannot carry RFC 8441), the addon
@@ -53,8 +53,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.live.proxy import Mitmdump  # noqa: E402
-from tests.peers.runner import ReadyServer  # noqa: E402
+from h2ws.testkit.live.proxy import Mitmdump  # noqa: E402
+from h2ws.testkit.peers.runner import ReadyServer  # noqa: E402
 
 LIVE = ROOT / "tests" / "live"
 SERVER = LIVE / "bench_echo_server.mjs"
@@ -100,7 +100,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def count_messages(out: Path) -> int:
-    from h2ws.analysis.export import read_table
+    from h2ws.analysis.sinks.export import read_table
 
     try:
         table = read_table(out, "messages")

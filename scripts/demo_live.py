@@ -1,18 +1,18 @@
 """The live half of ``make demo``: real RFC 8441 traffic through ``mitmdump -s addon/addon.py``.
 
 What runs, all on 127.0.0.1 and all bounded in time (nothing here can dial out: the proxy is a
-reverse proxy to the local server and also loads ``tests/live/guard.py``):
+reverse proxy to the local server and also loads ``testkit/live/guard.py``):
 
-1. hypercorn serving ``tests/peers/echo_app.py`` over TLS (ALPN ``h2`` and ``http/1.1``, a
+1. hypercorn serving ``testkit/peers/echo_app.py`` over TLS (ALPN ``h2`` and ``http/1.1``, a
    certificate made for this run): RFC 8441 on HTTP/2, ``Upgrade: websocket`` on HTTP/1.1;
 2. mitmdump with the h2ws addon in front of it (``--mode reverse:https://localhost:PORT``,
    ``h2ws_out=<out>/tables``), its CA trusted by the clients;
 3. the RFC 8441 workload: ``--clients`` Node.js ``http2`` clients at once
-   (``tests/peers/h2_client.mjs``), each one TCP connection carrying ``--websockets``
+   (``testkit/peers/h2_client.mjs``), each one TCP connection carrying ``--websockets``
    extended-CONNECT WebSockets and ``--gets`` ordinary GETs (small, 300 kB, 404) side by side,
    paced like an application (a message every ``--interval`` ms, the GETs spread out);
 4. the same number of WebSockets the HTTP/1.1 way, at the same time as each other
-   (``tests/peers/h1_ws_client.py --parallel``): one TLS connection per WebSocket, which is
+   (``testkit/peers/h1_ws_client.py --parallel``): one TLS connection per WebSocket, which is
    what RFC 8441 saves;
 5. mitmdump stops (SIGINT, so the addon writes its last rows) and the tables are checked
    against what every client logged: each WebSocket's messages, each GET, one connection per
@@ -37,10 +37,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from h2ws.analysis.export import read_table  # noqa: E402
-from tests.live.clients import node_client_cmd  # noqa: E402
-from tests.live.proxy import Mitmdump  # noqa: E402
-from tests.peers.runner import EchoServer, make_certificate, python_client_cmd  # noqa: E402
+from h2ws.analysis.sinks.export import read_table  # noqa: E402
+from h2ws.testkit.live.clients import node_client_cmd  # noqa: E402
+from h2ws.testkit.live.proxy import Mitmdump  # noqa: E402
+from h2ws.testkit.peers.runner import EchoServer, make_certificate, python_client_cmd  # noqa: E402
 
 Rows = list[dict[str, Any]]
 TABLES = ("connections", "streams", "frames", "messages", "diagnostics")

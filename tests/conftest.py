@@ -1,9 +1,9 @@
-"""Shared fixtures: real RFC 8441 peers (``tests/peers/``) captured on loopback during the run.
+"""Shared fixtures: real RFC 8441 peers (``testkit/peers/``) captured on loopback during the run.
 
 Every capture fixture is session-scoped: one server, one tcpdump and one client run per
 scenario, shared by all the tests that look at it.  A scenario is a :class:`Scenario`:
 ``capture`` (pcap path), ``port`` (the server's), ``log`` (what the client sent and received,
-see ``tests/peers/plan.py``), ``keylog`` (TLS secrets, TLS scenarios only).
+see ``testkit/peers/plan.py``), ``keylog`` (TLS secrets, TLS scenarios only).
 
 They skip only when a tool is missing (tcpdump, node, editcap); on CI these are installed.  The
 captures stay in pytest's temporary directory (``pytest-of-<user>/pytest-current/peers*/``).
@@ -16,8 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import runner
-from tests.peers.runner import NODE_GETS, NODE_WEBSOCKETS, SEED, Certificate, EchoServer, Scenario
+from h2ws.testkit.peers import runner
+from h2ws.testkit.peers.runner import (
+    NODE_GETS,
+    NODE_WEBSOCKETS,
+    SEED,
+    Certificate,
+    EchoServer,
+    Scenario,
+)
 
 
 def require(*tools: str) -> None:

@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 
-from h2ws.analysis.capture.flowfile import flow_records
-from h2ws.analysis.export import TableSink
-from h2ws.analysis.options import DecodeOptions
-from h2ws.analysis.websocket import PayloadPolicy
-from tests.live import browsers
-from tests.live.compare import Tables, read_tables
-from tests.live.proxy import Mitmdump
-from tests.live.servers import PageServer
-from tests.peers.runner import Certificate
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import PayloadPolicy
+from h2ws.analysis.sinks.export import TableSink
+from h2ws.analysis.sources.flowfile import flow_records
+from h2ws.testkit.live import browsers
+from h2ws.testkit.live.compare import Tables, read_tables
+from h2ws.testkit.live.proxy import Mitmdump
+from h2ws.testkit.live.servers import PageServer
+from h2ws.testkit.peers.runner import Certificate
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,8 +1,8 @@
 """Faults through the addon: the proxy keeps serving, the tables say what happened.
 
-The Node.js ``http2`` server (``tests/live/node_server.mjs``) resets a stream or drops the
+The Node.js ``http2`` server (``testkit/live/node_server.mjs``) resets a stream or drops the
 connection in the middle of a WebSocket message on request, and the fault client
-(``tests/live/node_fault_client.mjs``) also aborts a connection itself (TCP RST in the middle of
+(``testkit/live/node_fault_client.mjs``) also aborts a connection itself (TCP RST in the middle of
 a message).  All three go through one ``mitmdump -s addon/addon.py``, and then an ordinary
 client run must still work through the same proxy.
 """
@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
+from h2ws.testkit.live.clients import run_node
+from h2ws.testkit.live.compare import Tables, assert_h2_run, messages_of, read_tables
+from h2ws.testkit.live.proxy import Mitmdump
+from h2ws.testkit.live.servers import NodeServer
 from tests.conftest import SEED, require
-from tests.live.clients import run_node
-from tests.live.compare import Tables, assert_h2_run, messages_of, read_tables
-from tests.live.proxy import Mitmdump
-from tests.live.servers import NodeServer
 
 pytestmark = pytest.mark.timeout(120)
 
-LIVE = Path(__file__).resolve().parent / "live"
+LIVE = Path(__file__).resolve().parents[1] / "testkit" / "live"
 FAULT_CLIENT = LIVE / "node_fault_client.mjs"
 PROBE = LIVE / "probe.py"
 

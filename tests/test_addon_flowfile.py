@@ -19,16 +19,16 @@ from typing import Any
 
 import pytest
 
-from h2ws.analysis.capture.flowfile import flow_records, is_flow_file
-from h2ws.analysis.export import TableSink
-from h2ws.analysis.options import DecodeOptions
-from h2ws.analysis.websocket import PayloadPolicy
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import PayloadPolicy
+from h2ws.analysis.sinks.export import TableSink
+from h2ws.analysis.sources.flowfile import flow_records, is_flow_file
+from h2ws.testkit.live.clients import run_node
+from h2ws.testkit.live.compare import TABLES, Tables, assert_h2_run, read_tables
+from h2ws.testkit.live.proxy import ADDON, MITMDUMP, Mitmdump
+from h2ws.testkit.live.tunnel import ConnectTunnel
+from h2ws.testkit.peers.runner import Certificate, EchoServer
 from tests.conftest import SEED, require
-from tests.live.clients import run_node
-from tests.live.compare import TABLES, Tables, assert_h2_run, read_tables
-from tests.live.proxy import ADDON, MITMDUMP, Mitmdump
-from tests.live.tunnel import ConnectTunnel
-from tests.peers.runner import Certificate, EchoServer
 
 pytestmark = pytest.mark.timeout(120)
 

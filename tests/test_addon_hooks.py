@@ -2,7 +2,7 @@
 
 - RFC 8441 WebSockets of relayed connections reach other addons as read-only WebSocket flows
   (``websocket_start/message/end``, stream id in ``flow.metadata["h2ws"]``), with every data
-  message of the client's log — the probe addon (``tests/live/probe.py``) stands for any addon.
+  message of the client's log — the probe addon (``testkit/live/probe.py``) stands for any addon.
 - HTTP/1.1 WebSockets, which mitmproxy relays itself (the baseline), are recorded from its
   hooks into the same tables: one connection per WebSocket, the exchanges numbered, every data
   message and the closing frame, with a ``hooks_recorded`` note saying what is not observed.
@@ -19,17 +19,17 @@ from typing import Any
 
 import pytest
 
+from h2ws.testkit.live.clients import run_node
+from h2ws.testkit.live.compare import decoded, diff, logged, messages_of, read_tables
+from h2ws.testkit.live.proxy import MITMWEB, Mitmdump
+from h2ws.testkit.peers import runner
+from h2ws.testkit.peers.plan import payload_of
+from h2ws.testkit.peers.runner import EchoServer
 from tests.conftest import SEED, require
-from tests.live.clients import run_node
-from tests.live.compare import decoded, diff, logged, messages_of, read_tables
-from tests.live.proxy import MITMWEB, Mitmdump
-from tests.peers import runner
-from tests.peers.plan import payload_of
-from tests.peers.runner import EchoServer
 
 pytestmark = pytest.mark.timeout(120)
 
-PROBE = Path(__file__).resolve().parent / "live" / "probe.py"
+PROBE = Path(__file__).resolve().parents[1] / "testkit" / "live" / "probe.py"
 
 
 def data_messages(messages: list[dict[str, Any]]) -> list[tuple[str, bytes]]:

@@ -27,18 +27,18 @@ import h2.events
 import pytest
 from communityid import CommunityID, FlowTuple
 
-from h2ws.analysis.export import read_table
+from h2ws.analysis.sinks.export import read_table
+from h2ws.testkit.live.clients import run_node
+from h2ws.testkit.live.compare import assert_h2_run, read_tables
+from h2ws.testkit.live.proxy import ADDON, GUARD, MITMDUMP, Mitmdump
+from h2ws.testkit.live.servers import NodeServer
+from h2ws.testkit.live.tunnel import ConnectTunnel
+from h2ws.testkit.peers.runner import Certificate, EchoServer
 from tests.conftest import SEED, require
-from tests.live.clients import run_node
-from tests.live.compare import assert_h2_run, read_tables
-from tests.live.proxy import ADDON, GUARD, MITMDUMP, Mitmdump
-from tests.live.servers import NodeServer
-from tests.live.tunnel import ConnectTunnel
-from tests.peers.runner import Certificate, EchoServer
 
 pytestmark = pytest.mark.timeout(120)
 
-LIVE = Path(__file__).resolve().parent / "live"
+LIVE = Path(__file__).resolve().parents[1] / "testkit" / "live"
 WEBSOCKETS = 3
 GETS = 3
 
@@ -74,7 +74,7 @@ def servers(
     echo_server: EchoServer,
     echo_server_tls: EchoServer,
 ) -> dict[str, Any]:
-    """h2c and TLS servers of one kind: hypercorn (``tests/peers``) or Node.js ``http2``."""
+    """h2c and TLS servers of one kind: hypercorn (``testkit/peers``) or Node.js ``http2``."""
     if request.param == "hypercorn":
         return {"h2c": echo_server, "h2": echo_server_tls}
     nodes: dict[str, Any] = request.getfixturevalue("node_servers")

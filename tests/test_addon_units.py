@@ -1,6 +1,6 @@
 """The addon's parts without a proxy: fast, exact, and about the cases live runs rarely hit.
 
-HTTP/2 byte streams come from ``tests/h2pair.py`` (python-hyper h2 on both sides), mitmproxy
+HTTP/2 byte streams come from ``testkit/h2pair.py`` (python-hyper h2 on both sides), mitmproxy
 flows from ``mitmproxy.test.tflow``.
 """
 
@@ -22,17 +22,10 @@ from wsproto.frame_protocol import Opcode
 from h2ws.addon.compat import unsupported_mitmproxy
 from h2ws.addon.flows import WebSocketMirror
 from h2ws.addon.recorder import LiveDecoders, trim_payload
-from h2ws.analysis.capture import flowfile
-from h2ws.analysis.capture.flowfile import (
-    HttpFlowRecorder,
-    connection_info,
-    flow_records,
-    is_flow_file,
-)
-from h2ws.analysis.chunks import Closed, ConnectionInfo, Data, Opened
-from h2ws.analysis.decoder import ConnectionDecoder
-from h2ws.analysis.options import DecodeOptions
-from h2ws.analysis.pipeline import Pipeline
+from h2ws.analysis.core.chunks import Closed, ConnectionInfo, Data, Opened
+from h2ws.analysis.core.decoder import ConnectionDecoder
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import PayloadPolicy
 from h2ws.analysis.records import (
     ConnectionRecord,
     DiagnosticRecord,
@@ -40,8 +33,15 @@ from h2ws.analysis.records import (
     Record,
     StreamRecord,
 )
-from h2ws.analysis.websocket import PayloadPolicy
-from tests.h2pair import H2Pair, ws_peer
+from h2ws.analysis.sources import flowfile
+from h2ws.analysis.sources.flowfile import (
+    HttpFlowRecorder,
+    connection_info,
+    flow_records,
+    is_flow_file,
+)
+from h2ws.analysis.sources.pipeline import Pipeline
+from h2ws.testkit.h2pair import H2Pair, ws_peer
 
 FULL = DecodeOptions(payload=PayloadPolicy("full"))
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def test_payloads_trimmed_on_columns_as_trim_payload_trims_rows(
     """The live writer trims the payload columns when it converts the rows
     (export.trim_payload_columns); rows with long payloads it trims one by one as they come
     (trim_payload): the two agree."""
-    from h2ws.analysis.export import _TableBuffer
+    from h2ws.analysis.sinks.export import _TableBuffer
 
     buffer = _TableBuffer("messages", policy)
     for row in rows:
@@ -152,7 +152,7 @@ def test_table_writer_trims_long_payloads_at_once_and_leaves_the_records(
     come (which bounds the rows waiting); either way the records handed in (the mirror's)
     keep the whole payload, and a policy changed meanwhile applies to the rows waiting."""
     from h2ws.addon.recorder import HOLD_BYTES, TableWriter
-    from h2ws.analysis.export import read_table
+    from h2ws.analysis.sinks.export import read_table
 
     short = MessageRecord(index=0, payload=b"s" * 100, length=100)
     long = MessageRecord(index=1, payload=b"l" * (HOLD_BYTES + 1), length=HOLD_BYTES + 1)
@@ -579,7 +579,7 @@ def test_trigger_event_calls_what_mitmproxy_calls(caplog: pytest.LogCaptureFixtu
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
 def test_table_writer_formats(tmp_path: Path, fmt: str) -> None:
     from h2ws.addon.recorder import TableWriter
-    from h2ws.analysis.export import read_table
+    from h2ws.analysis.sinks.export import read_table
 
     pair = ws_connection([b"x" * 300])
     decoders = LiveDecoders(FULL)
@@ -600,8 +600,8 @@ def test_table_writer_formats(tmp_path: Path, fmt: str) -> None:
 def test_partitioned_sink_converts_early_and_keeps_every_row_in_order(tmp_path: Path) -> None:
     """Rows converted to Arrow every CONVERT_ROWS (the live addon's path) and rows still
     pending come out as one part per flush, in order, nulls kept."""
-    from h2ws.analysis.export import CONVERT_ROWS, PartitionedSink, read_table
     from h2ws.analysis.records import FrameRecord
+    from h2ws.analysis.sinks.export import CONVERT_ROWS, PartitionedSink, read_table
 
     n = 2 * CONVERT_ROWS + 500
     records = [
@@ -625,8 +625,8 @@ def test_partitioned_sink_converts_early_and_keeps_every_row_in_order(tmp_path: 
 def test_partitioned_sink_converts_within_check_calls(tmp_path: Path) -> None:
     """Rows pending conversion stay bounded: once CONVERT_ROWS are pending, they are converted
     within CHECK_CALLS more calls, however few records each call brings."""
-    from h2ws.analysis.export import CHECK_CALLS, CONVERT_ROWS, PartitionedSink
     from h2ws.analysis.records import FrameRecord
+    from h2ws.analysis.sinks.export import CHECK_CALLS, CONVERT_ROWS, PartitionedSink
 
     sink = PartitionedSink(tmp_path)
     frames = sink._buffers["frames"]
@@ -646,8 +646,8 @@ def test_table_writer_failure_stops_writing_and_harms_nothing(
     """A part file that cannot be written (full disk) stops the tables, logs one error, and
     raises nothing into the proxy; parts written before it stay."""
     from h2ws.addon.recorder import TableWriter
-    from h2ws.analysis.export import PartitionedSink, read_table
     from h2ws.analysis.records import FrameRecord
+    from h2ws.analysis.sinks.export import PartitionedSink, read_table
 
     writer = TableWriter(tmp_path, "parquet", PayloadPolicy())
     writer.write([FrameRecord("c", 0)])

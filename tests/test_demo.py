@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from h2ws.testkit.peers.runner import REPO
 from tests.conftest import require
-from tests.peers.runner import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import demo_live

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2ws.analysis.export import CONVERT_ROWS, TableSink, _array, _timestamps, read_table
 from h2ws.analysis.records import (
     ConnectionRecord,
     DiagnosticRecord,
@@ -19,6 +18,7 @@ from h2ws.analysis.records import (
     MessageRecord,
     StreamRecord,
 )
+from h2ws.analysis.sinks.export import CONVERT_ROWS, TableSink, _array, _timestamps, read_table
 
 _seconds = st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.none()
 

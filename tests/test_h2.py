@@ -10,10 +10,11 @@ from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, SettingsFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2ws.analysis.chunks import ConnectionInfo
-from h2ws.analysis.decoder import ConnectionDecoder
-from h2ws.analysis.h2 import PREFACE, H2Decoder
-from h2ws.analysis.options import DecodeOptions
+from h2ws.analysis.core.chunks import ConnectionInfo
+from h2ws.analysis.core.decoder import ConnectionDecoder
+from h2ws.analysis.core.h2 import PREFACE, H2Decoder
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import PayloadPolicy
 from h2ws.analysis.records import (
     ConnectionRecord,
     DiagnosticRecord,
@@ -22,9 +23,7 @@ from h2ws.analysis.records import (
     Record,
     StreamRecord,
 )
-from h2ws.analysis.websocket import PayloadPolicy
-
-from .h2pair import H2Pair, ws_peer
+from h2ws.testkit.h2pair import H2Pair, ws_peer
 
 FULL = DecodeOptions(payload=PayloadPolicy(mode="full"))
 

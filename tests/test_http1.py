@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import CloseReason
 
-from h2ws.analysis.chunks import ConnectionInfo
-from h2ws.analysis.decoder import ConnectionDecoder
+from h2ws.analysis.core.chunks import ConnectionInfo
+from h2ws.analysis.core.decoder import ConnectionDecoder
 from h2ws.analysis.records import ConnectionRecord, DiagnosticRecord, MessageRecord, StreamRecord
+from h2ws.testkit.h2pair import ws_peer
 
-from .h2pair import ws_peer
 from .test_h2 import FULL, codes, conn, of
 
 

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from mitmproxy import io as mio
 
-from h2ws.analysis.chunks import ConnectionInfo, Data, Opened
 from h2ws.analysis.cli import main
-from h2ws.analysis.export import read_table
-from h2ws.analysis.jobs import Share, _ShareFilter
+from h2ws.analysis.core.chunks import ConnectionInfo, Data, Opened
 from h2ws.analysis.records import TABLES, DiagnosticRecord
+from h2ws.analysis.sinks.export import read_table
+from h2ws.analysis.sources.jobs import Share, _ShareFilter
 
 from .paths import SHARED_CAPTURES
 from .test_addon_units import relayed_flow, ws_connection
@@ -129,7 +129,8 @@ def test_flow_file_and_capture_in_one_call(tls_capture: tuple[Path, Path], tmp_p
 def test_default_is_parallel_only_for_big_inputs(
     tls_capture: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from h2ws.analysis import cli, jobs
+    from h2ws.analysis import cli
+    from h2ws.analysis.sources import jobs
 
     calls: list[Any] = []
     real = jobs.extract_parallel
@@ -160,7 +161,7 @@ def test_a_dying_worker_is_one_clear_error(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from h2ws.analysis import jobs
+    from h2ws.analysis.sources import jobs
 
     monkeypatch.setattr(jobs, "_run_task", _die)
     capture, keys = tls_capture

@@ -15,8 +15,8 @@ import pytest
 
 from h2ws.analysis import metrics as M
 from h2ws.analysis.cli import main as cli_main
-from h2ws.analysis.export import TableSink
 from h2ws.analysis.records import TABLES, columns
+from h2ws.analysis.sinks.export import TableSink
 from tests.report_fixtures import scenario
 
 ROOT = Path(__file__).resolve().parent.parent

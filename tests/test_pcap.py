@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2ws.analysis.capture.pcap import CaptureReader
-from h2ws.analysis.capture.tcp import ACK, FIN, PSH, SYN, TcpReassembler, TcpSegment
-from h2ws.analysis.chunks import Data, Opened
+from h2ws.analysis.core.chunks import Data, Opened
 from h2ws.analysis.records import DiagnosticRecord
+from h2ws.analysis.sources.pcap import CaptureReader
+from h2ws.analysis.sources.tcp import ACK, FIN, PSH, SYN, TcpReassembler, TcpSegment
 
 from .paths import SHARED_CAPTURES
 
@@ -651,7 +651,7 @@ def test_fast_ethernet_path_agrees_with_the_general_one(
     """The one-``struct`` path for Ethernet/IPv4/TCP gives exactly what the layered decoders
     give - segment or diagnostic - for valid packets with any TCP options and payload, and for
     packets with bytes changed (lengths, versions, flags, fragments) or cut short."""
-    from h2ws.analysis.capture import pcap
+    from h2ws.analysis.sources import pcap
 
     tcp = dpkt.tcp.TCP(sport=40000, dport=443, seq=7, ack=9, flags=ACK | PSH, data=payload)
     tcp.opts = bytes(options // 4 * 4)

@@ -19,8 +19,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from h2ws.analysis import metrics as M
-from h2ws.analysis import plots as P
 from h2ws.analysis.cli import main as cli_main
+from h2ws.analysis.report import plots as P
 from tests.report_fixtures import scenario
 
 

@@ -4,7 +4,7 @@ For every scenario the truth is what the client itself logged (every message it 
 received, per stream), and tshark is a second, independent reader of the same capture:
 
 - ``test_capture_*``: the capture really holds what the client logged (tshark's bytes, read
-  with ``tests/peers/wsframes.py``), independent of h2ws — a failure here is a peer or
+  with ``testkit/peers/wsframes.py``), independent of h2ws — a failure here is a peer or
   capture problem, not a decoder problem;
 - the other tests: ``h2ws extract CAPTURE -o OUT --payload full`` equals the client's log and
   tshark, table by table.
@@ -24,9 +24,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.live.compare import diff, logged, messages_of
-from tests.peers import tshark, wsframes
-from tests.peers.runner import NODE_GETS, NODE_WEBSOCKETS, Scenario
+from h2ws.testkit.live.compare import diff, logged, messages_of
+from h2ws.testkit.peers import tshark, wsframes
+from h2ws.testkit.peers.runner import NODE_GETS, NODE_WEBSOCKETS, Scenario
 
 from .paths import SHARED_CAPTURES
 

@@ -18,7 +18,7 @@ import pytest
 
 from h2ws.analysis import metrics as M
 from h2ws.analysis.cli import main as cli_main
-from h2ws.analysis.report import (
+from h2ws.analysis.report.runner import (
     DEFAULT_NOTEBOOK,
     execute_notebook,
     inject_parameters,

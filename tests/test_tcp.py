@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2ws.analysis.capture.tcp import ACK, FIN, RST, SYN, TcpReassembler, TcpSegment, new_segment
-from h2ws.analysis.chunks import ChunkEvent, Closed, Data, Gap, Opened
+from h2ws.analysis.core.chunks import ChunkEvent, Closed, Data, Gap, Opened
 from h2ws.analysis.records import DiagnosticRecord
+from h2ws.analysis.sources.tcp import ACK, FIN, RST, SYN, TcpReassembler, TcpSegment, new_segment
 
 C, S = ("10.0.0.1", 40000), ("10.0.0.2", 443)
 CISN, SISN = 1000, 9000

@@ -1,4 +1,4 @@
-"""TLS decryption (``h2ws.analysis.capture.tls``): key schedules against published vectors,
+"""TLS decryption (``h2ws.analysis.sources.tls``): key schedules against published vectors,
 synthetic conversations cut at arbitrary points, the shared browser/Node samples through the CLI
 (key files, injected Decryption Secrets Blocks, keys learnt late, no keys), and live peers over
 TLS captured during the run, checked against what the clients logged and against tshark.
@@ -26,12 +26,12 @@ from cryptography.hazmat.primitives import hashes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2ws.analysis.capture.pcap import CaptureReader
-from h2ws.analysis.capture.tcp import TcpReassembler, TcpSegment
-from h2ws.analysis.capture.tls import KeyLog, TlsLayer, hkdf_expand_label, tls12_prf
-from h2ws.analysis.chunks import ChunkEvent, Closed, Data, Gap, Opened, TlsInfo, Wire
+from h2ws.analysis.core.chunks import ChunkEvent, Closed, Data, Gap, Opened, TlsInfo, Wire
 from h2ws.analysis.records import DiagnosticRecord
-from tests.tls_peers import harness, synth
+from h2ws.analysis.sources.pcap import CaptureReader
+from h2ws.analysis.sources.tcp import TcpReassembler, TcpSegment
+from h2ws.analysis.sources.tls import KeyLog, TlsLayer, hkdf_expand_label, tls12_prf
+from h2ws.testkit.tls_peers import harness, synth
 
 from .paths import SHARED_CAPTURES
 
@@ -770,7 +770,7 @@ PY_EXPECTED = {
     "hypercorn-t13-keyupdate": ("TLS 1.3", "TLS_AES_256_GCM_SHA384"),
     "hypercorn-t12-aes128gcm": ("TLS 1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
 }
-NODE_CLIENT = harness.REPO / "tests" / "peers" / "h2_client.mjs"
+NODE_CLIENT = harness.REPO / "testkit" / "peers" / "h2_client.mjs"
 BROWSERS = ("chromium", "firefox")
 #: Offering the TLS 1.3 CCM suites (OpenSSL does not by default; Python has no API for it).
 CCM_CONF = """openssl_conf = default_conf
@@ -846,7 +846,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 keylog = work / f"py-{name}.keys"
                 keys.append(keylog)
                 cmd = [
-                    sys.executable, "-m", "tests.tls_peers.py_client", "--port", str(port),
+                    sys.executable, "-m", "h2ws.testkit.tls_peers.py_client", "--port", str(port),
                     "--ca", str(cert.ca), "--keylog", str(keylog),
                     "--log", str(work / f"py-{name}.json"),
                 ]  # fmt: skip

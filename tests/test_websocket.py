@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
-from h2ws.analysis.records import DiagnosticRecord, MessageRecord
-from h2ws.analysis.websocket import (
+from h2ws.analysis.core.websocket import (
     DeflateParams,
     MessageDecoder,
     PayloadPolicy,
     negotiated_deflate,
 )
+from h2ws.analysis.records import DiagnosticRecord, MessageRecord
 
 Rec = MessageRecord | DiagnosticRecord
 FULL = PayloadPolicy(mode="full")

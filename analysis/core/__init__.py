@@ -1,0 +1,1 @@
+"""The sans-IO decoder core: one connection's bytes in, records out (no sockets, files, clocks)."""

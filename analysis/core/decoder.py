@@ -1,0 +1,350 @@
+"""``ConnectionDecoder``: the one entry point of the sans-IO core.
+
+It learns what a connection speaks from its first bytes — never from its port — and routes every
+chunk to the HTTP/2 or HTTP/1.1 decoder, switching from HTTP/1.1 to HTTP/2 on ``Upgrade: h2c``.
+When the connection ends it emits its ``connections`` row.
+"""
+
+from __future__ import annotations
+
+import re
+
+from communityid import CommunityID, FlowTuple
+
+from h2ws.analysis.core.chunks import ConnectionInfo, TlsInfo
+from h2ws.analysis.core.h2 import PREFACE, H2Decoder
+from h2ws.analysis.core.http1 import Http1Decoder
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.records import (
+    ConnectionRecord,
+    DiagnosticRecord,
+    Direction,
+    Record,
+    StreamRecord,
+)
+
+#: An HTTP/1.x request line starts with a method token and a space (RFC 9112 §3).
+_HTTP1_REQUEST = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32} ")
+_TLS_RECORD = re.compile(rb"^[\x14-\x17]\x03[\x00-\x04]")
+#: How many bytes we wait for before deciding that a connection speaks nothing we know.
+_SNIFF_LIMIT = 64 * 1024
+
+_COMMUNITY_ID = CommunityID()
+
+
+#: Sources whose connections are two TCP connections joined by a proxy (mitmproxy).
+PROXIED_SOURCES = frozenset({"live", "flowfile"})
+
+
+def community_id(info: ConnectionInfo) -> str | None:
+    """Community ID v1 (seed 0) of a TCP connection, so rows join with Zeek, Suricata, etc.
+
+    A Community ID names one TCP connection by its 5-tuple.  A proxied connection is two: the
+    client leg (client <-> proxy) and the upstream leg (proxy <-> server); hashing the client
+    with the upstream server would name neither.  Its ID is the client leg's, the connection
+    the row's ``conn_id``, ``tls`` and byte counts describe (``tls`` is the client's TLS, and
+    an upstream leg may be shared or re-opened).  None when an address of that leg is unknown.
+    """
+    if info.source in PROXIED_SOURCES:
+        peer_addr, peer_port = info.proxy_addr, info.proxy_port
+    else:
+        peer_addr, peer_port = info.server_addr, info.server_port
+    if not (info.client_addr and peer_addr and info.client_port and peer_port):
+        return None
+    try:
+        tpl = FlowTuple.make_tcp(info.client_addr, peer_addr, info.client_port, peer_port)
+        return str(_COMMUNITY_ID.calc(tpl))
+    except Exception:
+        return None
+
+
+def connection_record(info: ConnectionInfo, *, tls: bool = False) -> ConnectionRecord:
+    """The ``connections`` row as far as the endpoints tell; decoders fill in the rest."""
+    return ConnectionRecord(
+        conn_id=info.conn_id,
+        community_id=community_id(info),
+        source=info.source,
+        capture=info.capture,
+        client_addr=info.client_addr,
+        client_port=info.client_port,
+        server_addr=info.server_addr,
+        server_port=info.server_port,
+        tls=tls,
+    )
+
+
+class ConnectionDecoder:
+    """Both byte streams of one connection in, records out.  No I/O, no clock."""
+
+    def __init__(
+        self, info: ConnectionInfo, options: DecodeOptions | None = None, *, tls: bool = False
+    ) -> None:
+        self.info = info
+        self.options = options or DecodeOptions()
+        self.record = connection_record(info, tls=tls)
+        self._h2: H2Decoder | None = None
+        self._http1: Http1Decoder | None = None
+        self._sniff: dict[str, bytearray] = {"c2s": bytearray(), "s2c": bytearray()}
+        #: Chunks held while sniffing, in arrival order: replayed once the protocol is known.
+        self._held: list[tuple[Direction, bytes, float]] = []
+        self._protocol: str | None = None  # h2 | http1 | tls | unknown
+        #: exchanges, websockets, error of the HTTP/1.1 part (kept across an h2c upgrade)
+        self._http1_counts: tuple[int, int, str | None] = (0, 0, None)
+        self._closed = False
+        #: True once a TLS layer reports wire bytes itself (``feed`` then gets plaintext).
+        self._wire_counted = False
+        self._out: list[Record] = []
+
+    @property
+    def protocol(self) -> str | None:
+        return self._protocol
+
+    def open_streams(self) -> list[StreamRecord]:
+        """The rows of the HTTP/2 streams still open on this connection (none before HTTP/2
+        is recognised, nor on HTTP/1.1), updated in place as decoding goes on; see
+        :meth:`H2Decoder.open_streams`.  A live view, such as the addon's mirrored WebSocket
+        flows, needs a stream before its row is emitted at the stream's end.
+        """
+        return self._h2.open_streams() if self._h2 is not None else []
+
+    def set_tls(self, info: TlsInfo) -> list[Record]:
+        """A TLS layer below us took the handshake: from now on ``feed`` gets plaintext."""
+        rec = self.record
+        rec.tls = True
+        rec.tls_version = info.version
+        rec.tls_cipher = info.cipher
+        rec.sni = info.sni
+        rec.alpn = info.alpn
+        self._wire_counted = True
+        if rec.ts_start is None:
+            rec.ts_start = info.ts
+        if info.alpn == "h2":
+            rec.http_version = "h2"
+        elif info.alpn == "http/1.1":
+            rec.http_version = "http/1.1"
+        if not info.decrypted:
+            self._protocol = "tls"
+            self._forget_sniffed()
+        elif info.alpn == "h2" and self._protocol is None:
+            # ALPN settles it: no need to wait for the client preface (the server's SETTINGS
+            # may come first, and a spare browser connection may never send anything).
+            self._start_h2()
+        return self._take()
+
+    def count_wire(self, direction: Direction, length: int, ts: float) -> None:
+        rec = self.record
+        if rec.ts_start is None:
+            rec.ts_start = ts
+        rec.ts_end = ts
+        if direction == "c2s":
+            rec.bytes_c2s += length
+        else:
+            rec.bytes_s2c += length
+
+    def feed(self, direction: Direction, data: bytes, ts: float) -> list[Record]:
+        if not self._wire_counted:
+            self.count_wire(direction, len(data), ts)
+        if self._protocol is None:
+            self._sniff[direction] += data
+            self._held.append((direction, data, ts))
+            self._try_sniff(ts)
+            return self._take()
+        self._route(direction, data, ts)
+        return self._take()
+
+    def gap(self, direction: Direction, ts: float, length: int | None) -> list[Record]:
+        rec = self.record
+        rec.error = rec.error or f"bytes missing from the {direction} stream"
+        if self._protocol is None:
+            self._protocol = "unknown"
+            self._diag(
+                ts,
+                "tcp",
+                "error",
+                "gap_before_sniff",
+                "bytes were lost before the protocol could be recognised",
+            )
+        elif self._h2 is not None:
+            self._out.extend(self._h2.gap(direction, ts, length))
+        elif self._http1 is not None:
+            self._out.extend(self._http1.gap(direction, ts, length))
+        return self._take()
+
+    def close(self, ts: float | None, cause: str) -> list[Record]:
+        if self._closed:
+            return []
+        self._closed = True
+        rec = self.record
+        if ts is not None:
+            rec.ts_end = max(rec.ts_end or ts, ts)
+        if self._protocol is None and (self._sniff["c2s"] or self._sniff["s2c"]):
+            self._decide_unknown(ts)
+        if self._http1 is not None:
+            self._out.extend(self._http1.close(ts, cause))
+        if self._h2 is not None:
+            self._out.extend(self._h2.close(ts, cause))
+        self._fill_connection_record(cause)
+        self._out.append(rec)
+        return self._take()
+
+    # ------------------------------------------------------------------ sniffing
+
+    def _try_sniff(self, ts: float) -> None:
+        c2s = bytes(self._sniff["c2s"])
+        if c2s:
+            n = min(len(c2s), len(PREFACE))
+            if c2s[:n] == PREFACE[:n]:
+                if n == len(PREFACE):
+                    self._start_h2()
+                return
+            if _TLS_RECORD.match(c2s):
+                self._protocol = "tls"
+                self.record.tls = True
+                self._diag(
+                    ts,
+                    "tls",
+                    "warning",
+                    "tls_no_keys",
+                    "encrypted connection and no TLS keys for it; only counted",
+                )
+                self._forget_sniffed()
+                return
+            if _HTTP1_REQUEST.match(c2s):
+                self._start_http1()
+                return
+            if len(c2s) >= 33 or not _could_be_http1(c2s):
+                self._decide_unknown(ts)
+                return
+        elif len(self._sniff["s2c"]) > _SNIFF_LIMIT:
+            self._decide_unknown(ts)
+
+    def _decide_unknown(self, ts: float | None) -> None:
+        self._protocol = "unknown"
+        head = bytes(self._sniff["c2s"][:16] or self._sniff["s2c"][:16])
+        self._diag(
+            ts,
+            "tcp",
+            "info",
+            "unknown_protocol",
+            f"not HTTP/1.x, HTTP/2 or TLS (first bytes {head.hex()}); only counted",
+        )
+        self._forget_sniffed()
+
+    def _forget_sniffed(self) -> None:
+        self._sniff = {"c2s": bytearray(), "s2c": bytearray()}
+        self._held = []
+
+    def _replay_sniffed(self) -> None:
+        held = self._held
+        self._forget_sniffed()
+        for direction, data, ts in held:
+            self._route(direction, data, ts)
+
+    def _start_h2(self) -> None:
+        self._protocol = "h2"
+        self.record.http_version = "h2" if self.record.tls else "h2c"
+        self._h2 = H2Decoder(self.info.conn_id, self.options)
+        self._replay_sniffed()
+
+    def _start_http1(self) -> None:
+        self._protocol = "http1"
+        self.record.http_version = "http/1.1"
+        self._http1 = Http1Decoder(self.info.conn_id, self.options)
+        self._replay_sniffed()
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, direction: Direction, data: bytes, ts: float) -> None:
+        if self._h2 is not None:
+            self._out.extend(self._h2.feed(direction, data, ts))
+        elif self._http1 is not None:
+            self._out.extend(self._http1.feed(direction, data, ts))
+            upgrade = self._http1.upgrade
+            if upgrade is not None and upgrade.protocol == "h2c":
+                self._switch_to_h2c(ts)
+
+    def _switch_to_h2c(self, ts: float) -> None:
+        """RFC 7540 §3.2: after the 101 both sides speak HTTP/2; the request is stream 1."""
+        assert self._http1 is not None and self._http1.upgrade is not None
+        http1 = self._http1
+        upgrade = http1.upgrade
+        assert upgrade is not None
+        self._out.extend(http1.close(ts, "switched_protocols"))
+        self._http1_counts = (http1.exchanges - 1, http1.websocket_count, http1.error)
+        self._http1 = None
+        self.record.http_version = "h2c"
+        self.record.h2c_upgrade = True
+        self._h2 = H2Decoder(self.info.conn_id, self.options)
+        host = next((v for n, v in upgrade.request_headers if n == "host"), None)
+        request = [(":method", upgrade.method), (":scheme", "http"), (":path", upgrade.target)]
+        if host is not None:
+            request.append((":authority", host))
+        request += [(n, v) for n, v in upgrade.request_headers if n not in _HOP_BY_HOP]
+        self._out.extend(self._h2.start_after_upgrade(request, upgrade.ts))
+        if upgrade.s2c:
+            self._out.extend(self._h2.feed("s2c", upgrade.s2c, ts))
+        if upgrade.c2s:
+            self._out.extend(self._h2.feed("c2s", upgrade.c2s, ts))
+
+    # ------------------------------------------------------------------ output
+
+    def _fill_connection_record(self, cause: str) -> None:
+        rec = self.record
+        rec.end_cause = cause
+        if self._http1 is not None:
+            self._http1_counts = (
+                self._http1.exchanges,
+                self._http1.websocket_count,
+                self._http1.error,
+            )
+        exchanges, websockets, error = self._http1_counts
+        rec.streams += exchanges
+        rec.websockets += websockets
+        rec.error = rec.error or error
+        h2 = self._h2
+        if h2 is not None:
+            rec.streams += h2.stream_count
+            rec.websockets += h2.websocket_count
+            rec.enable_connect_protocol = bool(h2.enable_connect_protocol)
+            rec.ts_enable_connect_protocol = h2.ts_enable_connect_protocol
+            rec.settings_c2s = h2.settings_json("c2s")
+            rec.settings_s2c = h2.settings_json("s2c")
+            rec.goaway_code = h2.goaway_code
+            rec.goaway_last_stream_id = h2.goaway_last_stream_id
+            rec.error = rec.error or h2.error
+
+    def _diag(self, ts: float | None, layer: str, severity: str, code: str, message: str) -> None:
+        self._out.append(
+            DiagnosticRecord(
+                conn_id=self.info.conn_id,
+                stream_id=None,
+                ts=ts,
+                layer=layer,
+                severity=severity,
+                code=code,
+                message=message,
+            )
+        )
+
+    def _take(self) -> list[Record]:
+        out, self._out = self._out, []
+        return out
+
+
+def _could_be_http1(data: bytes) -> bool:
+    """A prefix that may still grow into a request line (method token not yet complete)."""
+    return bool(re.match(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}$", data))
+
+
+#: HTTP/1.1 connection-specific headers that have no place in an HTTP/2 request (RFC 9113 §8.2.2).
+_HOP_BY_HOP = frozenset(
+    {
+        "host",
+        "connection",
+        "upgrade",
+        "http2-settings",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+    }
+)

@@ -1,0 +1,383 @@
+"""HTTP/1.1 seen from the wire, with h11: exchanges, ``Upgrade: websocket`` and ``Upgrade: h2c``.
+
+h11 is an endpoint library, so the observer runs two of them: one in the server role parses what
+the client sent, one in the client role parses what the server sent.  Each is kept in step with
+the other side by feeding it a minimal stand-in of the other side's message (method and target,
+or status and whether the connection closes) — enough for h11 to know how the next message is
+framed (HEAD, CONNECT, 101, keep-alive), and nothing the tables depend on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+
+from h2ws.analysis.core.headers import HeaderList, decode_headers, first, joined, to_json
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import MessageDecoder, negotiated_deflate
+from h2ws.analysis.records import DiagnosticRecord, Direction, MessageRecord, Record, StreamRecord
+
+MAX_HEADER_BYTES = 1 * 2**20
+#: Server bytes held back until the request they answer has been parsed (they arrive in order
+#: in any sane capture; this only bounds memory when they do not).
+MAX_PENDING_RESPONSE = 4 * 2**20
+
+
+@dataclass(slots=True)
+class _Exchange:
+    record: StreamRecord
+    upgrade: str | None  # lower-cased Upgrade token the client asked for
+    request_headers: HeaderList
+    ws: dict[str, MessageDecoder] = field(default_factory=dict)
+    done: bool = False
+
+
+@dataclass(slots=True)
+class Upgrade:
+    """What the connection turned into after a 101: the caller hands the bytes on."""
+
+    protocol: str  # "websocket" | "h2c" | other token
+    method: str
+    target: str
+    request_headers: HeaderList
+    ts: float
+    c2s: bytes
+    s2c: bytes
+
+
+class Http1Decoder:
+    """Both directions of one HTTP/1.x connection until (and including) a protocol switch."""
+
+    def __init__(self, conn_id: str, options: DecodeOptions) -> None:
+        self.conn_id = conn_id
+        self.options = options
+        self._requests = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._responses = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._queue: list[_Exchange] = []  # requests parsed, response not yet complete
+        self._current_request: _Exchange | None = None
+        self._pending_s2c = bytearray()
+        self._pending_s2c_ts = 0.0
+        self.exchanges = 0
+        self.websocket_count = 0
+        self.failed = False
+        self.error: str | None = None
+        #: Set once a 101 (or 2xx to CONNECT) switched protocols; for h2c the caller takes over.
+        self.upgrade: Upgrade | None = None
+        self._ws_exchange: _Exchange | None = None
+        self._out: list[Record] = []
+
+    # ------------------------------------------------------------------ public API
+
+    def feed(self, direction: Direction, data: bytes, ts: float) -> list[Record]:
+        if self.failed or not data:
+            return self._take()
+        try:
+            if self._ws_exchange is not None:
+                self._feed_ws(self._ws_exchange, direction, data, ts)
+            elif self.upgrade is not None:
+                pass  # switched to a protocol the caller decodes (h2c) or we do not know
+            elif direction == "c2s":
+                self._requests.receive_data(data)
+                self._pump_requests(ts)
+            else:
+                if len(self._pending_s2c) + len(data) > MAX_PENDING_RESPONSE:
+                    self._fail(
+                        ts,
+                        "http1_response_without_request",
+                        "server sent more than 4 MiB that answers no request seen",
+                    )
+                else:
+                    self._pending_s2c += data
+                    self._pending_s2c_ts = ts
+                    self._pump_responses(ts)
+        except h11.ProtocolError as exc:
+            self._fail(ts, "http1_protocol_error", f"HTTP/1.1 {direction}: {exc}")
+        except Exception as exc:
+            self._fail(ts, "http1_internal_error", f"internal decoder error: {exc!r}")
+        return self._take()
+
+    def gap(self, direction: Direction, ts: float, length: int | None) -> list[Record]:
+        if not self.failed:
+            lost = f"{length} bytes" if length is not None else "bytes"
+            self._fail(
+                ts, "http1_gap", f"{lost} missing from the {direction} stream; decoding stops"
+            )
+        return self._take()
+
+    def close(self, ts: float | None, cause: str) -> list[Record]:
+        end = "incomplete" if cause == "capture_ended" else "connection_closed"
+        if not self.failed and self.upgrade is None and self._queue:
+            # A response delimited by the connection's close ends here.
+            try:
+                self._responses.receive_data(b"")
+                self._pump_responses(ts or 0.0)
+            except h11.ProtocolError:
+                pass
+        for exchange in list(self._queue):
+            self._finish(exchange, ts, end)
+        if self._current_request is not None:
+            self._finish(self._current_request, ts, "incomplete")
+        if self._ws_exchange is not None:
+            self._finish(self._ws_exchange, ts, end)
+        return self._take()
+
+    # ------------------------------------------------------------------ requests
+
+    def _pump_requests(self, ts: float) -> None:
+        conn = self._requests
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self._current_request = self._on_request(event, ts)
+            elif isinstance(event, h11.Data):
+                if self._current_request is not None:
+                    self._current_request.record.bytes_c2s += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                exchange = self._current_request
+                self._current_request = None
+                if exchange is not None:
+                    self._queue.append(exchange)
+                    self._send_stand_in_request(exchange)
+                    self._pump_responses(ts)
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+
+    def _on_request(self, event: h11.Request, ts: float) -> _Exchange:
+        headers = decode_headers(event.headers)
+        method = event.method.decode("ascii", "replace")
+        upgrade_header = first(headers, "upgrade")
+        upgrade = upgrade_header.strip().lower() if upgrade_header else None
+        if upgrade == "websocket":
+            kind = "websocket"
+            self.websocket_count += 1
+        elif method == "CONNECT":
+            kind = "connect"
+        else:
+            kind = "http"
+        target = event.target.decode("utf-8", "replace")
+        rec = StreamRecord(
+            conn_id=self.conn_id,
+            stream_id=None,
+            exchange=self.exchanges,
+            kind=kind,
+            method=method,
+            protocol=upgrade,
+            scheme=None,
+            authority=first(headers, "host"),
+            path=target,
+            request_headers=to_json(headers, self.options.redact),
+            ts_open=ts,
+        )
+        self.exchanges += 1
+        return _Exchange(record=rec, upgrade=upgrade, request_headers=headers)
+
+    def _send_stand_in_request(self, exchange: _Exchange) -> None:
+        rec = exchange.record
+        headers: list[tuple[str, str]] = [("host", rec.authority or "unknown")]
+        for name in ("connection", "upgrade"):
+            value = first(exchange.request_headers, name)
+            if value is not None:
+                headers.append((name, value))
+        self._responses.send(
+            h11.Request(method=rec.method or "GET", target=rec.path or "/", headers=headers)
+        )
+        self._responses.send(h11.EndOfMessage())
+
+    # ------------------------------------------------------------------ responses
+
+    def _pump_responses(self, ts: float) -> None:
+        conn = self._responses
+        if (
+            self._pending_s2c
+            and self._queue
+            and conn.their_state in (h11.SEND_RESPONSE, h11.SEND_BODY)
+        ):
+            data = bytes(self._pending_s2c)
+            self._pending_s2c.clear()
+            conn.receive_data(data)
+        while self._queue:
+            exchange = self._queue[0]
+            event = conn.next_event()
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                if conn.their_state is h11.SWITCHED_PROTOCOL:
+                    self._switch(exchange, ts)
+                return
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    self._on_response(exchange, event, ts)
+                    self._switch(exchange, ts)
+                    return
+            elif isinstance(event, h11.Response):
+                self._on_response(exchange, event, ts)
+                if conn.their_state is h11.SWITCHED_PROTOCOL:  # 2xx to CONNECT
+                    self._switch(exchange, ts)
+                    return
+            elif isinstance(event, h11.Data):
+                exchange.record.bytes_s2c += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self._queue.pop(0)
+                self._finish(exchange, ts, "end_stream")
+                self._next_cycle(exchange)
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+
+    def _on_response(
+        self, exchange: _Exchange, event: h11.Response | h11.InformationalResponse, ts: float
+    ) -> None:
+        headers = decode_headers(event.headers)
+        rec = exchange.record
+        rec.status = event.status_code
+        rec.ts_response = ts
+        rec.response_headers = to_json(headers, self.options.redact)
+        if rec.kind == "websocket":
+            rec.ws_accepted = event.status_code == 101
+            rec.ws_extensions = joined(headers, "sec-websocket-extensions")
+            rec.ws_subprotocol = first(headers, "sec-websocket-protocol")
+
+    def _next_cycle(self, exchange: _Exchange) -> None:
+        """Tell the request parser the response is over, so it may parse the next request."""
+        status = exchange.record.status or 200
+        headers = [("content-length", "0")]
+        closes = self._responses.their_state is h11.MUST_CLOSE or (
+            self._responses.our_state is h11.MUST_CLOSE
+        )
+        if closes:
+            headers.append(("connection", "close"))
+        if exchange.record.method == "HEAD" or status in (204, 304):
+            headers = [("connection", "close")] if closes else []
+        self._requests.send(h11.Response(status_code=status, headers=headers))
+        self._requests.send(h11.EndOfMessage())
+        if self._requests.our_state is h11.DONE and self._requests.their_state is h11.DONE:
+            self._requests.start_next_cycle()
+        if self._responses.our_state is h11.DONE and self._responses.their_state is h11.DONE:
+            self._responses.start_next_cycle()
+        self._pump_requests(exchange.record.ts_response or 0.0)
+
+    # ------------------------------------------------------------------ switching protocols
+
+    def _switch(self, exchange: _Exchange, ts: float) -> None:
+        self._queue.remove(exchange)
+        status = exchange.record.status or 0
+        upgrade_headers: list[tuple[str, str]] = [("upgrade", exchange.upgrade or "")]
+        stand_in: Any = (
+            h11.InformationalResponse(status_code=101, headers=upgrade_headers)
+            if status == 101
+            else h11.Response(status_code=status, headers=[])
+        )
+        # If the request parser did not see the switch proposal, its bytes are moot now.
+        with contextlib.suppress(h11.LocalProtocolError):
+            self._requests.send(stand_in)
+        c2s, _ = self._requests.trailing_data
+        s2c, _ = self._responses.trailing_data
+        protocol = exchange.upgrade or ("connect" if exchange.record.method == "CONNECT" else "")
+        self.upgrade = Upgrade(
+            protocol,
+            exchange.record.method or "GET",
+            exchange.record.path or "/",
+            exchange.request_headers,
+            ts,
+            bytes(c2s),
+            bytes(s2c),
+        )
+        if exchange.record.kind == "websocket":
+            self._ws_exchange = exchange
+            deflate = negotiated_deflate(exchange.record.ws_extensions)
+            for d in ("c2s", "s2c"):
+                exchange.ws[d] = MessageDecoder(
+                    conn_id=self.conn_id,
+                    stream_id=None,
+                    exchange=exchange.record.exchange,
+                    direction=d,
+                    deflate=deflate,
+                    payload=self.options.payload,
+                    max_message_bytes=self.options.max_message_bytes,
+                )
+            if c2s:
+                self._feed_ws(exchange, "c2s", bytes(c2s), exchange.record.ts_open or ts)
+            if s2c:
+                self._feed_ws(exchange, "s2c", bytes(s2c), ts)
+        elif exchange.upgrade != "h2c":
+            # Some other protocol (or a CONNECT tunnel): the exchange ends at the switch; the
+            # caller counts the remaining bytes on the connection.
+            self._finish(exchange, ts, "switched_protocols")
+
+    def _feed_ws(self, exchange: _Exchange, d: str, data: bytes, ts: float) -> None:
+        rec = exchange.record
+        if d == "c2s":
+            rec.bytes_c2s += len(data)
+        else:
+            rec.bytes_s2c += len(data)
+        decoder = exchange.ws[d]
+        if decoder.failed:
+            return
+        for out in decoder.feed(data, ts):
+            if isinstance(out, MessageRecord):
+                if d == "c2s":
+                    rec.messages_c2s += 1
+                else:
+                    rec.messages_s2c += 1
+                if out.opcode == "close" and rec.ws_close_by is None:
+                    rec.ws_close_by = d
+                    rec.close_cause = (
+                        f"ws_close:{out.close_code}" if out.close_code is not None else "ws_close"
+                    )
+            else:
+                rec.error = rec.error or out.message
+            self._out.append(out)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _finish(self, exchange: _Exchange, ts: float | None, end: str) -> None:
+        if exchange.done:
+            return
+        exchange.done = True
+        rec = exchange.record
+        failed = cut = False
+        for decoder in exchange.ws.values():
+            for diag in decoder.finish(ts):
+                rec.error = rec.error or diag.message
+                self._out.append(diag)
+            failed = failed or decoder.failed
+            cut = cut or decoder.in_message
+        # As for HTTP/2 streams: a message cut short by the closed connection keeps that cause
+        # in ``stream_end`` and makes ``close_cause`` "incomplete"; a decoding failure leaves
+        # the end unknown.
+        if failed and end == "connection_closed":
+            end = "incomplete"
+        rec.stream_end = end
+        if failed or cut:
+            rec.close_cause = "incomplete"
+        elif rec.close_cause is None:
+            rec.close_cause = end
+        rec.ts_close = ts
+        self._out.append(rec)
+
+    def _fail(self, ts: float | None, code: str, message: str) -> None:
+        self.failed = True
+        self.error = self.error or message
+        self._out.append(
+            DiagnosticRecord(
+                conn_id=self.conn_id,
+                stream_id=None,
+                ts=ts,
+                layer="http1",
+                severity="error",
+                code=code,
+                message=message,
+            )
+        )
+        for exchange in [*self._queue, self._current_request, self._ws_exchange]:
+            if exchange is not None and not exchange.done:
+                exchange.record.error = exchange.record.error or message
+                self._finish(exchange, ts, "incomplete")
+        self._queue.clear()
+        self._current_request = None
+
+    def _take(self) -> list[Record]:
+        out, self._out = self._out, []
+        return out

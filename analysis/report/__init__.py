@@ -1,0 +1,1 @@
+"""Reports: the notebook runner, the figures, and the text summary."""

@@ -1,0 +1,1 @@
+"""Sinks: streaming table writers and the table reader."""

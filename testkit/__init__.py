@@ -1,0 +1,1 @@
+"""The test kit: real peers, capture writers, TLS sealing; shared by tests, bench and the demo."""
