@@ -27,8 +27,17 @@ if TYPE_CHECKING:
     # takes half a second to import.
     from nbformat import NotebookNode
 
-#: The report notebook, next to the package folders in a source checkout.
-DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "report.ipynb"
+
+def packaged_notebook(name: str = "report.ipynb") -> Path:
+    """A notebook shipped with h2ws (package ``h2ws.notebooks``: the checkout's top-level
+    ``notebooks/`` in an editable install, package data in a wheel)."""
+    from importlib.resources import files
+
+    return Path(str(files("h2ws.notebooks").joinpath(name)))
+
+
+#: The report notebook.
+DEFAULT_NOTEBOOK = packaged_notebook()
 #: Where :func:`publish` puts results in a notebook's outputs.
 RESULT_MIMETYPE = "application/vnd.h2ws.result+json"
 #: Cells with this tag are executed but left out of the HTML.
@@ -247,6 +256,7 @@ __all__ = [
     "inject_parameters",
     "note",
     "notebook_results",
+    "packaged_notebook",
     "publish",
     "run_report",
     "show_table",

@@ -498,12 +498,12 @@ def _text_schema(schema: pa.Schema) -> pa.Schema:
     )
 
 
-def _read_file(path: Path, table: str) -> pa.Table:
+def _read_file(path: Path, table: str, wanted: Sequence[str] | None = None) -> pa.Table:
     schema = arrow_schema(table)
     if path.suffix == ".parquet":
-        return pq.read_table(path, schema=schema)
+        return pq.read_table(path, schema=schema, columns=wanted)
     if path.suffix == ".csv":
-        options = pacsv.ConvertOptions(column_types=_text_schema(schema))
+        options = pacsv.ConvertOptions(column_types=_text_schema(schema), include_columns=wanted)
         return pacsv.read_csv(path, convert_options=options)
     rows = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
     timestamps = {name for name, kind in columns(table) if kind == "timestamp"}
@@ -511,20 +511,24 @@ def _read_file(path: Path, table: str) -> pa.Table:
         for name in timestamps:
             if row.get(name) is not None:
                 row[name] = datetime.fromisoformat(row[name].replace("Z", "+00:00"))
-    return pa.Table.from_pylist(rows, schema=_text_schema(schema))
+    whole = pa.Table.from_pylist(rows, schema=_text_schema(schema))
+    return whole if wanted is None else whole.select(list(wanted))
 
 
-def read_table(out_dir: str | os.PathLike[str], table: str) -> pa.Table:
+def read_table(
+    out_dir: str | os.PathLike[str], table: str, columns: Sequence[str] | None = None
+) -> pa.Table:
     """One table of an output directory, whichever format and layout wrote it.
 
     Accepts ``<table>.parquet|.csv|.jsonl`` files and ``<table>/`` datasets of part files (the
-    live addon's layout).  CSV and JSON Lines keep ``payload`` as base64 text.
+    live addon's layout).  CSV and JSON Lines keep ``payload`` as base64 text.  ``columns``
+    reads only those (Parquet and CSV never load the others, e.g. ``payload``).
     """
     base = Path(out_dir)
     for ext in EXTENSIONS.values():
         single = base / f"{table}{ext}"
         if single.exists():
-            return _read_file(single, table)
+            return _read_file(single, table, columns)
     folder = base / table
     if folder.is_dir():
         parts = sorted(
@@ -533,8 +537,9 @@ def read_table(out_dir: str | os.PathLike[str], table: str) -> pa.Table:
             if not p.name.startswith(".") and p.suffix in EXTENSIONS.values()
         )
         if not parts:
-            return arrow_schema(table).empty_table()
-        tables = [_read_file(p, table) for p in parts]
+            empty = arrow_schema(table).empty_table()
+            return empty if columns is None else empty.select(list(columns))
+        tables = [_read_file(p, table, columns) for p in parts]
         return pa.concat_tables(tables)
     raise FileNotFoundError(f"no {table} table in {base} (expected {table}.parquet or {table}/)")
 

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from h2ws.analysis.core.chunks import ChunkEvent, Opened
@@ -35,6 +35,10 @@ from h2ws.analysis.sources.tcp import TcpReassembler
 from h2ws.analysis.sources.tls import KeyLog, TlsLayer
 
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+
+
+#: Capture-level codes that mean an input gave nothing at all.
+UNREADABLE = frozenset({"not_a_capture", "not_a_flow_file"})
 
 
 class WorkerDied(RuntimeError):
@@ -60,13 +64,16 @@ class Tally:
     stats: Counter[str] = field(default_factory=Counter)
     problems: Counter[str] = field(default_factory=Counter)
     first_message: dict[str, str] = field(default_factory=dict)
-    #: capture-level problems, one line each
+    #: capture-level problems, one line each (each message starts with its input's name)
     notices: list[str] = field(default_factory=list)
 
     def report(self, diag: DiagnosticRecord) -> None:
-        """Capture-level problems get a line each; decoding problems are tallied."""
+        """Capture-level problems get a line each; decoding problems are tallied.  An input
+        that could not be read at all counts in ``stats["unreadable"]``."""
         if diag.layer == "capture":
-            self.notices.append(f"{diag.code}: {diag.message}")
+            self.notices.append(f"{diag.message} ({diag.code})")
+            if diag.code in UNREADABLE:
+                self.stats["unreadable"] += 1
         elif diag.severity != "info":
             self.problems[diag.code] += 1
             message = f"{diag.conn_id or ''} {diag.message}".strip()
@@ -81,9 +88,16 @@ class Tally:
 
 
 def capture_events(
-    path: Path, stats: Counter[str], keylogs: Sequence[Path] = (), share: Share = Share()
+    path: Path,
+    stats: Counter[str],
+    keylogs: Sequence[Path] = (),
+    share: Share = Share(),
+    name: str | None = None,
 ) -> Iterator[ChunkEvent]:
     """CaptureReader -> TcpReassembler -> TlsLayer, for the connections of ``share``.
+
+    ``name`` (default: the file's base name) is the ``capture`` column and the prefix of every
+    ``conn_id``: the CLI gives each input of a run a distinct one (:mod:`.inputs`).
 
     The key logs of ``--keylog`` and those the capture embeds (pcapng Decryption Secrets Blocks)
     form one :class:`KeyLog`; an embedded one is learnt before the packets after it are fed.
@@ -101,7 +115,8 @@ def capture_events(
     except OSError:
         pcapng = False
     reader = CaptureReader(path)
-    reassembler = TcpReassembler(capture=path.name)
+    label = name or path.name
+    reassembler = TcpReassembler(capture=label, conn_id_prefix=label)
     # Only pcapng files can carry keys of their own, anywhere in the file: wait for them.
     tls = TlsLayer(keylog, wait_for_keys=pcapng)
     mine = _ShareFilter(share)
@@ -150,12 +165,26 @@ class _ShareFilter:
 
 
 def decode(
-    path: Path, options: DecodeOptions, tally: Tally, keylogs: Sequence[Path], share: Share
+    path: Path,
+    options: DecodeOptions,
+    tally: Tally,
+    keylogs: Sequence[Path],
+    share: Share,
+    name: str | None = None,
 ) -> Iterable[Record]:
     """Every record of one capture or flow file (of one share of a capture's connections)."""
     if is_flow_file(path):
         return flow_records(path, options, tally.stats)
-    return Pipeline(options).run(capture_events(path, tally.stats, keylogs, share))
+    return Pipeline(options).run(capture_events(path, tally.stats, keylogs, share, name))
+
+
+def _named(diag: DiagnosticRecord, path: Path, name: str) -> DiagnosticRecord:
+    """A capture-level diagnostic whose message starts with its input's name: the row has no
+    ``conn_id`` to say which file it is about, and several inputs may fail alike."""
+    message = diag.message
+    if message.startswith(f"{path.name}: "):
+        message = message[len(path.name) + 2 :]
+    return replace(diag, message=f"{name}: {message}")
 
 
 def extract_into(
@@ -164,10 +193,15 @@ def extract_into(
     options: DecodeOptions,
     keylogs: Sequence[Path] = (),
     share: Share = Share(),
+    name: str | None = None,
 ) -> Tally:
+    """Decode ``path`` into ``sink``; ``name`` as in :func:`capture_events`."""
     tally = Tally()
-    for record in decode(path, options, tally, keylogs, share):
+    label = name or path.name
+    for record in decode(path, options, tally, keylogs, share, name):
         if isinstance(record, DiagnosticRecord):
+            if record.layer == "capture":
+                record = _named(record, path, label)
             tally.report(record)
         sink.write(record)
     return tally
@@ -181,11 +215,12 @@ class _Task:
     fmt: str
     options: DecodeOptions
     keylogs: tuple[Path, ...]
+    name: str | None = None
 
 
 def _run_task(task: _Task) -> tuple[Tally, dict[str, int]]:
     with TableSink(task.out_dir, task.fmt) as sink:
-        tally = extract_into(sink, task.path, task.options, task.keylogs, task.share)
+        tally = extract_into(sink, task.path, task.options, task.keylogs, task.share, task.name)
     return tally, sink.counts
 
 
@@ -203,20 +238,22 @@ def extract_parallel(
     options: DecodeOptions,
     keylogs: Sequence[Path],
     jobs: int,
+    names: Sequence[str] | None = None,
 ) -> tuple[Tally, dict[str, int]]:
     """Every capture in ``jobs`` shares (flow files whole), at most ``jobs`` processes at once;
-    then one file per table in ``out_dir``."""
+    then one file per table in ``out_dir``.  ``names``: one per path, as in
+    :func:`capture_events`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".h2ws-jobs-", dir=out_dir))
     try:
         tasks: list[_Task] = []
-        for path in paths:
+        for i, path in enumerate(paths):
             shares = 1 if is_flow_file(path) else jobs
+            name = names[i] if names is not None else None
             for index in range(shares):
                 share_dir = work / str(len(tasks))
-                tasks.append(
-                    _Task(path, Share(index, shares), share_dir, fmt, options, tuple(keylogs))
-                )
+                share = Share(index, shares)
+                tasks.append(_Task(path, share, share_dir, fmt, options, tuple(keylogs), name))
         # spawn, not fork: pyarrow's allocator runs a thread from the moment it is loaded,
         # and forking a process with threads can deadlock the child.  Importing afresh costs
         # each worker about 0.3 s, at the same time; measured no slower than fork overall.
