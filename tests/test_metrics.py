@@ -446,6 +446,43 @@ def test_head_of_line_exposure_without_frames_uses_stream_times() -> None:
     assert row(M.head_of_line_exposure(d), measure="echo").exposed
 
 
+def test_head_of_line_compares_each_connection_with_itself() -> None:
+    """Known answer: on the HTTP/2 connection echoes take 1 ms, and 5 ms while a large body is
+    in flight (5x slower); an HTTP/1.1 WebSocket beside it echoes in 100 ms and never shares
+    its connection.  Pooling its echoes into the baseline would say exposed echoes are faster."""
+    big = [frame("a", i, 2.0 + 0.1 * i, "s2c", "DATA", 5, 10_000) for i in range(11)]  # 2-3 s
+    messages = []
+    for i, (t, rtt) in enumerate([(1.0, 0.001), (1.5, 0.001), (2.5, 0.005), (4.0, 0.001)]):
+        messages.append(msg("a", 1, "c2s", i, t, payload=f"a{i}"))
+        messages.append(msg("a", 1, "s2c", i, t + rtt, payload=f"a{i}"))
+    for i in range(6):
+        messages.append(msg("b", None, "c2s", i, 1.0 + i * 0.5, payload=f"b{i}", exchange=0))
+        messages.append(msg("b", None, "s2c", i, 1.1 + i * 0.5, payload=f"b{i}", exchange=0))
+    d = db(
+        connections=[conn("a", 0, 5), conn("b", 0, 5, http_version="http/1.1")],
+        streams=[
+            stream("a", 1, "websocket", 0, 5),
+            stream("a", 5, "http", 1.9, 3.1),
+            stream("b", None, "websocket", 0, 5, exchange=0),
+        ],
+        frames=big,
+        messages=messages,
+    )
+    hol = M.head_of_line_exposure(d, large_bytes=100_000)
+    echo = hol[hol["measure"] == "echo"]
+    assert set(echo[echo["comparable"]]["conn_id"]) == {"a"}
+    assert row(echo, conn_id="b").median_ms == pytest.approx(100)  # there, but not comparable
+    summary = row(M.head_of_line_summary(hol), measure="echo")
+    assert summary.connections == 1
+    assert (summary.samples_exposed, summary.samples_unexposed) == (1, 3)
+    assert summary.median_exposed_ms == pytest.approx(5)
+    assert summary.median_unexposed_ms == pytest.approx(1)
+    assert summary.slowdown == pytest.approx(5)
+    overview = M.overview({"head_of_line_exposure": hol}).set_index("metric")["value"]
+    slowdown = next(v for k, v in overview.items() if "echo round trip slowdown" in k)
+    assert slowdown == pytest.approx(5)
+
+
 # -- closes --------------------------------------------------------------------------------
 
 
