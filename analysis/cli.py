@@ -19,6 +19,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import PayloadPolicy
+from h2ws.analysis.sinks.export import FORMATS, TableSink
+from h2ws.analysis.sources.inputs import DuplicateInput, input_names
+from h2ws.analysis.sources.jobs import (
+    Tally,
+    WorkerDied,
+    default_jobs,
+    extract_into,
+    extract_parallel,
+)
+
 #: Exit codes, documented in ``--help`` and the README.
 EXIT_OK = 0
 #: An input or table directory could not be used (not a capture, missing, a notebook failed);
@@ -101,7 +113,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"h2ws: {where}{message} (see {self.prog} --help)\n")
 
 
-def _count(minimum: int, what: str) -> Callable[[str], int]:
+def _count(option: str, minimum: int, what: str) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``."""
 
     def parse(text: str) -> int:
@@ -111,7 +123,7 @@ def _count(minimum: int, what: str) -> Callable[[str], int]:
             n = minimum - 1
         if n < minimum:
             raise argparse.ArgumentTypeError(
-                f"takes {what} (an integer >= {minimum}), not {text!r}"
+                f"{option} takes {what} (an integer >= {minimum}), not {text!r}"
             )
         return n
 
@@ -139,18 +151,6 @@ def _output_dir(name: str) -> Path:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from h2ws.analysis.core.options import DecodeOptions
-    from h2ws.analysis.core.websocket import PayloadPolicy
-    from h2ws.analysis.sinks.export import TableSink
-    from h2ws.analysis.sources.inputs import DuplicateInput, input_names
-    from h2ws.analysis.sources.jobs import (
-        Tally,
-        WorkerDied,
-        default_jobs,
-        extract_into,
-        extract_parallel,
-    )
-
     out = _output_dir(args.output)
     options = DecodeOptions(
         payload=PayloadPolicy(mode=args.payload, preview_bytes=args.preview_bytes),
@@ -173,7 +173,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         if jobs > 1:
             try:
                 tally, counts = extract_parallel(
-                    paths, out, args.format, options, args.keylog, jobs, names
+                    paths, out, args.format, options, args.keylog, jobs, names=names
                 )
             except WorkerDied as exc:
                 raise Failure(str(exc)) from exc
@@ -276,8 +276,6 @@ def cmd_addon_path(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from h2ws.analysis.sinks.export import FORMATS
-
     parser = _Parser(
         prog="h2ws",
         description="WebSockets over HTTP/2 (RFC 8441) as tables and reports.",
@@ -324,14 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.add_argument(
         "--preview-bytes",
-        type=_count(0, "a number of bytes"),
+        type=_count("--preview-bytes", 0, "a number of bytes"),
         default=256,
         metavar="N",
         help="bytes of each payload kept with --payload preview (default: 256)",
     )
     extract.add_argument(
         "--max-message-bytes",
-        type=_count(1, "a number of bytes"),
+        type=_count("--max-message-bytes", 1, "a number of bytes"),
         default=64 * 2**20,
         metavar="N",
         help="largest WebSocket message decoded (after inflate); bounds decompression bombs "
@@ -355,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "--jobs",
         "-j",
-        type=_count(0, "a number of processes"),
+        type=_count("--jobs", 0, "a number of processes"),
         default=None,
         metavar="N",
         help="decode each capture in N processes, each a share of its connections (0: one "

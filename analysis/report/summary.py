@@ -43,7 +43,8 @@ EXAMPLE_CHARS = 80
 
 def _read(out_dir: str | os.PathLike[str], table: str, columns: list[str]) -> pd.DataFrame:
     # Arrow integers with nulls become pandas' nullable Int64 (1, <NA>), never floats (1.0, NaN).
-    return read_table(out_dir, table, columns).to_pandas(types_mapper=_nullable)
+    frame: pd.DataFrame = read_table(out_dir, table, columns).to_pandas(types_mapper=_nullable)
+    return frame
 
 
 def _nullable(arrow_type: object) -> object:

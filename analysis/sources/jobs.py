@@ -103,12 +103,12 @@ def capture_events(
     form one :class:`KeyLog`; an embedded one is learnt before the packets after it are fed.
     """
     keylog = KeyLog()
-    for name in keylogs:
+    for keys in keylogs:
         try:
-            keylog.add(Path(name).read_bytes())
+            keylog.add(Path(keys).read_bytes())
         except OSError as exc:
             if share.index == 0:
-                print(f"h2ws: cannot read key log {name}: {exc.strerror}", file=sys.stderr)
+                print(f"h2ws: cannot read key log {keys}: {exc.strerror}", file=sys.stderr)
     try:
         with open(path, "rb") as f:
             pcapng = f.read(4) == _PCAPNG_MAGIC
