@@ -46,15 +46,16 @@ from mitmproxy.proxy.layers.websocket import (
     WebsocketStartHook,
 )
 from mitmproxy.websocket import WebSocketData, WebSocketMessage
-from wsproto.frame_protocol import Opcode
+from wsproto.frame_protocol import CloseReason, Opcode
 
 from h2ws.analysis.records import MessageRecord, Record, StreamRecord
 from h2ws.analysis.sources.flowfile import METADATA_KEY
 
 logger = logging.getLogger(__name__)
 
-_NO_STATUS = 1005
-_ABNORMAL = 1006
+#: the close codes for an ending without a close frame (wsproto's: 1005 and 1006)
+_NO_STATUS = CloseReason.NO_STATUS_RCVD
+_ABNORMAL = CloseReason.ABNORMAL_CLOSURE
 _OPCODES = {"text": Opcode.TEXT, "binary": Opcode.BINARY}
 
 

@@ -32,8 +32,7 @@ from h2ws.addon.flows import HookQueue, Step, WebSocketMirror, trigger_event
 from h2ws.addon.layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
 from h2ws.addon.recorder import LiveDecoders, TableWriter
 from h2ws.analysis.core.options import DecodeOptions
-from h2ws.analysis.core.websocket import PayloadPolicy
-from h2ws.analysis.records import Direction, Record
+from h2ws.analysis.records import Direction, PayloadPolicy, Record
 from h2ws.analysis.sinks.export import FORMATS
 from h2ws.analysis.sources.flowfile import (
     METADATA_KEY,

@@ -20,14 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from h2ws.analysis.core.chunks import ConnectionInfo, TlsInfo
 from h2ws.analysis.core.decoder import ConnectionDecoder
+from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.core.options import DecodeOptions
-from h2ws.analysis.core.websocket import PayloadPolicy
 from h2ws.analysis.records import (
-    DiagnosticRecord,
     Direction,
     MessageRecord,
+    PayloadPolicy,
     Record,
     StreamRecord,
+    make_message,
 )
 from h2ws.analysis.sinks.export import Part, PartitionedSink, warm_up
 
@@ -37,7 +38,7 @@ _Call = Callable[[], list[Record]]
 
 
 #: message payloads up to this long wait for the conversion to be trimmed (a column at a time,
-#: see ``export.trim_payload_columns``); longer ones are trimmed at once, which bounds what the
+#: see ``PayloadPolicy.trim_columns``); longer ones are trimmed at once, which bounds what the
 #: rows waiting for conversion hold (CONVERT_ROWS of them: a few MiB)
 HOLD_BYTES = 4096
 
@@ -45,25 +46,16 @@ HOLD_BYTES = 4096
 _PAYLOAD = MessageRecord._fields.index("payload")
 _TRUNCATED = MessageRecord._fields.index("payload_truncated")
 assert _TRUNCATED == _PAYLOAD + 1
-#: builds a MessageRecord from a tuple of all its fields, without NamedTuple's Python __new__
-_new_message = tuple.__new__
 
 
 def trim_payload(record: MessageRecord, policy: PayloadPolicy) -> MessageRecord:
     """``record`` as ``policy`` keeps it (the decoder may have kept more, for the flows)."""
     payload = record.payload
-    if policy.mode == "full" or payload is None:
-        return record
-    if policy.mode == "none":
-        kept, truncated = None, False
-    elif len(payload) > policy.preview_bytes:
-        kept, truncated = payload[: policy.preview_bytes], record.length > policy.preview_bytes
-    else:
+    kept, truncated = policy.trim(payload, record.length, record.payload_truncated)
+    if kept is payload and truncated == record.payload_truncated:
         return record
     # A third of the cost of record._replace(...), once per message of a busy relay.
-    return _new_message(
-        MessageRecord, (*record[:_PAYLOAD], kept, truncated, *record[_TRUNCATED + 1 :])
-    )
+    return make_message((*record[:_PAYLOAD], kept, truncated, *record[_TRUNCATED + 1 :]))
 
 
 class TableWriter:
@@ -229,14 +221,14 @@ class LiveDecoders:
             self._failed.add(conn_id)
             logger.warning(f"h2ws: decoding connection {conn_id} failed, relaying only: {exc!r}")
             out: list[Record] = [
-                DiagnosticRecord(
-                    conn_id=conn_id,
-                    ts=ts,
-                    layer="capture",
-                    severity="error",
-                    code="decoder_failed",
-                    message=f"internal decoder error, the connection is relayed but no longer "
+                diagnostic(
+                    conn_id,
+                    "capture",
+                    "error",
+                    "decoder_failed",
+                    f"internal decoder error, the connection is relayed but no longer "
                     f"decoded: {exc!r}",
+                    ts=ts,
                 )
             ]
             if decoder is not None:

@@ -131,7 +131,7 @@ def test_payloads_trimmed_on_columns_as_trim_payload_trims_rows(
     rows: list[MessageRecord], policy: PayloadPolicy
 ) -> None:
     """The live writer trims the payload columns when it converts the rows
-    (export.trim_payload_columns); rows with long payloads it trims one by one as they come
+    (PayloadPolicy.trim_columns); rows with long payloads it trims one by one as they come
     (trim_payload): the two agree."""
     from h2ws.analysis.sinks.export import _TableBuffer
 

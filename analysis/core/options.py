@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from h2ws.analysis.core.websocket import PayloadPolicy
+from h2ws.analysis.records import PayloadPolicy
 
 
 @dataclass(frozen=True, slots=True)

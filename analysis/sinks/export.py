@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from h2ws.analysis.records import TABLES, Record, arrow_schema, columns
 
 if TYPE_CHECKING:
-    from h2ws.analysis.core.websocket import PayloadPolicy
+    from h2ws.analysis.records import PayloadPolicy
 
 FORMATS = ("parquet", "csv", "jsonl")
 EXTENSIONS = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".jsonl"}
@@ -145,33 +145,6 @@ def _array(values: list[Any], type_: pa.DataType) -> pa.Array:
     return pa.array(values, type_)
 
 
-def trim_payload_columns(
-    payloads: list[bytes | None],
-    lengths: list[int],
-    truncated: list[bool],
-    policy: PayloadPolicy,
-) -> tuple[list[bytes | None], list[bool]]:
-    """The payload and payload_truncated columns of messages as ``policy`` keeps them.
-
-    The same as ``recorder.trim_payload`` on each row (the tests hold them equal): a payload
-    longer than the preview is cut and marked truncated if the message was longer; ``none``
-    drops every payload.  Done on the columns when they are converted, for the live writer,
-    whose decoder keeps whole payloads for the mirrored flows: only the preview of each
-    payload is read and copied then.
-    """
-    if policy.mode == "full":
-        return payloads, truncated
-    if policy.mode == "none":
-        kept: list[bytes | None] = [None] * len(payloads)
-        return kept, [t and p is None for p, t in zip(payloads, truncated, strict=True)]
-    n = policy.preview_bytes
-    kept = [p[:n] if p is not None and len(p) > n else p for p in payloads]
-    return kept, [
-        length > n if p is not None and len(p) > n else t
-        for p, length, t in zip(payloads, lengths, truncated, strict=True)
-    ]
-
-
 class _TableBuffer:
     """Rows of one table accumulated until they are taken as one Arrow table.
 
@@ -254,8 +227,8 @@ class _TableBuffer:
         if self.payload is not None and self.payload.mode != "full":
             names = self.names
             p, t = names.index("payload"), names.index("payload_truncated")
-            columns[p], columns[t] = trim_payload_columns(
-                columns[p], columns[names.index("length")], columns[t], self.payload
+            columns[p], columns[t] = self.payload.trim_columns(
+                columns[p], columns[names.index("length")], columns[t]
             )
         arrays = []
         seconds: tuple[list[Any], pa.Array] | None = None  # a timestamp column, converted
@@ -401,7 +374,7 @@ class PartitionedSink:
     For long-running sources (the live addon): :meth:`flush` closes the current part of every
     table that has rows, so everything written so far is readable and complete; a process
     killed between flushes loses at most the rows since the last flush, never a file.
-    ``payload``: the policy message payloads are trimmed to (see :func:`trim_payload_columns`).
+    ``payload``: the policy message payloads are trimmed to (see ``PayloadPolicy.trim_columns``).
     """
 
     def __init__(

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wsproto.frame_protocol import CloseReason
+
 from h2ws.analysis.core.chunks import (
     ChunkEvent,
     Closed,
@@ -46,6 +48,7 @@ from h2ws.analysis.core.chunks import (
     Wire,
 )
 from h2ws.analysis.core.decoder import connection_record
+from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.core.headers import decode_headers, first, joined, to_json
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.records import (
@@ -72,8 +75,8 @@ METADATA_KEY = "h2ws"
 _TNETSTRING_HEAD = re.compile(rb"^(\d{1,12}):")
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: Close codes that wsproto reports for endings that carried no close frame on the wire.
-_NO_STATUS = 1005
-_ABNORMAL = 1006
+_NO_STATUS = CloseReason.NO_STATUS_RCVD
+_ABNORMAL = CloseReason.ABNORMAL_CLOSURE
 
 
 def _h2ws_meta(flow: Any) -> dict[str, Any]:
@@ -203,14 +206,14 @@ def tcp_flow_events(flow: tcp.TCPFlow, source: str, capture: str | None) -> Iter
     if tls is not None:
         yield tls
     if _h2ws_meta(flow).get("raw_dropped"):
-        yield DiagnosticRecord(
-            conn_id=conn_id,
-            ts=first_ts,
-            layer="capture",
-            severity="warning",
-            code="flowfile_no_raw",
-            message="this relayed connection was saved without its raw chunks "
+        yield diagnostic(
+            conn_id,
+            "capture",
+            "warning",
+            "flowfile_no_raw",
+            "this relayed connection was saved without its raw chunks "
             "(h2ws_keep_raw=false); record with --set h2ws_keep_raw=true to analyse it offline",
+            ts=first_ts,
         )
     for message in flow.messages:
         direction: Direction = "c2s" if message.from_client else "s2c"
@@ -224,14 +227,7 @@ def tcp_flow_events(flow: tcp.TCPFlow, source: str, capture: str | None) -> Iter
 
 
 def connection_error(conn_id: str, ts: float | None, message: str) -> DiagnosticRecord:
-    return DiagnosticRecord(
-        conn_id=conn_id,
-        ts=ts,
-        layer="tcp",
-        severity="warning",
-        code="connection_error",
-        message=f"mitmproxy: {message}",
-    )
+    return diagnostic(conn_id, "tcp", "warning", "connection_error", f"mitmproxy: {message}", ts=ts)
 
 
 # ------------------------------------------------------------------------------ HTTP flows
@@ -284,10 +280,6 @@ class HttpFlowRecorder:
         #: exchange number of every flow seen but not finished, by flow id
         self._exchange: dict[str, int] = {}
         self._ws: dict[str, _WsState] = {}
-        policy = options.payload
-        self._keep: int | None = (
-            None if policy.mode == "none" else -1 if policy.mode == "full" else policy.preview_bytes
-        )
 
     @property
     def open_connections(self) -> int:
@@ -448,15 +440,15 @@ class HttpFlowRecorder:
         rec.ts_end = ts if ts is not None else rec.ts_end
         rec.streams = conn.exchanges
         rec.end_cause = cause
-        note = DiagnosticRecord(
-            conn_id=conn_id,
-            ts=rec.ts_start,
-            layer="http1" if rec.http_version == "http/1.1" else "h2",
-            severity="info",
-            code="hooks_recorded",
-            message="relayed by mitmproxy's own HTTP layer: rows come from its flows "
+        note = diagnostic(
+            conn_id,
+            "http1" if rec.http_version == "http/1.1" else "h2",
+            "info",
+            "hooks_recorded",
+            "relayed by mitmproxy's own HTTP layer: rows come from its flows "
             "(no fragments, wire lengths, compression flags, ping/pong or answering close "
             "frames; byte counts are payload bytes)",
+            ts=rec.ts_start,
         )
         return [note, rec]
 
@@ -526,8 +518,8 @@ class HttpFlowRecorder:
     ) -> MessageRecord:
         index = state.index[direction]
         state.index[direction] = index + 1
-        keep = self._keep
         length = len(content)
+        payload, truncated = self.options.payload.trim(content, length, False)
         return MessageRecord(
             conn_id=state.stream.conn_id,
             stream_id=None,
@@ -541,8 +533,8 @@ class HttpFlowRecorder:
             wire_length=length,
             length=length,
             compressed=False,
-            payload=None if keep is None else content if keep < 0 else content[:keep],
-            payload_truncated=keep is not None and length > keep >= 0,
+            payload=payload,
+            payload_truncated=truncated,
             sha256=hashlib.sha256(content).hexdigest() if content else _EMPTY_SHA256,
         )
 
@@ -555,8 +547,12 @@ def _read_flows(path: Path) -> Iterator[Any]:
     try:
         from mitmproxy import exceptions, io
     except ImportError:
-        yield _file_diag(
-            "not_a_flow_file", "reading mitmproxy flow files needs mitmproxy (h2ws[live])"
+        yield diagnostic(
+            None,
+            "capture",
+            "error",
+            "not_a_flow_file",
+            "reading mitmproxy flow files needs mitmproxy (h2ws[live])",
         )
         return
     try:
@@ -566,19 +562,15 @@ def _read_flows(path: Path) -> Iterator[Any]:
                 yield from reader.stream()
             except exceptions.FlowReadException as exc:
                 truncated = "truncated" in str(exc).lower() or "eof" in str(exc).lower()
-                yield _file_diag(
+                yield diagnostic(
+                    None,
+                    "capture",
+                    "warning" if truncated else "error",
                     "flow_file_truncated" if truncated else "not_a_flow_file",
                     f"{path.name}: {exc}",
-                    "warning" if truncated else "error",
                 )
     except OSError as exc:
-        yield _file_diag("not_a_flow_file", f"{path.name}: {exc}")
-
-
-def _file_diag(code: str, message: str, severity: str = "error") -> DiagnosticRecord:
-    return DiagnosticRecord(
-        conn_id=None, layer="capture", severity=severity, code=code, message=message
-    )
+        yield diagnostic(None, "capture", "error", "not_a_flow_file", f"{path.name}: {exc}")
 
 
 def flow_events(path: str | Path) -> Iterator[ChunkEvent]:

@@ -32,7 +32,8 @@ from bisect import bisect_right
 from typing import NamedTuple
 
 from h2ws.analysis.core.chunks import ChunkEvent, Closed, ConnectionInfo, Data, Gap, Opened
-from h2ws.analysis.records import DiagnosticRecord, Direction
+from h2ws.analysis.core.diagnostics import diagnostic
+from h2ws.analysis.records import Direction
 
 FIN = 0x01
 SYN = 0x02
@@ -75,7 +76,8 @@ class TcpSegment(NamedTuple):
     payload: bytes
 
 
-_new_tuple = tuple.__new__
+#: a TcpSegment from a tuple of all its fields, in order
+make_segment = TcpSegment._make
 
 
 def new_segment(
@@ -89,9 +91,9 @@ def new_segment(
     flags: int,
     payload: bytes,
 ) -> TcpSegment:
-    """``TcpSegment(...)`` without NamedTuple's Python-level ``__new__``: half the cost, and
-    capture readers make one per packet."""
-    return _new_tuple(TcpSegment, (ts, src, sport, dst, dport, seq, ack, flags, payload))
+    """``TcpSegment(...)`` by its factory (``_make``), without NamedTuple's Python-level
+    ``__new__``: half the cost, and capture readers make one per packet."""
+    return make_segment((ts, src, sport, dst, dport, seq, ack, flags, payload))
 
 
 class _Half:
@@ -255,7 +257,9 @@ class TcpReassembler:
         elif fresh_syn and (half.exp32 == -1 or (seg.seq + 1) & _MASK != half.base & _MASK):
             # Not a retransmitted SYN: the 4-tuple is reused and we missed the old end.
             out.append(
-                self._diag(half.conn_id, ts, "warning", "port_reuse", "new SYN on open 4-tuple")
+                diagnostic(
+                    half.conn_id, "tcp", "warning", "port_reuse", "new SYN on open 4-tuple", ts=ts
+                )
             )
             self._flush(half.conn, ts, out)
             self._close(half.conn, "closed", ts, out)
@@ -311,12 +315,13 @@ class TcpReassembler:
         out.append(Opened(info, seg.ts))
         if not handshake:
             out.append(
-                self._diag(
+                diagnostic(
                     conn_id,
-                    seg.ts,
+                    "tcp",
                     "warning",
                     "midstream_start",
                     f"handshake not captured; {client[0]}:{client[1]} taken as the client",
+                    ts=seg.ts,
                 )
             )
         return half
@@ -439,18 +444,13 @@ class TcpReassembler:
     def _gap(self, half: _Half, length: int, ts: float, out: list[ChunkEvent]) -> None:
         out.append(Gap(half.conn_id, half.direction, ts, length))
         out.append(
-            self._diag(
+            diagnostic(
                 half.conn_id,
-                ts,
+                "tcp",
                 "error",
                 "gap",
                 f"{length} bytes of {half.direction} never captured "
                 f"(at stream offset {half.nxt - half.base})",
+                ts=ts,
             )
-        )
-
-    @staticmethod
-    def _diag(conn_id: str, ts: float, severity: str, code: str, message: str) -> DiagnosticRecord:
-        return DiagnosticRecord(
-            conn_id=conn_id, ts=ts, layer="tcp", severity=severity, code=code, message=message
         )

@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from h2ws.analysis.core.chunks import ChunkEvent, Closed, Data, Gap, Opened, TlsInfo, Wire
+from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.records import DiagnosticRecord, Direction
 
 __all__ = ["SUITES", "KeyLog", "Suite", "TlsLayer", "hkdf_expand_label", "tls12_prf"]
@@ -1014,13 +1015,15 @@ class TlsLayer:
                 return True
             d.early_skipped += 1
             if d.early_skipped == 1:
-                self._diag(
-                    conn,
-                    ts,
-                    out,
-                    "info",
-                    "tls_early_data_skipped",
-                    "0-RTT data the server rejected is not decoded",
+                out.append(
+                    diagnostic(
+                        conn.conn_id,
+                        "tls",
+                        "info",
+                        "tls_early_data_skipped",
+                        "0-RTT data the server rejected is not decoded",
+                        ts=ts,
+                    )
                 )
             return True
         if not conn.early_accepted:
@@ -1059,7 +1062,16 @@ class TlsLayer:
         level, code = payload
         name = ALERTS.get(code, f"alert {code}")
         severity = "info" if code == 0 else "error" if level == 2 else "warning"
-        self._diag(conn, ts, out, severity, "tls_alert", f"{d.direction} {name} (level {level})")
+        out.append(
+            diagnostic(
+                conn.conn_id,
+                "tls",
+                severity,
+                "tls_alert",
+                f"{d.direction} {name} (level {level})",
+                ts=ts,
+            )
+        )
 
     # -- handshake ----------------------------------------------------------------------------
 
@@ -1131,13 +1143,15 @@ class TlsLayer:
             conn.alpn = sh.alpn[0]
         same_session = bool(sh.session_id) and sh.session_id == ch.session_id
         if sh.psk if conn.tls13 else same_session:
-            self._diag(
-                conn,
-                ts,
-                out,
-                "info",
-                "tls_resumed",
-                "PSK handshake" if conn.tls13 else "abbreviated handshake (session resumption)",
+            out.append(
+                diagnostic(
+                    conn.conn_id,
+                    "tls",
+                    "info",
+                    "tls_resumed",
+                    "PSK handshake" if conn.tls13 else "abbreviated handshake (session resumption)",
+                    ts=ts,
+                )
             )
         suite = conn.suite
         if sh.version not in (0x0303, 0x0304) or suite is None or suite.aead is None:
@@ -1263,7 +1277,7 @@ class TlsLayer:
         if not conn.info_sent or not conn.decrypted:
             self._give_up(conn, ts, out, "warning", "tls_no_keys", message)
             return
-        self._diag(conn, ts, out, "warning", "tls_no_keys", message)
+        out.append(diagnostic(conn.conn_id, "tls", "warning", "tls_no_keys", message, ts=ts))
         for d in waited:
             out.append(Gap(conn.conn_id, d.direction, ts or d.wait_ts, None))
 
@@ -1320,13 +1334,15 @@ class TlsLayer:
                 d.dead = True
                 self._drop(d)
             elif not d.dead and d.have and not d.gap:
-                self._diag(
-                    conn,
-                    ts,
-                    out,
-                    "warning",
-                    "tls_truncated",
-                    f"{d.direction} ends inside a TLS record ({d.have} bytes)",
+                out.append(
+                    diagnostic(
+                        conn.conn_id,
+                        "tls",
+                        "warning",
+                        "tls_truncated",
+                        f"{d.direction} ends inside a TLS record ({d.have} bytes)",
+                        ts=ts,
+                    )
                 )
         if conn.server_random is None:
             self._give_up(
@@ -1377,7 +1393,7 @@ class TlsLayer:
         if not conn.info_sent:
             conn.decrypted = False
             self._send_info(conn, ts, out)
-        self._diag(conn, ts, out, severity, code, message)
+        out.append(diagnostic(conn.conn_id, "tls", severity, code, message, ts=ts))
         conn.state = _COUNT
         for d in (conn.c2s, conn.s2c):
             d.dead = True
@@ -1399,33 +1415,12 @@ class TlsLayer:
         if not conn.info_sent or not conn.decrypted:
             self._give_up(conn, ts, out, "error", code, message)
             return
-        self._diag(conn, ts, out, "error", code, message)
+        out.append(diagnostic(conn.conn_id, "tls", "error", code, message, ts=ts))
         d.dead = True
         d.keys = None
         self._drop(d)
         d.waiting = _NOT_WAITING
         out.append(Gap(conn.conn_id, d.direction, ts or 0.0, None))
-
-    def _diag(
-        self,
-        conn: _Conn,
-        ts: float | None,
-        out: list[ChunkEvent],
-        severity: str,
-        code: str,
-        message: str,
-    ) -> None:
-        out.append(
-            DiagnosticRecord(
-                conn_id=conn.conn_id,
-                stream_id=None,
-                ts=ts,
-                layer="tls",
-                severity=severity,
-                code=code,
-                message=message,
-            )
-        )
 
     def _internal_error(
         self, conn: _Conn, event: ChunkEvent | None, exc: Exception, out: list[ChunkEvent]
