@@ -15,6 +15,9 @@ _problem = unsupported_mitmproxy()
 if _problem is not None:
     raise SystemExit(_problem)
 
-from h2ws.addon.observer import H2wsAddon  # noqa: E402  (after the version check)
+from h2ws.addon import intercept  # noqa: E402  (after the version check)
+from h2ws.addon.observer import H2wsAddon  # noqa: E402
+
+intercept.apply()  # inert until h2ws_mode=intercept (the default) enables it
 
 addons = [H2wsAddon()]

@@ -42,6 +42,7 @@ from h2ws.analysis.options import DecodeOptions
 from h2ws.analysis.records import Direction, Record
 from h2ws.analysis.websocket import PayloadPolicy
 
+from . import intercept
 from .flows import HookQueue, Step, WebSocketMirror, trigger_event
 from .layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
 from .recorder import LiveDecoders, TableWriter
@@ -49,6 +50,7 @@ from .recorder import LiveDecoders, TableWriter
 logger = logging.getLogger(__name__)
 
 PAYLOAD_MODES = ("none", "preview", "full")
+MODES = ("intercept", "observe")
 
 
 def _options_error(message: str) -> Exception:
@@ -88,10 +90,21 @@ class H2wsAddon:
         # deep-copies the value, which profiling showed among the costs of each chunk.
         self._keep_raw = False
         self._flows = True
+        self._intercept = True
+        self._warned_h2c = False
 
     # ------------------------------------------------------------------------------ options
 
     def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "h2ws_mode",
+            str,
+            "intercept",
+            "intercept: mitmproxy's own HTTP/2 layer speaks RFC 8441 (requests stay interceptable "
+            "flows, RFC 8441 WebSockets live WebSocket flows); observe: HTTP/2 connections are "
+            "relayed byte for byte and mirrored into read-only flows.",
+            choices=MODES,
+        )
         loader.add_option(
             "h2ws_out",
             str | None,  # type: ignore[arg-type]  # mitmproxy's own addons do the same
@@ -191,6 +204,9 @@ class H2wsAddon:
             raise _options_error("h2ws_flush_interval must be at least 1 second")
         if "h2ws_max_message_bytes" in updated and opts.h2ws_max_message_bytes < 1:
             raise _options_error("h2ws_max_message_bytes must be positive")
+        if "h2ws_mode" in updated:
+            self._intercept = opts.h2ws_mode == "intercept"
+            intercept.STATE.enabled = self._intercept
         if any(name.startswith("h2ws_") for name in updated):
             self.decoders.options = self._decode_options()  # for connections from now on
             self.mirror.max_bytes = max(0, opts.h2ws_flow_bytes)
@@ -244,8 +260,11 @@ class H2wsAddon:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         where = f"tables in {ctx.options.h2ws_out}" if ctx.options.h2ws_out else "no tables"
-        mode = "relaying HTTP/2 verbatim" if ctx.options.h2ws_relay else "relay off"
-        logger.info(f"h2ws: observe mode, {mode}, {where}")
+        if self._intercept:
+            logger.info(f"h2ws: intercept mode (RFC 8441 in mitmproxy's HTTP/2 layer), {where}")
+        else:
+            mode = "relaying HTTP/2 verbatim" if ctx.options.h2ws_relay else "relay off"
+            logger.info(f"h2ws: observe mode, {mode}, {where}")
 
     async def _flush_loop(self) -> None:
         while True:
@@ -273,7 +292,7 @@ class H2wsAddon:
         if not ctx.options.h2ws_relay or nextlayer.layer is not None:
             return
         try:
-            layer = relay_layer(nextlayer, self._relay)
+            layer = relay_layer(nextlayer, self._relay, h2c_only=self._intercept)
         except Exception as exc:  # a bug here must leave the connection to mitmproxy
             logger.warning(f"h2ws: layer choice failed, left to mitmproxy: {exc!r}")
             return
@@ -289,6 +308,12 @@ class H2wsAddon:
 
     def _relay(self, context: Context) -> TCPLayer:
         """The layer that relays one HTTP/2 connection verbatim."""
+        if self._intercept and not self._warned_h2c:
+            self._warned_h2c = True
+            logger.warning(
+                "h2ws: cleartext HTTP/2 with prior knowledge (h2c) is relayed verbatim as in "
+                "observe mode: mitmproxy's layers do not take it (no interception on it)"
+            )
         layer = TCPLayer(context) if ctx.options.h2ws_tcp_hooks else ObservedTCPLayer(context, self)
         assert layer.flow is not None
         layer.flow.metadata[METADATA_KEY] = {"relay": relay_kind(context)}
