@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import SEED, require
 from tests.live.clients import run_node
 from tests.live.proxy import Mitmdump
-from tests.live.servers import NodeServer
+from tests.live.servers import NodeServer, PageServer
+from tests.live.ws_client import H2WsClient, Result
 from tests.live.tunnel import ConnectTunnel
 from tests.peers.runner import Certificate, EchoServer
 
@@ -121,3 +122,92 @@ def http_request(method: bytes, path: bytes, fields: tuple[tuple[bytes, bytes], 
         "example.com", 443, method, b"https", b"example.com", path, b"HTTP/2.0",
         http.Headers(list(fields)), b"", None, 0.0, 0.0,
     )  # fmt: skip
+
+
+HOOKS = Path(__file__).resolve().parent / "live" / "hooks_addon.py"
+
+
+@pytest.fixture(scope="module")
+def page_server(
+    tmp_path_factory: pytest.TempPathFactory, tls_certificate: Certificate
+) -> Iterator[PageServer]:
+    with PageServer(tmp_path_factory.mktemp("page"), tls_certificate) as server:
+        yield server
+
+
+def test_hooks_of_another_addon_take_effect(
+    tmp_path: Path, page_server: PageServer, tls_certificate: Certificate
+) -> None:
+    """A ``request`` hook's header reaches the server (GET and WebSocket), ``intercept`` holds
+    a request until resumed, a ``websocket_message`` hook modifies one message and drops
+    another, and ``inject.websocket`` sends one each way: all seen at the peers."""
+    page_server.reset()
+    flows = tmp_path / "flows.mitm"
+    proxy = Mitmdump(
+        tmp_path,
+        upstream_ca=tls_certificate.ca,
+        options={"intercept": "~q & ~u /held"},
+        args=["-s", str(HOOKS), "-w", str(flows)],
+    )
+    result = Result()
+    with proxy, ConnectTunnel(proxy.port, ("127.0.0.1", page_server.port)) as tunnel:
+        client = H2WsClient(tunnel.port, ca=proxy.ca_cert)
+        try:
+            client.get("/hello", result)
+            client.get("/held", result)
+            client.websocket(
+                "/ws/hooks",
+                ["keep", "modify me", "drop me", "inject", "last"],
+                {"last", "to client", "to server"},
+                result,
+            )
+        finally:
+            client.close()
+    assert result.statuses == {"/hello": 200, "/held": 404}
+    assert result.durations["/held"] >= 0.9 > result.durations["/hello"]
+    assert result.ws_status == 200
+    # echoes of what the server got, and the message injected towards the client
+    assert sorted(result.received) == sorted(
+        ["keep", "modified", "inject", "to client", "to server", "last"]
+    )
+    assert "drop me" not in result.received and "modify me" not in result.received
+    seen = page_server.events()
+    assert {(e["type"], e["path"], e["test_header"], e["http_version"]) for e in seen} >= {
+        ("http", "/hello", "added", "2"),
+        ("websocket", "/ws/hooks", "added", "2"),
+    }
+    assert "Traceback" not in proxy.log(), proxy.log()
+    (ws,) = [f for f in read_flows(flows) if getattr(f, "websocket", None) is not None]
+    client_side = [m.content for m in ws.websocket.messages if m.from_client]
+    assert b"modified" in client_side and b"to server" in client_side
+    assert [m.dropped for m in ws.websocket.messages if m.content == b"drop me"] == [True]
+
+
+def test_http1_fallback_upstream(
+    tmp_path: Path, echo_server: EchoServer, tls_certificate: Certificate
+) -> None:
+    """Reverse mode to a cleartext server: the client speaks HTTP/2 with RFC 8441 to mitmproxy,
+    mitmproxy opens an HTTP/1.1 ``Upgrade: websocket`` upstream and answers the CONNECT 200."""
+    flows = tmp_path / "flows.mitm"
+    proxy = Mitmdump(
+        tmp_path, mode=f"reverse:http://127.0.0.1:{echo_server.port}", args=["-w", str(flows)]
+    )
+    result = Result()
+    with proxy:
+        client = H2WsClient(proxy.port, ca=proxy.ca_cert)
+        try:
+            client.get("/hello", result)
+            client.websocket("/ws/fallback", ["one", "two", "last"], {"last"}, result)
+        finally:
+            client.close()
+    assert result.statuses == {"/hello": 200}
+    assert result.ws_status == 200
+    assert result.received == ["one", "two", "last"]
+    assert result.closed
+    assert "Traceback" not in proxy.log(), proxy.log()
+    (ws,) = [f for f in read_flows(flows) if getattr(f, "websocket", None) is not None]
+    assert ws.metadata["h2ws"]["upstream"] == "http/1.1"
+    assert ws.response.status_code == 200
+    for from_client in (True, False):
+        sent = [m.content for m in ws.websocket.messages if m.from_client is from_client]
+        assert sent == [b"one", b"two", b"last"]
