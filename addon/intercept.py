@@ -146,9 +146,7 @@ def format_h2_request_headers(
 ) -> Generator[commands.Command, Any, list[tuple[bytes, bytes]]]:
     """Wraps ``_http2.format_h2_request_headers``: ``:protocol`` goes back among the
     pseudo-headers even when an addon put other header fields before it."""
-    headers: list[tuple[bytes, bytes]] = yield from _orig_format_h2_request_headers(
-        context, event
-    )
+    headers: list[tuple[bytes, bytes]] = yield from _orig_format_h2_request_headers(context, event)
     if not is_extended_connect(event.request) and not any(n == PROTOCOL for n, _ in headers):
         return headers
     pseudo = [h for h in headers if h[0].startswith(b":")]
@@ -523,8 +521,7 @@ class WebSocketStream:
             (n, v)
             for n, v in request.headers.fields
             if n != PROTOCOL
-            and n.lower()
-            not in (b"sec-websocket-key", b"connection", b"upgrade", b"host", b"te")
+            and n.lower() not in (b"sec-websocket-key", b"connection", b"upgrade", b"host", b"te")
         ]
         protocol = protocol_of(request) or "websocket"
         headers = http.Headers(
@@ -785,9 +782,7 @@ class WebSocketStream:
                 if command.connection is s.context.client:
                     if not self.closed_client:
                         self.closed_client = True
-                        yield mhttp.SendHttp(
-                            mhttp.ResponseEndOfMessage(self.sid), s.context.client
-                        )
+                        yield mhttp.SendHttp(mhttp.ResponseEndOfMessage(self.sid), s.context.client)
                 elif not self.closed_server:
                     self.closed_server = True
                     if self.upstream_h1:

@@ -19,8 +19,8 @@ from tests.conftest import SEED, require
 from tests.live.clients import run_node
 from tests.live.proxy import Mitmdump
 from tests.live.servers import NodeServer, PageServer
-from tests.live.ws_client import H2WsClient, Result
 from tests.live.tunnel import ConnectTunnel
+from tests.live.ws_client import H2WsClient, Result
 from tests.peers.runner import Certificate, EchoServer
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,9 +1,8 @@
 """A small RFC 8441 client for the intercept-mode tests (python-hyper h2 + wsproto).
 
 One TLS (ALPN h2) or cleartext HTTP/2 connection: optional GETs first, then one WebSocket by
-extended CONNECT that sends the given text messages, one at a time, and collects every text
-message it receives until every text of ``until`` arrived (or the timeout).  Returns what a test compares
-with what the server saw.  Bounded: every socket read has a timeout.
+extended CONNECT that sends the given text messages and collects every text message it
+receives until each text of ``until`` arrived.  Bounded: every socket read has a timeout.
 """
 
 from __future__ import annotations
@@ -128,9 +127,11 @@ class H2WsClient:
                     for w in ws.events():
                         if isinstance(w, wsproto.events.TextMessage):
                             result.received.append(w.data)
-                elif isinstance(e, h2.events.StreamEnded | h2.events.StreamReset):
-                    if e.stream_id == sid:
-                        return
+                elif (
+                    isinstance(e, h2.events.StreamEnded | h2.events.StreamReset)
+                    and e.stream_id == sid
+                ):
+                    return
             if not until <= set(result.received):
                 self._read()
         self.conn.send_data(sid, ws.send(wsproto.events.CloseConnection(1000, "bye")))
