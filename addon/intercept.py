@@ -83,8 +83,8 @@ class State:
 
     #: advertise SETTINGS_ENABLE_CONNECT_PROTOCOL=1 to clients and accept ``:protocol``
     enabled: bool = False
-    #: ``tap(conn, received, data)``: the bytes of each HTTP connection, per leg (tables)
-    tap: Callable[[Connection, bool, bytes], None] | None = None
+    #: ``tap(layer, conn, received, data)``: the bytes of each HTTP connection layer (tables)
+    tap: Callable[[layer.Layer, Connection, bool, bytes], None] | None = None
     applied: list[str] = field(default_factory=list)
 
 
@@ -351,11 +351,11 @@ def _connection_handle_event(
 def _tapped(
     self: _base.HttpConnection,
     event: events.Event,
-    tap: Callable[[Connection, bool, bytes], None],
+    tap: Callable[[layer.Layer, Connection, bool, bytes], None],
 ) -> layer.CommandGenerator[None]:
     conn = self.conn
     if isinstance(event, events.DataReceived) and event.connection is conn and event.data:
-        _safe_tap(tap, conn, True, event.data)
+        _safe_tap(tap, self, conn, True, event.data)
     gen = _orig_connection_handle_event(self, event)
     reply = None
     while True:
@@ -364,11 +364,11 @@ def _tapped(
         except StopIteration:
             return
         if isinstance(command, commands.SendData) and command.connection is conn:
-            _safe_tap(tap, conn, False, command.data)
+            _safe_tap(tap, self, conn, False, command.data)
         reply = yield command
 
 
-def _safe_tap(tap: Callable[[Connection, bool, bytes], None], *args: Any) -> None:
+def _safe_tap(tap: Callable[..., None], *args: Any) -> None:
     try:
         tap(*args)
     except Exception as exc:  # recording must never harm the proxy

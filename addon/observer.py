@@ -27,6 +27,7 @@ from mitmproxy.hooks import Hook
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layer import NextLayer
 from mitmproxy.proxy.layers import TCPLayer
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from h2ws.analysis.capture.flowfile import (
     METADATA_KEY,
@@ -44,6 +45,7 @@ from h2ws.analysis.websocket import PayloadPolicy
 
 from . import intercept
 from .flows import HookQueue, Step, WebSocketMirror, trigger_event
+from .legs import LegRecorder
 from .layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
 from .recorder import LiveDecoders, TableWriter
 
@@ -92,6 +94,7 @@ class H2wsAddon:
         self._flows = True
         self._intercept = True
         self._warned_h2c = False
+        self.legs = LegRecorder(self.decoders, self._emit)
 
     # ------------------------------------------------------------------------------ options
 
@@ -214,6 +217,10 @@ class H2wsAddon:
             self._flows = opts.h2ws_flows
         if "h2ws_out" in updated or "h2ws_format" in updated:
             self._open_tables()
+        if updated & {"h2ws_mode", "h2ws_out", "h2ws_format"}:
+            # Intercept mode's tables come from the bytes of each leg (``legs.py``).
+            recording = self._intercept and self.tables is not None
+            intercept.STATE.tap = self.legs.tap if recording else None
         elif self.tables is not None and updated & {"h2ws_payload", "h2ws_preview_bytes"}:
             self.tables.payload = self._table_payload()
         if "connection_strategy" in updated and opts.connection_strategy == "lazy":
@@ -282,6 +289,8 @@ class H2wsAddon:
             # A replayed file's connections end with the file, as in ``h2ws extract``.
             records += recorder.finish(now if live else None, "capture_ended" if live else "closed")
         self._conns.clear()
+        self.legs.close_all()
+        intercept.STATE.tap = None
         self._emit(records)
         if self.tables is not None:
             self.tables.close()
@@ -419,6 +428,10 @@ class H2wsAddon:
     # ------------------------------------------------------------------------------ HTTP hooks
     # Connections mitmproxy relays itself (HTTP/1.1 WebSockets, or when the legs differ).
 
+    def _hooks_record(self, flow: http.HTTPFlow) -> bool:
+        """Intercept mode records live flows from the bytes of their legs, not their hooks."""
+        return not (flow.live and intercept.STATE.tap is not None)
+
     def _recorder(self, flow: http.HTTPFlow) -> HttpFlowRecorder:
         live = bool(flow.live)
         recorder = self._http.get(live)
@@ -428,33 +441,48 @@ class H2wsAddon:
         return recorder
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if not self._hooks_record(flow):
+            return
         with self._guard("requestheaders"):
             self._emit(self._recorder(flow).request(flow))
 
     def response(self, flow: http.HTTPFlow) -> None:
+        if not self._hooks_record(flow):
+            return
         with self._guard("response"):
             self._emit(self._recorder(flow).response(flow))
 
     def error(self, flow: http.HTTPFlow) -> None:
+        if not self._hooks_record(flow):
+            return
         with self._guard("error"):
             self._emit(self._recorder(flow).error(flow))
 
     def websocket_start(self, flow: http.HTTPFlow) -> None:
+        if not self._hooks_record(flow):
+            return
         with self._guard("websocket_start"):
             self._emit(self._recorder(flow).websocket_start(flow))
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
-        if is_mirror(flow):
-            return  # ours, one per relayed message: recorded from the bytes already
+        if is_mirror(flow) or not self._hooks_record(flow):
+            return  # recorded from the bytes already (a relayed message, or a leg's)
         with self._guard("websocket_message"):
             self._emit(self._recorder(flow).websocket_message(flow))
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
+        if not self._hooks_record(flow):
+            return
         with self._guard("websocket_end"):
             self._emit(self._recorder(flow).websocket_end(flow))
 
+    def server_disconnected(self, data: ServerConnectionHookData) -> None:
+        with self._guard("server_disconnected"):
+            self.legs.closed(data.server)
+
     def client_disconnected(self, client: connection.Client) -> None:
         with self._guard("client_disconnected"):
+            self.legs.closed(client)
             recorder = self._http.get(True)
             if recorder is not None:
                 ts = client.timestamp_end or time.time()

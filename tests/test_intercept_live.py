@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import SEED, require
 from tests.live.clients import run_node
+from tests.live.compare import read_tables
 from tests.live.proxy import Mitmdump
 from tests.live.servers import NodeServer, PageServer
 from tests.live.tunnel import ConnectTunnel
@@ -143,12 +144,16 @@ def test_hooks_of_another_addon_take_effect(
     another, and ``inject.websocket`` sends one each way: all seen at the peers."""
     page_server.reset()
     flows = tmp_path / "flows.mitm"
+    out = tmp_path / "tables"
     proxy = Mitmdump(
         tmp_path,
         upstream_ca=tls_certificate.ca,
-        options={"intercept": "~q & ~u /held"},
+        options={
+            "intercept": "~q & ~u /held", "h2ws_out": out, "h2ws_payload": "full",
+            "h2ws_flush_interval": 1,
+        },
         args=["-s", str(HOOKS), "-w", str(flows)],
-    )
+    )  # fmt: skip
     result = Result()
     with proxy, ConnectTunnel(proxy.port, ("127.0.0.1", page_server.port)) as tunnel:
         client = H2WsClient(tunnel.port, ca=proxy.ca_cert)
@@ -181,6 +186,32 @@ def test_hooks_of_another_addon_take_effect(
     client_side = [m.content for m in ws.websocket.messages if m.from_client]
     assert b"modified" in client_side and b"to server" in client_side
     assert [m.dropped for m in ws.websocket.messages if m.content == b"drop me"] == [True]
+
+    # the tables: each leg decoded from its own bytes; the hooks' work is their difference
+    tables = read_tables(out)
+    legs = {c["conn_id"]: c for c in tables["connections"]}
+    client_legs = [c for c in legs.values() if c["leg"] == "client"]
+    server_legs = [c for c in legs.values() if c["leg"] == "server"]
+    assert len(client_legs) == 1 and server_legs
+    assert all(c["http_version"] == "h2" for c in legs.values())
+    assert all(c["enable_connect_protocol"] for c in legs.values())
+
+    def sent(leg: str, direction: str) -> list[bytes]:
+        return [
+            m["payload"]
+            for m in tables["messages"]
+            if legs[m["conn_id"]]["leg"] == leg and m["direction"] == direction
+            and m["opcode"] == "text"
+        ]  # fmt: skip
+
+    assert sent("client", "c2s") == [b"keep", b"modify me", b"drop me", b"inject", b"last"]
+    assert sorted(sent("server", "c2s")) == sorted(
+        [b"keep", b"modified", b"inject", b"to server", b"last"]
+    )
+    assert b"to client" in sent("client", "s2c") and b"to client" not in sent("server", "s2c")
+    streams = [s for s in tables["streams"] if s["kind"] == "websocket"]
+    assert {legs[s["conn_id"]]["leg"] for s in streams} == {"client", "server"}
+    assert all(s["path"] == "/ws/hooks" for s in streams)
 
 
 def test_http1_fallback_upstream(
