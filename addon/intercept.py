@@ -44,8 +44,6 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import h2.settings
-from mitmproxy import flow as mflow
 from mitmproxy import http
 from mitmproxy.connection import Connection, Server
 from mitmproxy.net.http import url
@@ -53,6 +51,7 @@ from mitmproxy.proxy import commands, events, layer, tunnel
 from mitmproxy.proxy.layers import http as mhttp
 from mitmproxy.proxy.layers import tls, websocket
 from mitmproxy.proxy.layers.http import _base, _http2, _http3
+from mitmproxy.proxy.layers.http import _events as hev
 from mitmproxy.proxy.layers.http._hooks import (
     HttpRequestHeadersHook,
     HttpRequestHook,
@@ -142,7 +141,7 @@ def parse_h2_request_headers(
 
 
 def format_h2_request_headers(
-    context: Any, event: mhttp.RequestHeaders
+    context: Any, event: hev.RequestHeaders
 ) -> Generator[commands.Command, Any, list[tuple[bytes, bytes]]]:
     """Wraps ``_http2.format_h2_request_headers``: ``:protocol`` goes back among the
     pseudo-headers even when an addon put other header fields before it."""
@@ -205,7 +204,7 @@ def _http2server_init(self: _http2.Http2Server, context: Any) -> None:
 
 
 @dataclass
-class NeedsHttp1Upgrade(mhttp.ResponseProtocolError):
+class NeedsHttp1Upgrade(hev.ResponseProtocolError):
     """From ``Http2Client`` to the stream: the server did not enable RFC 8441."""
 
 
@@ -222,8 +221,8 @@ def _http2client_handle_event(
     """Wraps ``Http2Client._handle_event``: an extended CONNECT waits for the server's first
     SETTINGS (RFC 8441 §3: only then is the setting known) and goes to the HTTP/1.1 fallback
     when the setting is not enabled."""
-    held: list[mhttp.RequestHeaders] = self.__dict__.setdefault("_h2ws_held", [])
-    if isinstance(event, mhttp.RequestHeaders) and is_extended_connect(event.request):
+    held: list[hev.RequestHeaders] = self.__dict__.setdefault("_h2ws_held", [])
+    if isinstance(event, hev.RequestHeaders) and is_extended_connect(event.request):
         if not _settings_known(self):
             held.append(event)
             return
@@ -232,11 +231,11 @@ def _http2client_handle_event(
                 NeedsHttp1Upgrade(
                     event.stream_id,
                     "server did not enable RFC 8441",
-                    mhttp.ErrorCode.HTTP_1_1_REQUIRED,
+                    hev.ErrorCode.HTTP_1_1_REQUIRED,
                 )
             )
             return
-    elif isinstance(event, mhttp.RequestProtocolError) and held:
+    elif isinstance(event, hev.RequestProtocolError) and held:
         waiting = [e for e in held if e.stream_id == event.stream_id]
         if waiting:
             held.remove(waiting[0])
@@ -247,10 +246,10 @@ def _http2client_handle_event(
         for waiting_event in replay:
             if isinstance(event, events.ConnectionClosed):
                 yield _base.ReceiveHttp(
-                    mhttp.ResponseProtocolError(
+                    hev.ResponseProtocolError(
                         waiting_event.stream_id,
                         "server closed connection",
-                        mhttp.ErrorCode.GENERIC_SERVER_ERROR,
+                        hev.ErrorCode.GENERIC_SERVER_ERROR,
                     )
                 )
             else:
@@ -318,16 +317,16 @@ _orig_wait_for_request_headers = mhttp.HttpStream.state_wait_for_request_headers
 
 
 def _wait_for_request_headers(
-    self: mhttp.HttpStream, event: mhttp.RequestHeaders
+    self: mhttp.HttpStream, event: hev.RequestHeaders
 ) -> layer.CommandGenerator[None]:
     """Wraps ``HttpStream.state_wait_for_request_headers``: an extended CONNECT is a request
     (hooks, streamed upstream, a WebSocket after a 2xx), not a proxy CONNECT tunnel."""
-    if not (isinstance(event, mhttp.RequestHeaders) and is_extended_connect(event.request)):
+    if not (isinstance(event, hev.RequestHeaders) and is_extended_connect(event.request)):
         yield from _orig_wait_for_request_headers(self, event)
         return
     handler = WebSocketStream(self)
     self.__dict__["_h2ws"] = handler
-    self._handle_event = handler.handle  # type: ignore[method-assign]
+    self._handle_event = handler.handle
     yield from handler.start(event)
 
 
@@ -403,7 +402,7 @@ class WebSocketStream:
 
     # -------------------------------------------------------------------------- request
 
-    def start(self, event: mhttp.RequestHeaders) -> Commands:
+    def start(self, event: hev.RequestHeaders) -> Commands:
         s = self.stream
         s.flow = event.replay_flow or http.HTTPFlow(s.context.client, s.context.server)
         s.flow.request = event.request
@@ -431,7 +430,7 @@ class WebSocketStream:
             self._meta()["upstream"] = "h2"
             self.upstream_open = True
             yield mhttp.SendHttp(
-                mhttp.RequestHeaders(self.sid, s.flow.request, end_stream=False),
+                hev.RequestHeaders(self.sid, s.flow.request, end_stream=False),
                 s.context.server,
             )
         else:
@@ -450,10 +449,10 @@ class WebSocketStream:
                 host, port = url.parse_authority(request.host_header or "", check=True)
             except ValueError:
                 yield mhttp.SendHttp(
-                    mhttp.ResponseProtocolError(
+                    hev.ResponseProtocolError(
                         self.sid,
                         "HTTP request has no host header, destination unknown.",
-                        mhttp.ErrorCode.DESTINATION_UNKNOWN,
+                        hev.ErrorCode.DESTINATION_UNKNOWN,
                     ),
                     s.context.client,
                 )
@@ -496,12 +495,12 @@ class WebSocketStream:
         response = s.flow.response
         content = response.raw_content
         yield mhttp.SendHttp(
-            mhttp.ResponseHeaders(self.sid, response, end_stream=not content),
+            hev.ResponseHeaders(self.sid, response, end_stream=not content),
             s.context.client,
         )
         if content:
-            yield mhttp.SendHttp(mhttp.ResponseData(self.sid, content), s.context.client)
-            yield mhttp.SendHttp(mhttp.ResponseEndOfMessage(self.sid), s.context.client)
+            yield mhttp.SendHttp(hev.ResponseData(self.sid, content), s.context.client)
+            yield mhttp.SendHttp(hev.ResponseEndOfMessage(self.sid), s.context.client)
         s.flow.live = False
         self.rejected = True
         self.dropped = True
@@ -553,11 +552,11 @@ class WebSocketStream:
         )
         self.upstream_open = True
         yield mhttp.SendHttp(
-            mhttp.RequestHeaders(self.sid, upgrade, end_stream=False), s.context.server
+            hev.RequestHeaders(self.sid, upgrade, end_stream=False), s.context.server
         )
         # The upgrade request has no body: its end lets mitmproxy's HTTP/1 client make the
         # pipe once the 101 is in (``Http1Connection.mark_done``).
-        yield mhttp.SendHttp(mhttp.RequestEndOfMessage(self.sid), s.context.server)
+        yield mhttp.SendHttp(hev.RequestEndOfMessage(self.sid), s.context.server)
 
     def _fallback(self) -> Commands:
         """The server's HTTP/2 did not enable RFC 8441: an HTTP/1.1 connection of our own."""
@@ -572,7 +571,7 @@ class WebSocketStream:
         )
         if err:
             yield from s.handle_protocol_error(
-                mhttp.ResponseProtocolError(self.sid, err, mhttp.ErrorCode.CONNECT_FAILED)
+                hev.ResponseProtocolError(self.sid, err, hev.ErrorCode.CONNECT_FAILED)
             )
             self.dropped = True
             return
@@ -615,9 +614,9 @@ class WebSocketStream:
             if self.rejected:
                 if isinstance(
                     event,
-                    mhttp.RequestData
-                    | mhttp.RequestEndOfMessage
-                    | mhttp.RequestTrailers
+                    hev.RequestData
+                    | hev.RequestEndOfMessage
+                    | hev.RequestTrailers
                     | events.MessageInjected,
                 ):
                     return
@@ -637,7 +636,7 @@ class WebSocketStream:
         s.flow.live = False
         if not self.closed_client:
             yield mhttp.SendHttp(
-                mhttp.ResponseProtocolError(self.sid, message, mhttp.ErrorCode.KILL),
+                hev.ResponseProtocolError(self.sid, message, hev.ErrorCode.KILL),
                 s.context.client,
             )
         if not self.closed_server:
@@ -648,34 +647,34 @@ class WebSocketStream:
         s = self.stream
         self.closed_server = True
         yield mhttp.SendHttp(
-            mhttp.RequestProtocolError(self.sid, message, mhttp.ErrorCode.KILL),
+            hev.RequestProtocolError(self.sid, message, hev.ErrorCode.KILL),
             s.context.server,
         )
 
     def awaiting_response(self, event: events.Event) -> Commands:
         s = self.stream
-        if isinstance(event, mhttp.RequestData):
+        if isinstance(event, hev.RequestData):
             self.early.append(event.data)
             self.early_bytes += len(event.data)
             if self.early_bytes > EARLY_DATA_LIMIT:
                 yield from self._abort("h2ws: too much data before the WebSocket was accepted")
-        elif isinstance(event, mhttp.RequestEndOfMessage):
+        elif isinstance(event, hev.RequestEndOfMessage):
             self.client_ended = True
         elif isinstance(event, NeedsHttp1Upgrade):
             yield from self._fallback()
-        elif isinstance(event, mhttp.RequestProtocolError | mhttp.ResponseProtocolError):
+        elif isinstance(event, hev.RequestProtocolError | hev.ResponseProtocolError):
             self.dropped = True
             yield from s.handle_protocol_error(event)
-        elif isinstance(event, mhttp.ResponseHeaders):
+        elif isinstance(event, hev.ResponseHeaders):
             yield from self._response_headers(event)
-        elif isinstance(event, events.CommandCompleted | mhttp.RequestTrailers):
+        elif isinstance(event, events.CommandCompleted | hev.RequestTrailers):
             pass
-        elif isinstance(event, mhttp.ResponseEndOfMessage) and self.skip_response_eom:
+        elif isinstance(event, hev.ResponseEndOfMessage) and self.skip_response_eom:
             self.skip_response_eom = False
         else:
             raise AssertionError(f"unexpected event before the WebSocket opened: {event!r}")
 
-    def _response_headers(self, event: mhttp.ResponseHeaders) -> Commands:
+    def _response_headers(self, event: hev.ResponseHeaders) -> Commands:
         s = self.stream
         response = event.response
         if self.upstream_h1 and response.status_code == 101:
@@ -684,8 +683,8 @@ class WebSocketStream:
                 s.flow.response = response
                 self.dropped = True
                 yield from s.handle_protocol_error(
-                    mhttp.ResponseProtocolError(
-                        self.sid, accepted, mhttp.ErrorCode.GENERIC_SERVER_ERROR
+                    hev.ResponseProtocolError(
+                        self.sid, accepted, hev.ErrorCode.GENERIC_SERVER_ERROR
                     )
                 )
                 yield from self._reset_server(accepted)
@@ -699,7 +698,7 @@ class WebSocketStream:
         # Refused: an ordinary response, handled by mitmproxy's own states from here on.
         self.rejected = True
         if not self.upstream_h1:
-            yield mhttp.SendHttp(mhttp.RequestEndOfMessage(self.sid), s.context.server)
+            yield mhttp.SendHttp(hev.RequestEndOfMessage(self.sid), s.context.server)
         s.client_state = s.state_done
         yield from s.state_wait_for_response_headers(event)
 
@@ -716,7 +715,7 @@ class WebSocketStream:
         if (yield from self._killed(False)):
             return
         yield mhttp.SendHttp(
-            mhttp.ResponseHeaders(self.sid, s.flow.response, end_stream=False),
+            hev.ResponseHeaders(self.sid, s.flow.response, end_stream=False),
             s.context.client,
         )
         s.client_state = s.server_state = s.state_done
@@ -733,25 +732,25 @@ class WebSocketStream:
     def relay(self, event: events.Event) -> Commands:
         s = self.stream
         child_event: events.Event
-        if isinstance(event, mhttp.RequestData):
+        if isinstance(event, hev.RequestData):
             child_event = events.DataReceived(s.context.client, event.data)
-        elif isinstance(event, mhttp.RequestEndOfMessage | mhttp.RequestProtocolError):
-            if isinstance(event, mhttp.RequestProtocolError):
+        elif isinstance(event, hev.RequestEndOfMessage | hev.RequestProtocolError):
+            if isinstance(event, hev.RequestProtocolError):
                 self.closed_client = True  # reset: nothing more can be sent to it
             child_event = events.ConnectionClosed(s.context.client)
-        elif isinstance(event, mhttp.ResponseData):
+        elif isinstance(event, hev.ResponseData):
             child_event = events.DataReceived(s.context.server, event.data)
-        elif isinstance(event, mhttp.ResponseEndOfMessage):
+        elif isinstance(event, hev.ResponseEndOfMessage):
             if self.skip_response_eom:
                 self.skip_response_eom = False
                 return
             child_event = events.ConnectionClosed(s.context.server)
-        elif isinstance(event, mhttp.ResponseProtocolError):
+        elif isinstance(event, hev.ResponseProtocolError):
             self.closed_server = True
             child_event = events.ConnectionClosed(s.context.server)
-        elif isinstance(event, mhttp.RequestTrailers | mhttp.ResponseTrailers):
+        elif isinstance(event, hev.RequestTrailers | hev.ResponseTrailers):
             return
-        elif isinstance(event, mhttp.ResponseHeaders):
+        elif isinstance(event, hev.ResponseHeaders):
             return  # headers after the 2xx on a WebSocket stream: nothing to relay
         else:
             child_event = event  # CommandCompleted of the child's hooks, injected messages
@@ -772,26 +771,24 @@ class WebSocketStream:
                 if command.connection is s.context.client:
                     if not self.closed_client:
                         yield mhttp.SendHttp(
-                            mhttp.ResponseData(self.sid, command.data), s.context.client
+                            hev.ResponseData(self.sid, command.data), s.context.client
                         )
                 elif not self.closed_server:
-                    yield mhttp.SendHttp(
-                        mhttp.RequestData(self.sid, command.data), s.context.server
-                    )
+                    yield mhttp.SendHttp(hev.RequestData(self.sid, command.data), s.context.server)
             elif isinstance(command, commands.CloseConnection):
                 if command.connection is s.context.client:
                     if not self.closed_client:
                         self.closed_client = True
-                        yield mhttp.SendHttp(mhttp.ResponseEndOfMessage(self.sid), s.context.client)
+                        yield mhttp.SendHttp(hev.ResponseEndOfMessage(self.sid), s.context.client)
                 elif not self.closed_server:
                     self.closed_server = True
                     if self.upstream_h1:
                         # the HTTP/1.1 connection is this WebSocket's own: close it
-                        end: mhttp.HttpEvent = mhttp.RequestProtocolError(
-                            self.sid, "EOF", mhttp.ErrorCode.PASSTHROUGH_CLOSE
+                        end: hev.HttpEvent = hev.RequestProtocolError(
+                            self.sid, "EOF", hev.ErrorCode.PASSTHROUGH_CLOSE
                         )
                     else:
-                        end = mhttp.RequestEndOfMessage(self.sid)
+                        end = hev.RequestEndOfMessage(self.sid)
                     yield mhttp.SendHttp(end, s.context.server)
             else:
                 yield command
@@ -865,7 +862,3 @@ __all__ = [
     "protocol_of",
     "revert",
 ]
-
-# keep a reference: h2's settings codes are part of what this module relies on
-_ = h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL
-_ = mflow.Error

@@ -23,7 +23,6 @@ from h2ws.analysis.records import Direction, Record
 
 from .recorder import LiveDecoders
 
-
 #: set on each HTTP connection layer at its first chunk: True when it is not decoded
 _SKIP = "_h2ws_skip"
 
@@ -46,7 +45,8 @@ def leg_info(conn: connection.Connection) -> ConnectionInfo:
         client, server = _addr(conn.peername), _addr(conn.sockname)
         leg = "client"
     else:
-        client, server = _addr(conn.sockname), _addr(conn.peername or conn.address)
+        address = conn.address if isinstance(conn, connection.Server) else None
+        client, server = _addr(conn.sockname), _addr(conn.peername or address)
         leg = "server"
     return ConnectionInfo(
         conn_id=conn.id,

@@ -45,8 +45,8 @@ from h2ws.analysis.websocket import PayloadPolicy
 
 from . import intercept
 from .flows import HookQueue, Step, WebSocketMirror, trigger_event
-from .legs import LegRecorder
 from .layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
+from .legs import LegRecorder
 from .recorder import LiveDecoders, TableWriter
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,9 @@ class H2wsAddon:
     # ------------------------------------------------------------------------------ options
 
     def load(self, loader: Loader) -> None:
+        # The communityid library logs 8 INFO lines of its internals per connection, which
+        # mitmdump prints at its default verbosity: only its warnings are of interest.
+        logging.getLogger("communityid").setLevel(logging.WARNING)
         loader.add_option(
             "h2ws_mode",
             str,

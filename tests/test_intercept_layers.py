@@ -14,10 +14,10 @@ import pytest
 import wsproto
 import wsproto.events
 from mitmproxy import http
-from mitmproxy.websocket import WebSocketMessage
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers import websocket
 from mitmproxy.proxy.layers.http import _hooks
+from mitmproxy.websocket import WebSocketMessage
 from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionType
 from wsproto.frame_protocol import Opcode

@@ -63,7 +63,12 @@ def test_websockets_are_live_flows(
 ) -> None:
     require("node")
     flows = tmp_path / "flows.mitm"
-    proxy = Mitmdump(tmp_path, upstream_ca=tls_certificate.ca, args=["-w", str(flows)])
+    proxy = Mitmdump(
+        tmp_path,
+        upstream_ca=tls_certificate.ca,
+        options={"h2ws_out": tmp_path / "tables"},
+        args=["-w", str(flows)],
+    )
     with proxy, ConnectTunnel(proxy.port, ("127.0.0.1", tls_server.port)) as tunnel:
         log = run_node(
             tunnel.port, tmp_path / "client.json", ws=WEBSOCKETS, gets=GETS, seed=SEED,
@@ -71,6 +76,7 @@ def test_websockets_are_live_flows(
         )  # fmt: skip
     assert len(log["websockets"]) == WEBSOCKETS
     assert "Traceback" not in proxy.log(), proxy.log()
+    assert "CommunityID" not in proxy.log()  # no third-party debug output by default
     saved = read_flows(flows)
     ws = [f for f in saved if getattr(f, "websocket", None) is not None]
     assert len(ws) == WEBSOCKETS
