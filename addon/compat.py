@@ -1,9 +1,10 @@
 """Which mitmproxy versions the addon runs on, checked once when it is loaded.
 
-Observe mode chooses mitmproxy's layers itself (``layers.py``) and mirrors flows with its hook
-classes (``flows.py``): both are internals that change between mitmproxy releases, so an
-untested version is refused with one line rather than failing strangely in the middle of a
-connection.
+Intercept mode patches mitmproxy's HTTP/2 and HTTP layers (``intercept.py``, whose ``apply``
+calls this check), observe mode chooses mitmproxy's layers itself (``layers.py``) and mirrors
+flows with its hook classes (``flows.py``): all are internals that change between mitmproxy
+releases, so an untested version is refused with one line rather than failing strangely in the
+middle of a connection.
 """
 
 from __future__ import annotations

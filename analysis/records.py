@@ -151,6 +151,7 @@ class ConnectionRecord:
     goaway_last_stream_id: int | None = _col(_I64)
     end_cause: str | None = _col(_STR)  # fin | rst | capture_ended | goaway | error
     error: str | None = _col(_STR)
+    leg: str | None = _col(_STR)  # client | server (live, intercept mode); null otherwise
 
 
 @dataclass(slots=True)

@@ -105,7 +105,9 @@ def test_through_the_addon_rfc8441_survives(
 ) -> None:
     out = tmp_path / "live"
     proxy = Mitmdump(
-        tmp_path, options={"h2ws_out": out, "h2ws_payload": "full"}, upstream_ca=tls_certificate.ca
+        tmp_path,
+        options={"h2ws_mode": "observe", "h2ws_out": out, "h2ws_payload": "full"},
+        upstream_ca=tls_certificate.ca,
     )
     with proxy:
         events = load_page(browser, page_server, tmp_path, proxy, proxy.ca_cert)

@@ -81,7 +81,12 @@ def recorded(
     work = tmp_path_factory.mktemp("flowfile")
     flows = work / "flows.mitm"
     out = work / "live"
-    options = {"h2ws_out": out, "h2ws_payload": "full", "h2ws_keep_raw": True}
+    options = {
+        "h2ws_mode": "observe",
+        "h2ws_out": out,
+        "h2ws_payload": "full",
+        "h2ws_keep_raw": True,
+    }
     proxy = Mitmdump(work, options=options, upstream_ca=tls_certificate.ca, args=["-w", str(flows)])
     logs = []
     with proxy:
@@ -153,7 +158,12 @@ def test_without_keep_raw_the_file_says_so(
 ) -> None:
     require("node")
     flows = tmp_path / "flows.mitm"
-    proxy = Mitmdump(tmp_path, upstream_ca=tls_certificate.ca, args=["-w", str(flows)])
+    proxy = Mitmdump(
+        tmp_path,
+        options={"h2ws_mode": "observe"},
+        upstream_ca=tls_certificate.ca,
+        args=["-w", str(flows)],
+    )
     with proxy, ConnectTunnel(proxy.port, ("127.0.0.1", echo_server.port)) as tunnel:
         log = tmp_path / "client.json"
         run_node(tunnel.port, log, ws=1, gets=1)

@@ -44,7 +44,13 @@ GETS = 3
 
 
 def live_options(out: Path, **extra: object) -> dict[str, object]:
-    return {"h2ws_out": out, "h2ws_payload": "full", "h2ws_flush_interval": 1, **extra}
+    return {
+        "h2ws_mode": "observe",
+        "h2ws_out": out,
+        "h2ws_payload": "full",
+        "h2ws_flush_interval": 1,
+        **extra,
+    }
 
 
 def tls_options(proxy: Mitmdump) -> dict[str, object]:

@@ -30,6 +30,9 @@ class ConnectionInfo:
     #: another TCP connection, so the Community ID is computed over client <-> proxy instead.
     proxy_addr: str | None = None
     proxy_port: int | None = None
+    #: The addon's intercept mode decodes each leg on its own: ``client`` (client <-> proxy) or
+    #: ``server`` (proxy <-> server); None for captures and observe mode (one relayed byte stream).
+    leg: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
