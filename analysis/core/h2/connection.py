@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
 from hyperframe.frame import (
     ContinuationFrame,
     Frame,
@@ -32,7 +33,7 @@ from hyperframe.frame import (
 from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.core.h2 import rfc8441
 from h2ws.analysis.core.h2.framing import DirectionState, error_code_name, setting_name
-from h2ws.analysis.core.h2.header_blocks import HeaderBlockError
+from h2ws.analysis.core.h2.header_blocks import HeaderBlockError, PendingBlock, UnknownIndexError
 from h2ws.analysis.core.h2.streams import StreamLayer
 from h2ws.analysis.core.headers import HeaderList
 from h2ws.analysis.core.options import DecodeOptions
@@ -95,7 +96,7 @@ class H2Decoder(StreamLayer):
                         "h2_truncated_header_block",
                         f"{state.name} header block never completed",
                         ts=ts,
-                        stream_id=state.pending_block[0],
+                        stream_id=state.pending_block.stream_id,
                     )
                 )
             if state.buffer and not state.failed:
@@ -124,12 +125,15 @@ class H2Decoder(StreamLayer):
     def _on_frame(self, state: DirectionState, frame: Frame, ts: float) -> None:
         d = state.name
         if isinstance(frame, HeadersFrame | PushPromiseFrame):
+            opened = PendingBlock(frame.stream_id, frame, bytes(frame.data))
+            opened.check_first(self.options.headers)
             if "END_HEADERS" in frame.flags:
-                self._on_header_block(state, frame, bytes(frame.data), ts)
+                self._on_complete_block(state, opened, ts)
             else:
-                state.pending_block = (frame.stream_id, frame, [bytes(frame.data)])
+                state.pending_block = opened
         elif isinstance(frame, ContinuationFrame):
-            if state.pending_block is None or state.pending_block[0] != frame.stream_id:
+            pending = state.pending_block
+            if pending is None or pending.stream_id != frame.stream_id:
                 self._fail_direction(
                     state,
                     ts,
@@ -137,11 +141,10 @@ class H2Decoder(StreamLayer):
                     f"CONTINUATION on stream {frame.stream_id} outside a header block",
                 )
                 return
-            state.pending_block[2].append(bytes(frame.data))
+            pending.add(bytes(frame.data), self.options.headers)
             if "END_HEADERS" in frame.flags:
-                _, first_frame, fragments = state.pending_block
                 state.pending_block = None
-                self._on_header_block(state, first_frame, b"".join(fragments), ts)
+                self._on_complete_block(state, pending, ts)
         elif isinstance(frame, RstStreamFrame):
             stream = self.streams.get(frame.stream_id)
             if stream is not None:
@@ -168,6 +171,9 @@ class H2Decoder(StreamLayer):
     def _on_settings(self, state: DirectionState, frame: SettingsFrame, ts: float) -> None:
         for code, value in frame.settings.items():
             state.settings[setting_name(code)] = value
+            if code == SettingCodes.HEADER_TABLE_SIZE:
+                # The peer's setting bounds the other direction's encoder (RFC 7541 §4.2).
+                self.dirs["c2s" if state.name == "s2c" else "s2c"].hpack.allow_table_size(value)
             if code == rfc8441.ENABLE_CONNECT_PROTOCOL and state.name == "s2c":
                 problem = rfc8441.setting_problem(self.enable_connect_protocol, value)
                 if problem is not None:
@@ -184,20 +190,88 @@ class H2Decoder(StreamLayer):
 
     # ------------------------------------------------------------------ headers
 
-    def _on_header_block(
-        self, state: DirectionState, frame: Frame, block: bytes, ts: float
-    ) -> None:
-        try:
-            headers = state.hpack.decode(block)
-        except HeaderBlockError as exc:
-            self._fail_direction(
-                state,
-                ts,
-                "h2_hpack_error",
-                f"HPACK decoding of the {state.name} header block on stream "
-                f"{frame.stream_id} failed: {exc}",
-            )
+    def _on_complete_block(self, state: DirectionState, pending: PendingBlock, ts: float) -> None:
+        """A header block with its END_HEADERS: decoded, or skipped over a limit."""
+        frame = pending.frame
+        assert isinstance(frame, HeadersFrame | PushPromiseFrame)
+        if pending.skipped is not None:
+            code, why = pending.skipped
+            # The skipped block may have changed the table: what follows relies on a lost state.
+            state.hpack.forget()
+            self._undecoded_block(state, frame, ts, code, f"{why} ({pending.size} bytes)", True)
             return
+        try:
+            headers = state.hpack.decode(pending.block())
+        except UnknownIndexError as exc:
+            self._undecoded_block(state, frame, ts, exc.code, str(exc), False)
+            return
+        except HeaderBlockError as exc:
+            # Over the list limit the table was kept in step; any other error lost it.
+            lost = exc.code != "h2_header_list_too_large"
+            self._undecoded_block(state, frame, ts, exc.code, str(exc), lost)
+            return
+        if state.hpack_lost and state.hpack.reliable:
+            state.hpack_lost = False
+            self._out.append(
+                diagnostic(
+                    self.conn_id,
+                    "h2",
+                    "info",
+                    "h2_hpack_resynchronised",
+                    f"{state.name} HPACK table known again (emptied by a size update)",
+                    ts=ts,
+                    stream_id=frame.stream_id,
+                )
+            )
+        self._on_header_block(state, frame, headers, ts)
+
+    def _undecoded_block(
+        self,
+        state: DirectionState,
+        frame: HeadersFrame | PushPromiseFrame,
+        ts: float,
+        code: str,
+        why: str,
+        lost: bool,
+    ) -> None:
+        """A header block whose headers are unknown: say so, mark its stream, invent nothing.
+
+        Unlike a framing error this does not stop the direction: frames still decode, and later
+        blocks decode exactly as far as they use only what is known of the table.
+        """
+        if lost:
+            state.hpack_lost = True
+        kind = "request" if state.name == "c2s" else "response"
+        message = f"{state.name} header block on stream {frame.stream_id} not decoded: {why}"
+        if lost:
+            message += f"; the {state.name} HPACK table is unreliable until emptied"
+        self._out.append(
+            diagnostic(
+                self.conn_id,
+                "h2",
+                "error",
+                code,
+                message,
+                ts=ts,
+                stream_id=frame.stream_id,
+            )
+        )
+        self.error = self.error or message
+        if isinstance(frame, PushPromiseFrame):
+            return
+        stream = self.streams.get(frame.stream_id)
+        if stream is None and state.name == "c2s":
+            stream = self._open_stream(frame.stream_id, [], ts, kind_hint=None)
+            stream.record.request_headers = None  # unknown, not empty
+        if stream is not None:
+            stream.incomplete = True
+            stream.record.error = stream.record.error or f"{kind} headers not decoded: {why}"
+            if "END_STREAM" in frame.flags:
+                self._half_close(stream, state.name, ts)
+
+    def _on_header_block(
+        self, state: DirectionState, frame: Frame, headers: HeaderList, ts: float
+    ) -> None:
         end_stream = "END_STREAM" in frame.flags
         if isinstance(frame, PushPromiseFrame):
             pushed = self._open_stream(frame.promised_stream_id, headers, ts, kind_hint="push")

@@ -34,7 +34,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from h2ws.analysis.core.h2.header_blocks import HeaderBlockDecoder
+from h2ws.analysis.core.h2.header_blocks import HeaderBlockDecoder, PendingBlock
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.records import Direction, FrameRecord, Record, make_frame
 
@@ -85,8 +85,10 @@ class DirectionState:
     #: Bytes of the client preface still to be matched (c2s only).
     preface_left: bytes = b""
     hpack: HeaderBlockDecoder = field(default_factory=HeaderBlockDecoder)
-    #: A HEADERS/PUSH_PROMISE block waiting for CONTINUATION: (stream, frame, fragments).
-    pending_block: tuple[int, Frame, list[bytes]] | None = None
+    #: A HEADERS/PUSH_PROMISE block waiting for CONTINUATION (bounded, see PendingBlock).
+    pending_block: PendingBlock | None = None
+    #: a header block was skipped or failed: the HPACK table is (partly) unknown
+    hpack_lost: bool = False
     failed: bool = False
     settings: dict[str, int] = field(default_factory=dict)
 
@@ -113,8 +115,12 @@ class FrameLayer(ABC):
         #: only for the tests that check both ways give the same records
         self.fast_path = fast_path
         self.dirs: dict[str, DirectionState] = {
-            "c2s": DirectionState("c2s", preface_left=PREFACE if expect_preface else b""),
-            "s2c": DirectionState("s2c"),
+            "c2s": DirectionState(
+                "c2s",
+                preface_left=PREFACE if expect_preface else b"",
+                hpack=HeaderBlockDecoder(options.headers),
+            ),
+            "s2c": DirectionState("s2c", hpack=HeaderBlockDecoder(options.headers)),
         }
         self.frame_index = 0
         self.error: str | None = None
