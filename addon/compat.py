@@ -9,8 +9,7 @@ middle of a connection.
 
 from __future__ import annotations
 
-#: (major, minor) versions tested; keep in line with the ``live`` extra in pyproject.toml.
-SUPPORTED = ((12, 3),)
+#: the versions tested, [MINIMUM, BELOW); keep in line with the ``live`` extra in pyproject.toml.
 MINIMUM = (12, 3)
 BELOW = (13, 0)
 

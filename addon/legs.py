@@ -20,7 +20,7 @@ from mitmproxy import connection
 from h2ws.addon.recorder import LiveDecoders
 from h2ws.analysis.core.chunks import ConnectionInfo, TlsInfo
 from h2ws.analysis.records import Direction, Record
-from h2ws.analysis.sources.flowfile import tls_version_name
+from h2ws.analysis.sources.mitmmodel import tls_version_name
 
 #: set on each HTTP connection layer at its first chunk: True when it is not decoded
 _SKIP = "_h2ws_skip"

@@ -36,10 +36,10 @@ from h2ws.addon.legs import LegRecorder
 from h2ws.addon.recorder import LiveDecoders, TableWriter
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.records import Direction, PayloadPolicy, Record
-from h2ws.analysis.sinks.export import FORMATS
-from h2ws.analysis.sources.flowfile import (
+from h2ws.analysis.sinks.writers import FORMATS
+from h2ws.analysis.sources.mitmflows import HttpFlowRecorder
+from h2ws.analysis.sources.mitmmodel import (
     METADATA_KEY,
-    HttpFlowRecorder,
     connection_error,
     connection_info,
     end_of,

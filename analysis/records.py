@@ -275,7 +275,6 @@ TABLES: dict[str, type[Any]] = {
     "messages": MessageRecord,
     "diagnostics": DiagnosticRecord,
 }
-TABLE_OF: dict[type[Any], str] = {cls: name for name, cls in TABLES.items()}
 #: column kinds of the tuple records (the dataclasses carry theirs in field metadata)
 _TUPLE_KINDS: dict[type[Any], tuple[str, ...]] = {
     FrameRecord: _FRAME_KINDS,

@@ -21,7 +21,7 @@ import pytest
 
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.core.websocket import PayloadPolicy
-from h2ws.analysis.sinks.export import TableSink
+from h2ws.analysis.sinks.writers import TableSink
 from h2ws.analysis.sources.flowfile import flow_records, is_flow_file
 from h2ws.testkit.live.clients import run_node
 from h2ws.testkit.live.compare import TABLES, Tables, assert_h2_run, read_tables

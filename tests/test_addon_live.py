@@ -27,7 +27,7 @@ import h2.events
 import pytest
 from communityid import CommunityID, FlowTuple
 
-from h2ws.analysis.sinks.export import read_table
+from h2ws.analysis.sinks.reader import read_table
 from h2ws.testkit.live.clients import run_node
 from h2ws.testkit.live.compare import assert_h2_run, read_tables
 from h2ws.testkit.live.proxy import ADDON, GUARD, MITMDUMP, Mitmdump
