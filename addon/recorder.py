@@ -2,8 +2,8 @@
 
 One :class:`~h2ws.analysis.core.decoder.ConnectionDecoder` per relayed connection, fed the chunks
 mitmproxy relays (the same core as for captures), and one
-:class:`~h2ws.analysis.sinks.export.PartitionedSink` for the records.  Nothing here knows mitmproxy:
-the addon translates hooks into calls, which keeps this part testable without a proxy.
+:class:`~h2ws.analysis.sinks.writers.PartitionedSink` for the records.  Nothing here knows
+mitmproxy: the addon translates hooks into calls, which keeps this part testable without a proxy.
 
 A decoder that raises loses its own connection only: the exception becomes a ``decoder_failed``
 diagnostic, the connection is no longer decoded, and the relay (which never waits for us beyond
@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from h2ws.analysis.core.chunks import ConnectionInfo, TlsInfo
 from h2ws.analysis.core.decoder import ConnectionDecoder
+from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.core.options import DecodeOptions
-from h2ws.analysis.core.websocket import PayloadPolicy
 from h2ws.analysis.records import (
-    DiagnosticRecord,
     Direction,
     MessageRecord,
+    PayloadPolicy,
     Record,
     StreamRecord,
+    make_message,
 )
-from h2ws.analysis.sinks.export import Part, PartitionedSink, warm_up
+from h2ws.analysis.sinks.writers import Part, PartitionedSink, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ _Call = Callable[[], list[Record]]
 
 
 #: message payloads up to this long wait for the conversion to be trimmed (a column at a time,
-#: see ``export.trim_payload_columns``); longer ones are trimmed at once, which bounds what the
+#: see ``PayloadPolicy.trim_columns``); longer ones are trimmed at once, which bounds what the
 #: rows waiting for conversion hold (CONVERT_ROWS of them: a few MiB)
 HOLD_BYTES = 4096
 
@@ -45,25 +45,16 @@ HOLD_BYTES = 4096
 _PAYLOAD = MessageRecord._fields.index("payload")
 _TRUNCATED = MessageRecord._fields.index("payload_truncated")
 assert _TRUNCATED == _PAYLOAD + 1
-#: builds a MessageRecord from a tuple of all its fields, without NamedTuple's Python __new__
-_new_message = tuple.__new__
 
 
 def trim_payload(record: MessageRecord, policy: PayloadPolicy) -> MessageRecord:
     """``record`` as ``policy`` keeps it (the decoder may have kept more, for the flows)."""
     payload = record.payload
-    if policy.mode == "full" or payload is None:
-        return record
-    if policy.mode == "none":
-        kept, truncated = None, False
-    elif len(payload) > policy.preview_bytes:
-        kept, truncated = payload[: policy.preview_bytes], record.length > policy.preview_bytes
-    else:
+    kept, truncated = policy.trim(payload, record.length, record.payload_truncated)
+    if kept is payload and truncated == record.payload_truncated:
         return record
     # A third of the cost of record._replace(...), once per message of a busy relay.
-    return _new_message(
-        MessageRecord, (*record[:_PAYLOAD], kept, truncated, *record[_TRUNCATED + 1 :])
-    )
+    return make_message((*record[:_PAYLOAD], kept, truncated, *record[_TRUNCATED + 1 :]))
 
 
 class TableWriter:
@@ -82,7 +73,6 @@ class TableWriter:
         warm_up()  # at start-up, not in the first flush of a busy relay
         self._payload = payload
         self._hold = self._hold_bytes(payload)
-        self.last_flush = time.monotonic()
         self.failed: str | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2ws-tables")
 
@@ -128,7 +118,6 @@ class TableWriter:
     def flush(self) -> None:
         """Every row written so far goes to part files, which become readable (complete,
         atomically renamed) as soon as the writer thread has written them."""
-        self.last_flush = time.monotonic()
         if self.failed or not self.sink.pending:
             return
         try:
@@ -229,14 +218,14 @@ class LiveDecoders:
             self._failed.add(conn_id)
             logger.warning(f"h2ws: decoding connection {conn_id} failed, relaying only: {exc!r}")
             out: list[Record] = [
-                DiagnosticRecord(
-                    conn_id=conn_id,
-                    ts=ts,
-                    layer="capture",
-                    severity="error",
-                    code="decoder_failed",
-                    message=f"internal decoder error, the connection is relayed but no longer "
+                diagnostic(
+                    conn_id,
+                    "capture",
+                    "error",
+                    "decoder_failed",
+                    f"internal decoder error, the connection is relayed but no longer "
                     f"decoded: {exc!r}",
+                    ts=ts,
                 )
             ]
             if decoder is not None:

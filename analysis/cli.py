@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.core.websocket import PayloadPolicy
-from h2ws.analysis.sinks.export import FORMATS, TableSink
+from h2ws.analysis.sinks.writers import FORMATS, TableSink
 from h2ws.analysis.sources.inputs import DuplicateInput, input_names
 from h2ws.analysis.sources.jobs import (
     Tally,

@@ -1,10 +1,16 @@
-"""Record types of every table, and their Arrow schemas.
+"""Record types of every table, their factories, the payload policy, and their Arrow schemas.
 
 This module is the single source of truth for column names and types: the decoder core creates
 these records (dataclasses, and named tuples for the two tables with a row per frame and per
 message), the exporters turn them into Arrow batches with :func:`arrow_schema`, and
 ``docs/schema.md`` documents every column.  The core must not import pyarrow, so pyarrow is only
 imported inside :func:`arrow_schema`.
+
+The tuple records are made in the hot paths from a tuple of all their fields by their factories
+(:data:`make_frame`, :data:`make_message`: NamedTuple's ``_make``, a third of the cost of the
+keyword constructor); :class:`PayloadPolicy` is the one place that says what of a message's
+payload the ``messages`` table keeps (the decoder, the flow-file reader, the live writer and the
+exporter all apply it through its methods).
 
 Timestamps are POSIX seconds (float) in the records and ``timestamp[us, tz=UTC]`` in the tables.
 """
@@ -20,6 +26,85 @@ if TYPE_CHECKING:
 
 Direction = Literal["c2s", "s2c"]
 DIRECTIONS: tuple[Direction, Direction] = ("c2s", "s2c")
+
+PayloadMode = Literal["none", "preview", "full"]
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadPolicy:
+    """How much of each payload lands in the table; the privacy default is a short preview.
+
+    The rule, in one place: ``full`` keeps the whole payload, ``none`` keeps none (the column is
+    null), ``preview`` keeps the first ``preview_bytes``; ``payload_truncated`` says that the
+    message was longer than what was kept.  :attr:`keep` is the rule as a number for code that
+    collects a payload chunk by chunk (the WebSocket decoder); :meth:`cut` applies it to a whole
+    payload, :meth:`trim` and :meth:`trim_columns` to rows that may hold more than the policy
+    keeps (the live decoder keeps whole payloads for the mirrored flows).
+    """
+
+    mode: PayloadMode = "preview"
+    preview_bytes: int = 256
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("none", "preview", "full"):
+            raise ValueError(f"payload mode must be none, preview or full, not {self.mode!r}")
+        if self.preview_bytes < 0:
+            raise ValueError("preview_bytes must not be negative")
+
+    @property
+    def keep(self) -> int | None:
+        """Payload bytes kept per message: None no payload column, -1 all, n a preview."""
+        if self.mode == "none":
+            return None
+        if self.mode == "full":
+            return -1
+        return self.preview_bytes
+
+    def cut(self, payload: bytes, length: int) -> tuple[bytes | None, bool]:
+        """(payload, payload_truncated) of a message of ``length`` bytes whose whole payload is
+        ``payload``."""
+        keep = self.keep
+        if keep is None:
+            return None, length > 0
+        if keep < 0 or length <= keep:
+            return payload, False
+        return payload[:keep], True
+
+    def trim(
+        self, payload: bytes | None, length: int, truncated: bool
+    ) -> tuple[bytes | None, bool]:
+        """(payload, payload_truncated) of a row that may keep more than this policy does.
+
+        A payload longer than the preview is cut and marked truncated if the message was
+        longer; ``none`` drops the payload; a row without payload stays as it is.
+        """
+        if self.mode == "full" or payload is None:
+            return payload, truncated
+        if self.mode == "none":
+            return None, False
+        n = self.preview_bytes
+        if len(payload) > n:
+            return payload[:n], length > n
+        return payload, truncated
+
+    def trim_columns(
+        self, payloads: list[bytes | None], lengths: list[int], truncated: list[bool]
+    ) -> tuple[list[bytes | None], list[bool]]:
+        """:meth:`trim` on every row of the payload, length and payload_truncated columns (the
+        tests hold both equal); a column at a time, so only the preview of each payload is read
+        and copied."""
+        if self.mode == "full":
+            return payloads, truncated
+        if self.mode == "none":
+            kept: list[bytes | None] = [None] * len(payloads)
+            return kept, [t and p is None for p, t in zip(payloads, truncated, strict=True)]
+        n = self.preview_bytes
+        kept = [p[:n] if p is not None and len(p) > n else p for p in payloads]
+        return kept, [
+            length > n if p is not None and len(p) > n else t
+            for p, length, t in zip(payloads, lengths, truncated, strict=True)
+        ]
+
 
 # Column kinds used in field metadata; arrow_schema() maps them to Arrow types.
 _STR = "string"
@@ -66,6 +151,7 @@ class ConnectionRecord:
     goaway_last_stream_id: int | None = _col(_I64)
     end_cause: str | None = _col(_STR)  # fin | rst | capture_ended | goaway | error
     error: str | None = _col(_STR)
+    leg: str | None = _col(_STR)  # client | server (live, intercept mode); null otherwise
 
 
 @dataclass(slots=True)
@@ -121,6 +207,9 @@ class FrameRecord(NamedTuple):
     error_code: str | None = None
 
 
+#: a FrameRecord from a tuple of all its fields, in order (the hot path's constructor)
+make_frame = FrameRecord._make
+
 #: column kinds of FrameRecord, in field order
 _FRAME_KINDS = (_STR, _I64, _TS, _STR, _STR, _STR, _I64, _I64, _I64, _I64, _STR)
 
@@ -153,6 +242,9 @@ class MessageRecord(NamedTuple):
     close_reason: str | None = None
 
 
+#: a MessageRecord from a tuple of all its fields, in order (the hot path's constructor)
+make_message = MessageRecord._make
+
 #: column kinds of MessageRecord, in field order
 _MESSAGE_KINDS = (
     _STR, _I64, _I64, _STR, _I64, _TS, _TS, _STR, _I64, _I64, _I64, _BOOL, _BIN, _BOOL, _STR,
@@ -183,7 +275,6 @@ TABLES: dict[str, type[Any]] = {
     "messages": MessageRecord,
     "diagnostics": DiagnosticRecord,
 }
-TABLE_OF: dict[type[Any], str] = {cls: name for name, cls in TABLES.items()}
 #: column kinds of the tuple records (the dataclasses carry theirs in field metadata)
 _TUPLE_KINDS: dict[type[Any], tuple[str, ...]] = {
     FrameRecord: _FRAME_KINDS,

@@ -12,12 +12,12 @@ import re
 from communityid import CommunityID, FlowTuple
 
 from h2ws.analysis.core.chunks import ConnectionInfo, TlsInfo
+from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.core.h2 import PREFACE, H2Decoder
 from h2ws.analysis.core.http1 import Http1Decoder
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.records import (
     ConnectionRecord,
-    DiagnosticRecord,
     Direction,
     Record,
     StreamRecord,
@@ -70,6 +70,7 @@ def connection_record(info: ConnectionInfo, *, tls: bool = False) -> ConnectionR
         server_addr=info.server_addr,
         server_port=info.server_port,
         tls=tls,
+        leg=info.leg,
     )
 
 
@@ -157,12 +158,15 @@ class ConnectionDecoder:
         rec.error = rec.error or f"bytes missing from the {direction} stream"
         if self._protocol is None:
             self._protocol = "unknown"
-            self._diag(
-                ts,
-                "tcp",
-                "error",
-                "gap_before_sniff",
-                "bytes were lost before the protocol could be recognised",
+            self._out.append(
+                diagnostic(
+                    self.info.conn_id,
+                    "tcp",
+                    "error",
+                    "gap_before_sniff",
+                    "bytes were lost before the protocol could be recognised",
+                    ts=ts,
+                )
             )
         elif self._h2 is not None:
             self._out.extend(self._h2.gap(direction, ts, length))
@@ -200,12 +204,15 @@ class ConnectionDecoder:
             if _TLS_RECORD.match(c2s):
                 self._protocol = "tls"
                 self.record.tls = True
-                self._diag(
-                    ts,
-                    "tls",
-                    "warning",
-                    "tls_no_keys",
-                    "encrypted connection and no TLS keys for it; only counted",
+                self._out.append(
+                    diagnostic(
+                        self.info.conn_id,
+                        "tls",
+                        "warning",
+                        "tls_no_keys",
+                        "encrypted connection and no TLS keys for it; only counted",
+                        ts=ts,
+                    )
                 )
                 self._forget_sniffed()
                 return
@@ -221,12 +228,15 @@ class ConnectionDecoder:
     def _decide_unknown(self, ts: float | None) -> None:
         self._protocol = "unknown"
         head = bytes(self._sniff["c2s"][:16] or self._sniff["s2c"][:16])
-        self._diag(
-            ts,
-            "tcp",
-            "info",
-            "unknown_protocol",
-            f"not HTTP/1.x, HTTP/2 or TLS (first bytes {head.hex()}); only counted",
+        self._out.append(
+            diagnostic(
+                self.info.conn_id,
+                "tcp",
+                "info",
+                "unknown_protocol",
+                f"not HTTP/1.x, HTTP/2 or TLS (first bytes {head.hex()}); only counted",
+                ts=ts,
+            )
         )
         self._forget_sniffed()
 
@@ -312,19 +322,6 @@ class ConnectionDecoder:
             rec.goaway_code = h2.goaway_code
             rec.goaway_last_stream_id = h2.goaway_last_stream_id
             rec.error = rec.error or h2.error
-
-    def _diag(self, ts: float | None, layer: str, severity: str, code: str, message: str) -> None:
-        self._out.append(
-            DiagnosticRecord(
-                conn_id=self.info.conn_id,
-                stream_id=None,
-                ts=ts,
-                layer=layer,
-                severity=severity,
-                code=code,
-                message=message,
-            )
-        )
 
     def _take(self) -> list[Record]:
         out, self._out = self._out, []

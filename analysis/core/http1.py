@@ -1,5 +1,10 @@
 """HTTP/1.1 seen from the wire, with h11: exchanges, ``Upgrade: websocket`` and ``Upgrade: h2c``.
 
+One job: the request/response exchanges of one HTTP/1.x connection (RFC 9112 message framing,
+by h11) up to a protocol switch (RFC 9110 §7.8): a WebSocket after a 101 (RFC 6455 §4; its
+frames go to :mod:`.websocket`), HTTP/2 after ``Upgrade: h2c`` (RFC 7540 §3.2; handed to the
+caller), or a CONNECT tunnel.
+
 h11 is an endpoint library, so the observer runs two of them: one in the server role parses what
 the client sent, one in the client role parses what the server sent.  Each is kept in step with
 the other side by feeding it a minimal stand-in of the other side's message (method and target,
@@ -10,15 +15,16 @@ framed (HEAD, CONNECT, 101, keep-alive), and nothing the tables depend on.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import h11
 
+from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.core.headers import HeaderList, decode_headers, first, joined, to_json
 from h2ws.analysis.core.options import DecodeOptions
-from h2ws.analysis.core.websocket import MessageDecoder, negotiated_deflate
-from h2ws.analysis.records import DiagnosticRecord, Direction, MessageRecord, Record, StreamRecord
+from h2ws.analysis.core.websocket import WebSocketStream
+from h2ws.analysis.records import Direction, Record, StreamRecord
 
 MAX_HEADER_BYTES = 1 * 2**20
 #: Server bytes held back until the request they answer has been parsed (they arrive in order
@@ -31,7 +37,8 @@ class _Exchange:
     record: StreamRecord
     upgrade: str | None  # lower-cased Upgrade token the client asked for
     request_headers: HeaderList
-    ws: dict[str, MessageDecoder] = field(default_factory=dict)
+    #: the WebSocket, once the server switched to it
+    ws: WebSocketStream | None = None
     done: bool = False
 
 
@@ -59,7 +66,6 @@ class Http1Decoder:
         self._queue: list[_Exchange] = []  # requests parsed, response not yet complete
         self._current_request: _Exchange | None = None
         self._pending_s2c = bytearray()
-        self._pending_s2c_ts = 0.0
         self.exchanges = 0
         self.websocket_count = 0
         self.failed = False
@@ -91,7 +97,6 @@ class Http1Decoder:
                     )
                 else:
                     self._pending_s2c += data
-                    self._pending_s2c_ts = ts
                     self._pump_responses(ts)
         except h11.ProtocolError as exc:
             self._fail(ts, "http1_protocol_error", f"HTTP/1.1 {direction}: {exc}")
@@ -286,17 +291,7 @@ class Http1Decoder:
         )
         if exchange.record.kind == "websocket":
             self._ws_exchange = exchange
-            deflate = negotiated_deflate(exchange.record.ws_extensions)
-            for d in ("c2s", "s2c"):
-                exchange.ws[d] = MessageDecoder(
-                    conn_id=self.conn_id,
-                    stream_id=None,
-                    exchange=exchange.record.exchange,
-                    direction=d,
-                    deflate=deflate,
-                    payload=self.options.payload,
-                    max_message_bytes=self.options.max_message_bytes,
-                )
+            exchange.ws = WebSocketStream(exchange.record, self.options)
             if c2s:
                 self._feed_ws(exchange, "c2s", bytes(c2s), exchange.record.ts_open or ts)
             if s2c:
@@ -306,29 +301,14 @@ class Http1Decoder:
             # caller counts the remaining bytes on the connection.
             self._finish(exchange, ts, "switched_protocols")
 
-    def _feed_ws(self, exchange: _Exchange, d: str, data: bytes, ts: float) -> None:
+    def _feed_ws(self, exchange: _Exchange, d: Direction, data: bytes, ts: float) -> None:
         rec = exchange.record
         if d == "c2s":
             rec.bytes_c2s += len(data)
         else:
             rec.bytes_s2c += len(data)
-        decoder = exchange.ws[d]
-        if decoder.failed:
-            return
-        for out in decoder.feed(data, ts):
-            if isinstance(out, MessageRecord):
-                if d == "c2s":
-                    rec.messages_c2s += 1
-                else:
-                    rec.messages_s2c += 1
-                if out.opcode == "close" and rec.ws_close_by is None:
-                    rec.ws_close_by = d
-                    rec.close_cause = (
-                        f"ws_close:{out.close_code}" if out.close_code is not None else "ws_close"
-                    )
-            else:
-                rec.error = rec.error or out.message
-            self._out.append(out)
+        if exchange.ws is not None:
+            exchange.ws.feed(d, data, ts, self._out)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -337,13 +317,9 @@ class Http1Decoder:
             return
         exchange.done = True
         rec = exchange.record
-        failed = cut = False
-        for decoder in exchange.ws.values():
-            for diag in decoder.finish(ts):
-                rec.error = rec.error or diag.message
-                self._out.append(diag)
-            failed = failed or decoder.failed
-            cut = cut or decoder.in_message
+        failed, cut = (
+            exchange.ws.finish(ts, self._out) if exchange.ws is not None else (False, False)
+        )
         # As for HTTP/2 streams: a message cut short by the closed connection keeps that cause
         # in ``stream_end`` and makes ``close_cause`` "incomplete"; a decoding failure leaves
         # the end unknown.
@@ -360,17 +336,7 @@ class Http1Decoder:
     def _fail(self, ts: float | None, code: str, message: str) -> None:
         self.failed = True
         self.error = self.error or message
-        self._out.append(
-            DiagnosticRecord(
-                conn_id=self.conn_id,
-                stream_id=None,
-                ts=ts,
-                layer="http1",
-                severity="error",
-                code=code,
-                message=message,
-            )
-        )
+        self._out.append(diagnostic(self.conn_id, "http1", "error", code, message, ts=ts))
         for exchange in [*self._queue, self._current_request, self._ws_exchange]:
             if exchange is not None and not exchange.done:
                 exchange.record.error = exchange.record.error or message

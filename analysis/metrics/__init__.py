@@ -35,7 +35,8 @@ import pandas as pd
 import pyarrow as pa
 
 from h2ws.analysis.records import TABLES, arrow_schema, columns
-from h2ws.analysis.sinks.export import EXTENSIONS, read_table
+from h2ws.analysis.sinks.reader import read_table
+from h2ws.analysis.sinks.writers import EXTENSIONS
 
 #: DuckDB type of each column kind of :mod:`h2ws.analysis.records`.
 _SQL_TYPES = {
@@ -127,7 +128,7 @@ def connect(
 
     Parquet is read in place (lazily: a metric reads only the columns it needs), as one file per
     table or as a partitioned dataset, and several captures' outputs in sub-folders are read as
-    one; CSV and JSON Lines go through ``sinks.export.read_table``.  A table that is
+    one; CSV and JSON Lines go through ``sinks.reader.read_table``.  A table that is
     missing reads as empty, but a directory without connections and streams is an error.
     """
     base = Path(out_dir)

@@ -10,7 +10,7 @@ import os
 
 import pandas as pd
 
-from h2ws.analysis.sinks.export import read_table
+from h2ws.analysis.sinks.reader import read_table
 
 CONNECTION_COLUMNS = [
     "conn_id",

@@ -1,5 +1,8 @@
 """``h2ws extract --jobs N``: one capture decoded by N processes, each a share of its connections.
 
+One job: share the work among processes and merge what they wrote; the pipeline each runs is
+assembled in :mod:`.capture`.
+
 Decoding is Python work on one CPU per process, and a capture's connections are independent
 once TCP has put their bytes in order: so every process reads the whole capture and
 reassembles TCP (about a sixth of the work, and what numbers the connections alike in every
@@ -15,27 +18,22 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from h2ws.analysis.core.chunks import ChunkEvent, Opened
 from h2ws.analysis.core.options import DecodeOptions
-from h2ws.analysis.records import DiagnosticRecord, Record
-from h2ws.analysis.sinks.export import TableSink, merge_tables
-from h2ws.analysis.sources.flowfile import flow_records, is_flow_file
-from h2ws.analysis.sources.pcap import CaptureReader
-from h2ws.analysis.sources.pipeline import Pipeline
-from h2ws.analysis.sources.tcp import TcpReassembler
-from h2ws.analysis.sources.tls import KeyLog, TlsLayer
+from h2ws.analysis.records import DiagnosticRecord
+from h2ws.analysis.sinks.writers import TableSink, merge_tables
+from h2ws.analysis.sources.capture import Share, decode
+from h2ws.analysis.sources.flowfile import is_flow_file
 
-_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
-
+#: every connection of a capture, in one process
+_WHOLE = Share()
 
 #: Capture-level codes that mean an input gave nothing at all.
 UNREADABLE = frozenset({"not_a_capture", "not_a_flow_file"})
@@ -43,18 +41,6 @@ UNREADABLE = frozenset({"not_a_capture", "not_a_flow_file"})
 
 class WorkerDied(RuntimeError):
     """A process of ``--jobs`` ended without its result; nothing was merged."""
-
-
-@dataclass(frozen=True, slots=True)
-class Share:
-    """The connections one process decodes: the n-th (from 0, in order of first packet) when
-    ``n % of == index``.  Capture-level diagnostics belong to share 0."""
-
-    index: int = 0
-    of: int = 1
-
-    def owns(self, conn_id: str) -> bool:
-        return int(conn_id.rsplit(":", 1)[1]) % self.of == self.index
 
 
 @dataclass
@@ -87,97 +73,6 @@ class Tally:
             self.first_message.setdefault(code, message)
 
 
-def capture_events(
-    path: Path,
-    stats: Counter[str],
-    keylogs: Sequence[Path] = (),
-    share: Share = Share(),
-    name: str | None = None,
-) -> Iterator[ChunkEvent]:
-    """CaptureReader -> TcpReassembler -> TlsLayer, for the connections of ``share``.
-
-    ``name`` (default: the file's base name) is the ``capture`` column and the prefix of every
-    ``conn_id``: the CLI gives each input of a run a distinct one (:mod:`.inputs`).
-
-    The key logs of ``--keylog`` and those the capture embeds (pcapng Decryption Secrets Blocks)
-    form one :class:`KeyLog`; an embedded one is learnt before the packets after it are fed.
-    """
-    keylog = KeyLog()
-    for keys in keylogs:
-        try:
-            keylog.add(Path(keys).read_bytes())
-        except OSError as exc:
-            if share.index == 0:
-                print(f"h2ws: cannot read key log {keys}: {exc.strerror}", file=sys.stderr)
-    try:
-        with open(path, "rb") as f:
-            pcapng = f.read(4) == _PCAPNG_MAGIC
-    except OSError:
-        pcapng = False
-    reader = CaptureReader(path)
-    label = name or path.name
-    reassembler = TcpReassembler(capture=label, conn_id_prefix=label)
-    # Only pcapng files can carry keys of their own, anywhere in the file: wait for them.
-    tls = TlsLayer(keylog, wait_for_keys=pcapng)
-    mine = _ShareFilter(share)
-    blocks = 0
-    for item in reader:
-        if len(reader.tls_key_log) > blocks:
-            for block in reader.tls_key_log[blocks:]:
-                keylog.add(block)
-            blocks = len(reader.tls_key_log)
-        if isinstance(item, DiagnosticRecord):
-            if share.index == 0:
-                yield item
-            continue
-        for event in reassembler.feed(item):
-            if mine(event):
-                yield from tls.feed(event)
-    for block in reader.tls_key_log[blocks:]:  # after the last packet: for what is still open
-        keylog.add(block)
-    for event in reassembler.finish():
-        if mine(event):
-            yield from tls.feed(event)
-    yield from tls.finish()
-    if share.index == 0:
-        stats["packets"] += reader.packets_read
-
-
-class _ShareFilter:
-    """Whether an event of the reassembler is for this share's connections."""
-
-    def __init__(self, share: Share) -> None:
-        self.share = share
-        self._owned: dict[str, bool] = {}
-
-    def __call__(self, event: ChunkEvent) -> bool:
-        share = self.share
-        if share.of == 1:
-            return True
-        if isinstance(event, Opened):
-            mine = self._owned[event.conn.conn_id] = share.owns(event.conn.conn_id)
-            return mine
-        conn_id = event.conn_id
-        if conn_id is None:
-            return share.index == 0
-        owned = self._owned.get(conn_id)
-        return share.owns(conn_id) if owned is None else owned
-
-
-def decode(
-    path: Path,
-    options: DecodeOptions,
-    tally: Tally,
-    keylogs: Sequence[Path],
-    share: Share,
-    name: str | None = None,
-) -> Iterable[Record]:
-    """Every record of one capture or flow file (of one share of a capture's connections)."""
-    if is_flow_file(path):
-        return flow_records(path, options, tally.stats)
-    return Pipeline(options).run(capture_events(path, tally.stats, keylogs, share, name))
-
-
 def _named(diag: DiagnosticRecord, path: Path, name: str) -> DiagnosticRecord:
     """A capture-level diagnostic whose message starts with its input's name: the row has no
     ``conn_id`` to say which file it is about, and several inputs may fail alike."""
@@ -192,13 +87,13 @@ def extract_into(
     path: Path,
     options: DecodeOptions,
     keylogs: Sequence[Path] = (),
-    share: Share = Share(),
+    share: Share = _WHOLE,
     name: str | None = None,
 ) -> Tally:
-    """Decode ``path`` into ``sink``; ``name`` as in :func:`capture_events`."""
+    """Decode ``path`` into ``sink``; ``name`` as in :func:`.capture.capture_events`."""
     tally = Tally()
     label = name or path.name
-    for record in decode(path, options, tally, keylogs, share, name):
+    for record in decode(path, options, tally.stats, keylogs, share, name):
         if isinstance(record, DiagnosticRecord):
             if record.layer == "capture":
                 record = _named(record, path, label)
@@ -242,14 +137,14 @@ def extract_parallel(
 ) -> tuple[Tally, dict[str, int]]:
     """Every capture in ``jobs`` shares (flow files whole), at most ``jobs`` processes at once;
     then one file per table in ``out_dir``.  ``names``: one per path, as in
-    :func:`capture_events`."""
+    :func:`.capture.capture_events`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".h2ws-jobs-", dir=out_dir))
     try:
         tasks: list[_Task] = []
         for i, path in enumerate(paths):
-            shares = 1 if is_flow_file(path) else jobs
             name = names[i] if names is not None else None
+            shares = 1 if is_flow_file(path) else jobs
             for index in range(shares):
                 share_dir = work / str(len(tasks))
                 share = Share(index, shares)

@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterator
 from socket import AF_INET, AF_INET6, inet_ntop
 from typing import BinaryIO
 
+from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.records import DiagnosticRecord
-from h2ws.analysis.sources.tcp import TcpSegment, new_segment
+from h2ws.analysis.sources.tcp import TcpSegment, make_segment, new_segment
 
 Result = TcpSegment | DiagnosticRecord | None
 #: Decodes one captured frame ``buf[off:end]`` seen at ``ts``.
@@ -47,7 +48,6 @@ _IP6 = struct.Struct("!4xHB").unpack_from  # payload length, next header
 _TCP = struct.Struct("!HHIIH").unpack_from  # ports, seq, ack, data offset + flags
 #: Ethernet type, then _IP4's fields and both addresses, then _TCP's
 _ETH_IP4_TCP = struct.Struct("!12xHBxHxxHxBxx8sHHIIH").unpack_from
-_new_tuple = tuple.__new__
 
 _ETH_IP4, _ETH_IP6 = 0x0800, 0x86DD
 _VLAN_TPIDS = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
@@ -61,16 +61,10 @@ _IP6_AH, _IP6_FRAG = 51, 44
 _AF_IP = frozenset({2, 10, 23, 24, 28, 30})
 
 
-def _diag(
-    code: str, message: str, ts: float | None = None, severity: str = "warning"
-) -> DiagnosticRecord:
-    return DiagnosticRecord(
-        conn_id=None, ts=ts, layer="capture", severity=severity, code=code, message=message
-    )
-
-
 def _truncated(ts: float, what: str) -> DiagnosticRecord:
-    return _diag("truncated_packet", f"packet too short for its {what}", ts)
+    return diagnostic(
+        None, "capture", "warning", "truncated_packet", f"packet too short for its {what}", ts=ts
+    )
 
 
 _names: dict[bytes, tuple[str, str]] = {}
@@ -100,7 +94,9 @@ def _tcp(buf: bytes, off: int, end: int, ts: float, addrs: bytes) -> Result:
     sport, dport, seq, ack, off_flags = _TCP(buf, off)
     hlen = (off_flags >> 12) * 4
     if hlen < 20:
-        return _diag("malformed_packet", f"TCP header length {hlen}", ts)
+        return diagnostic(
+            None, "capture", "warning", "malformed_packet", f"TCP header length {hlen}", ts=ts
+        )
     if off + hlen > end:
         return _truncated(ts, "TCP header")
     src, dst = _addrs(addrs)
@@ -119,9 +115,23 @@ def _ip4(buf: bytes, off: int, end: int, ts: float) -> Result:
     if total == 0:
         total = end - off  # segmentation offload: the stack left the length to the NIC
     if hlen < 20 or total < hlen:
-        return _diag("malformed_packet", f"IPv4 header length {hlen}, total length {total}", ts)
+        return diagnostic(
+            None,
+            "capture",
+            "warning",
+            "malformed_packet",
+            f"IPv4 header length {hlen}, total length {total}",
+            ts=ts,
+        )
     if frag & 0x3FFF:
-        return _diag("ip_fragment", "IPv4 fragment of a TCP packet skipped", ts)
+        return diagnostic(
+            None,
+            "capture",
+            "warning",
+            "ip_fragment",
+            "IPv4 fragment of a TCP packet skipped",
+            ts=ts,
+        )
     if off + total > end:
         return _truncated(ts, "IPv4 total length")
     return _tcp(buf, off + hlen, off + total, ts, buf[off + 12 : off + 20])
@@ -145,7 +155,14 @@ def _ip6(buf: bytes, off: int, end: int, ts: float) -> Result:
                 return _truncated(ts, "IPv6 fragment header")
             if _U16(buf, pos + 2)[0] & 0xFFF9:
                 if buf[pos] == _TCP_PROTO:
-                    return _diag("ip_fragment", "IPv6 fragment of a TCP packet skipped", ts)
+                    return diagnostic(
+                        None,
+                        "capture",
+                        "warning",
+                        "ip_fragment",
+                        "IPv6 fragment of a TCP packet skipped",
+                        ts=ts,
+                    )
                 return None
             size = 8  # an atomic fragment: the whole packet
         else:
@@ -217,10 +234,9 @@ def _ethernet_ip4_tcp(buf: bytes, off: int, end: int, ts: float) -> Result:
             stop = off + 14 + total
             if hlen >= 20 and 20 + hlen <= total and stop <= end:
                 names = _names.get(addrs) or _addrs(addrs)
-                return _new_tuple(
-                    TcpSegment,
+                return make_segment(
                     (ts, names[0], sport, names[1], dport, seq, ack, off_flags & 0x1FF,
-                     buf[off + 34 + hlen : stop]),
+                     buf[off + 34 + hlen : stop])
                 )  # fmt: skip
     return _ethernet(buf, off, end, ts)
 
@@ -350,7 +366,7 @@ class CaptureReader:
         try:
             f = open(self.path, "rb")  # noqa: SIM115 - closed below, around the yields
         except OSError as exc:
-            yield _diag("not_a_capture", f"cannot open: {exc}", severity="error")
+            yield diagnostic(None, "capture", "error", "not_a_capture", f"cannot open: {exc}")
             return
         with f:
             try:
@@ -360,13 +376,23 @@ class CaptureReader:
                 elif head in _PCAP_MAGICS:
                     yield from self._pcap(_Chunks(f, head), *_PCAP_MAGICS[head])
                 else:
-                    yield _diag("not_a_capture", "neither pcap nor pcapng", severity="error")
+                    yield diagnostic(
+                        None, "capture", "error", "not_a_capture", "neither pcap nor pcapng"
+                    )
             except _Truncated as exc:
-                yield _diag("truncated_file", f"file ends inside a record: {exc}")
+                yield diagnostic(
+                    None,
+                    "capture",
+                    "warning",
+                    "truncated_file",
+                    f"file ends inside a record: {exc}",
+                )
             except _Corrupt as exc:
-                yield _diag("corrupt_file", f"reading stopped: {exc}", severity="error")
+                yield diagnostic(
+                    None, "capture", "error", "corrupt_file", f"reading stopped: {exc}"
+                )
             except OSError as exc:
-                yield _diag("truncated_file", f"read error: {exc}")
+                yield diagnostic(None, "capture", "warning", "truncated_file", f"read error: {exc}")
 
     def _pcap(
         self, src: _Chunks, order: str, ticks: int, hdr_len: int
@@ -377,7 +403,7 @@ class CaptureReader:
         linktype &= 0xFFFF  # the upper bits carry FCS information
         decode = LINKTYPES.get(linktype)
         if decode is None:
-            yield _diag("unknown_linktype", f"link type {linktype}", severity="error")
+            yield diagnostic(None, "capture", "error", "unknown_linktype", f"link type {linktype}")
         record = struct.Struct(order + "IIII").unpack_from
         limit = max(snaplen, 262144)
         buf, pos = src.buf, 24
@@ -448,7 +474,13 @@ class CaptureReader:
                 if start + caplen > end:
                     raise _Corrupt("packet longer than its block")
                 if iface >= len(interfaces):
-                    yield _diag("malformed_packet", f"packet of undeclared interface {iface}")
+                    yield diagnostic(
+                        None,
+                        "capture",
+                        "warning",
+                        "malformed_packet",
+                        f"packet of undeclared interface {iface}",
+                    )
                     continue
                 idb = interfaces[iface]
                 last_ts = (((hi << 32) | lo) + idb.offset) / idb.units
@@ -461,7 +493,13 @@ class CaptureReader:
                     raise _Corrupt("simple packet block too short")
                 self.packets_read += 1
                 if not interfaces:
-                    yield _diag("malformed_packet", "simple packet block before any interface")
+                    yield diagnostic(
+                        None,
+                        "capture",
+                        "warning",
+                        "malformed_packet",
+                        "simple packet block before any interface",
+                    )
                     continue
                 idb = interfaces[0]
                 (wire,) = u32(buf, body)
@@ -478,10 +516,12 @@ class CaptureReader:
                 units, offset = _interface_options(buf, body + 8, end, order)
                 decode = LINKTYPES.get(linktype)
                 if decode is None:
-                    yield _diag(
+                    yield diagnostic(
+                        None,
+                        "capture",
+                        "error",
                         "unknown_linktype",
                         f"link type {linktype} of interface {len(interfaces)}",
-                        severity="error",
                     )
                 interfaces.append(_Interface(decode, units, offset * units, snaplen))
             elif btype == _DSB and body + 8 <= end:

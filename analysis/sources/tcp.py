@@ -1,5 +1,8 @@
 """TCP reassembly: captured segments in, ordered byte chunks per connection and direction out.
 
+One job: put each direction's bytes in order (RFC 9293 §3.4 sequence numbers, SYN/FIN/RST ends),
+as the receiving application most likely read them, and say where bytes are missing.
+
 Sans-IO: :class:`TcpReassembler` is fed :class:`TcpSegment` values and returns chunk events
 (:mod:`h2ws.analysis.core.chunks`) at once, in capture order, so a capture of any size streams
 through in bounded memory.
@@ -19,7 +22,7 @@ Rules, and why:
 - Data becomes a :class:`Data` event as soon as it is in order, stamped with the time of the
   segment that made it so (when the receiving application could first have read it).
 - When the capture starts mid-connection the client is inferred (see
-  :func:`_src_is_client`), ``handshake_seen`` is False and a ``midstream_start`` diagnostic says so.
+  :func:`_src_is_client`) and a ``midstream_start`` diagnostic says so.
 
 Diagnostic codes (layer ``tcp``): ``midstream_start`` (warning), ``gap`` (error),
 ``port_reuse`` (warning: a new SYN on a 4-tuple whose connection was never seen to end).
@@ -32,7 +35,8 @@ from bisect import bisect_right
 from typing import NamedTuple
 
 from h2ws.analysis.core.chunks import ChunkEvent, Closed, ConnectionInfo, Data, Gap, Opened
-from h2ws.analysis.records import DiagnosticRecord, Direction
+from h2ws.analysis.core.diagnostics import diagnostic
+from h2ws.analysis.records import Direction
 
 FIN = 0x01
 SYN = 0x02
@@ -75,7 +79,8 @@ class TcpSegment(NamedTuple):
     payload: bytes
 
 
-_new_tuple = tuple.__new__
+#: a TcpSegment from a tuple of all its fields, in order
+make_segment = TcpSegment._make
 
 
 def new_segment(
@@ -89,9 +94,9 @@ def new_segment(
     flags: int,
     payload: bytes,
 ) -> TcpSegment:
-    """``TcpSegment(...)`` without NamedTuple's Python-level ``__new__``: half the cost, and
-    capture readers make one per packet."""
-    return _new_tuple(TcpSegment, (ts, src, sport, dst, dport, seq, ack, flags, payload))
+    """``TcpSegment(...)`` by its factory (``_make``), without NamedTuple's Python-level
+    ``__new__``: half the cost, and capture readers make one per packet."""
+    return make_segment((ts, src, sport, dst, dport, seq, ack, flags, payload))
 
 
 class _Half:
@@ -255,7 +260,9 @@ class TcpReassembler:
         elif fresh_syn and (half.exp32 == -1 or (seg.seq + 1) & _MASK != half.base & _MASK):
             # Not a retransmitted SYN: the 4-tuple is reused and we missed the old end.
             out.append(
-                self._diag(half.conn_id, ts, "warning", "port_reuse", "new SYN on open 4-tuple")
+                diagnostic(
+                    half.conn_id, "tcp", "warning", "port_reuse", "new SYN on open 4-tuple", ts=ts
+                )
             )
             self._flush(half.conn, ts, out)
             self._close(half.conn, "closed", ts, out)
@@ -299,7 +306,6 @@ class TcpReassembler:
             server_port=server[1],
             source=self.source,
             capture=self.capture,
-            handshake_seen=handshake,
         )
         conn = _Conn(info, (key, rev))
         self._open[conn_id] = conn
@@ -311,12 +317,13 @@ class TcpReassembler:
         out.append(Opened(info, seg.ts))
         if not handshake:
             out.append(
-                self._diag(
+                diagnostic(
                     conn_id,
-                    seg.ts,
+                    "tcp",
                     "warning",
                     "midstream_start",
                     f"handshake not captured; {client[0]}:{client[1]} taken as the client",
+                    ts=seg.ts,
                 )
             )
         return half
@@ -439,18 +446,13 @@ class TcpReassembler:
     def _gap(self, half: _Half, length: int, ts: float, out: list[ChunkEvent]) -> None:
         out.append(Gap(half.conn_id, half.direction, ts, length))
         out.append(
-            self._diag(
+            diagnostic(
                 half.conn_id,
-                ts,
+                "tcp",
                 "error",
                 "gap",
                 f"{length} bytes of {half.direction} never captured "
                 f"(at stream offset {half.nxt - half.base})",
+                ts=ts,
             )
-        )
-
-    @staticmethod
-    def _diag(conn_id: str, ts: float, severity: str, code: str, message: str) -> DiagnosticRecord:
-        return DiagnosticRecord(
-            conn_id=conn_id, ts=ts, layer="tcp", severity=severity, code=code, message=message
         )

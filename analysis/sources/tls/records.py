@@ -1,533 +1,43 @@
-"""TLS decryption between TCP reassembly and the decoder core: key logs in, plaintext chunks out.
+"""The TLS record state machine (RFC 8446 §5, RFC 5246 §6.2): :class:`TlsLayer`.
 
-Sans-IO, like the rest of the core: :class:`TlsLayer` is a filter over chunk events
-(:mod:`h2ws.analysis.core.chunks`).  It decides per connection from the first bytes whether the
-connection speaks TLS; a connection that does not is handed through untouched (one dict lookup
-per event), so cleartext captures pay nothing.  A TLS connection is parsed record by record in
-each direction; the ciphertext is reported as :class:`Wire` (byte counts stay TCP's), the
-handshake becomes one :class:`TlsInfo`, and decrypted application data becomes :class:`Data` for
-the same ``ConnectionDecoder`` that reads cleartext - which is why HTTP/2, RFC 8441 and HTTP/1.1
-WebSockets decode the same either way.
-
-Secrets come from NSS key logs (SSLKEYLOGFILE, ``--tls-keylog``, ``keylog_filename``, pcapng
-Decryption Secrets Blocks), looked up by the ClientHello's random.  Keys may be learnt after the
-packets that need them (a Decryption Secrets Block further on in the file): a direction that needs
-a key it does not have stops at that record and keeps what follows (bounded), and resumes when
-:class:`KeyLog` learns the key.  Only when the connection ends without it is it "no keys".
-
-Every cryptographic operation is ``cryptography``'s: AEADs (AES-GCM, ChaCha20-Poly1305, AES-CCM),
-HKDF-Expand and HMAC; this module only computes nonces, additional data and key schedules.
-
-Secrets never leave this module: not in reprs, exceptions nor diagnostics.  A client random is
-public (it is sent in clear) and is named in diagnostics, so that users can find the key log
-line that is missing.
-
-Diagnostic codes (layer ``tls``; ``conn_id`` set):
-
-- ``tls_no_keys`` (warning): the key log has no secret for this connection (or for part of it);
-  the connection is a row with its handshake facts and byte counts.
-- ``tls_bad_record_mac`` (error): a record failed authentication (wrong or mismatched keys, or
-  corrupted bytes); that direction is not decrypted further.
-- ``tls_unsupported_cipher`` (warning): a protocol version or cipher suite this module does not
-  decrypt (CBC suites, TLS 1.0/1.1, ...); counted only.
-- ``tls_midstream`` (warning): the capture starts after the ClientHello; counted only.
-- ``tls_incomplete_handshake`` (warning): the connection ended before a ServerHello was seen.
-- ``tls_alert`` (info for close_notify, warning, or error for fatal alerts).
-- ``tls_gap`` (error): bytes of a direction were lost; the rest of that direction cannot be
-  decrypted (record boundaries and sequence numbers are lost with them).
-- ``tls_malformed`` (error): bytes that are not TLS records or handshake messages; that
-  direction stops.
-- ``tls_truncated`` (warning): a direction ended inside a TLS record.
-- ``tls_resumed`` (info): an abbreviated TLS 1.2 handshake or a TLS 1.3 PSK handshake.
-- ``tls_early_data_skipped`` (info): 0-RTT data the server rejected (its EncryptedExtensions
-  say so), skipped as the server skipped it.  Accepted 0-RTT data is decoded like any other.
-- ``tls_internal_error`` (error): a bug; the connection is counted only, the capture goes on.
+One job: a sans-IO filter over chunk events that turns each TLS connection's records into
+plaintext chunks, using :mod:`.keylog`, :mod:`.schedule` and :mod:`.handshake`.
 """
 
 from __future__ import annotations
 
-import struct
-from typing import Final, Protocol
+from typing import Final
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from h2ws.analysis.core.chunks import ChunkEvent, Closed, Data, Gap, Opened, TlsInfo, Wire
+from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.records import DiagnosticRecord, Direction
-
-__all__ = ["SUITES", "KeyLog", "Suite", "TlsLayer", "hkdf_expand_label", "tls12_prf"]
-
-# -- key logs -----------------------------------------------------------------------------------
-
-#: The NSS key log labels that decrypt something (others, e.g. EXPORTER_SECRET, are ignored).
-KEYLOG_LABELS: Final = frozenset(
-    {
-        "CLIENT_RANDOM",
-        "CLIENT_EARLY_TRAFFIC_SECRET",
-        "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
-        "SERVER_HANDSHAKE_TRAFFIC_SECRET",
-        "CLIENT_TRAFFIC_SECRET_0",
-        "SERVER_TRAFFIC_SECRET_0",
-    }
+from h2ws.analysis.sources.tls.handshake import (
+    ALERT,
+    ALERTS,
+    APPLICATION_DATA,
+    CHANGE_CIPHER_SPEC,
+    CLIENT_HELLO,
+    ENCRYPTED_EXTENSIONS,
+    END_OF_EARLY_DATA,
+    FINISHED,
+    HANDSHAKE,
+    HEARTBEAT,
+    HRR_RANDOM,
+    KEY_UPDATE,
+    MAX_HANDSHAKE,
+    MAX_RECORD,
+    SERVER_HELLO,
+    VERSIONS,
+    Hello,
+    Malformed,
+    parse_client_hello,
+    parse_encrypted_extensions,
+    parse_server_hello,
 )
-
-
-class KeyLog:
-    """Secrets of an NSS key log, by ``(label, client_random)``.
-
-    ``add`` takes whole key log texts (a file, a Decryption Secrets Block) and ignores whatever
-    is not a well-formed line of a useful label, so comments, blank lines and foreign lines are
-    harmless.  ``added`` lists the client randoms of new secrets in order, so that a
-    :class:`TlsLayer` waiting for keys looks only at the connections that may now decrypt.
-    """
-
-    __slots__ = ("_secrets", "added")
-
-    def __init__(self, text: bytes | str | None = None) -> None:
-        self._secrets: dict[tuple[str, bytes], bytes] = {}
-        self.added: list[bytes] = []
-        if text:
-            self.add(text)
-
-    def add(self, text: bytes | str) -> int:
-        """Learn every secret in ``text``; returns how many were new."""
-        if isinstance(text, str):
-            text = text.encode("utf-8", "replace")
-        new = 0
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) != 3:
-                continue
-            label = parts[0].decode("ascii", "replace")
-            if label not in KEYLOG_LABELS:
-                continue
-            try:
-                client_random = bytes.fromhex(parts[1].decode("ascii"))
-                secret = bytes.fromhex(parts[2].decode("ascii"))
-            except ValueError:
-                continue
-            if len(client_random) != 32 or not 16 <= len(secret) <= 64:
-                continue
-            key = (label, client_random)
-            if self._secrets.get(key) != secret:
-                self._secrets[key] = secret
-                self.added.append(client_random)
-                new += 1
-        return new
-
-    def get(self, label: str, client_random: bytes) -> bytes | None:
-        return self._secrets.get((label, client_random))
-
-    def has(self, label: str, client_random: bytes) -> bool:
-        return (label, client_random) in self._secrets
-
-    def __len__(self) -> int:
-        return len(self._secrets)
-
-    def __repr__(self) -> str:  # never the secrets
-        return f"<KeyLog: {len(self._secrets)} secrets>"
-
-
-# -- cipher suites and key schedules ------------------------------------------------------------
-
-
-class _Aead(Protocol):
-    def decrypt(
-        self, nonce: bytes, data: bytes | memoryview, associated_data: bytes | None
-    ) -> bytes: ...
-
-
-class Suite:
-    """What decrypting records of one cipher suite takes.
-
-    ``iv_len`` is the IV of TLS 1.3 (12) or the implicit part of TLS 1.2's nonce (4 for GCM and
-    CCM, whose records carry the other 8 bytes; 12 for ChaCha20-Poly1305, RFC 7905).
-    """
-
-    __slots__ = ("aead", "code", "hash", "iv_len", "key_len", "name", "tag_len", "tls13")
-
-    def __init__(
-        self,
-        code: int,
-        name: str,
-        aead: str | None,
-        key_len: int = 16,
-        hash_name: str = "sha256",
-        tag_len: int = 16,
-    ) -> None:
-        self.code = code
-        self.name = name
-        self.aead = aead  # gcm | chacha | ccm | None (not decrypted)
-        self.key_len = key_len
-        self.hash: type[hashes.SHA256] | type[hashes.SHA384] = (
-            hashes.SHA384 if hash_name == "sha384" else hashes.SHA256
-        )
-        self.tls13 = 0x1301 <= code <= 0x1305
-        self.iv_len = 12 if self.tls13 or aead == "chacha" else 4
-        self.tag_len = tag_len
-
-    def new_aead(self, key: bytes) -> _Aead:
-        if self.aead == "gcm":
-            return AESGCM(key)
-        if self.aead == "chacha":
-            return ChaCha20Poly1305(key)
-        if self.aead == "ccm":
-            return AESCCM(key, tag_length=self.tag_len)
-        raise ValueError(f"cipher suite {self.name} is not decrypted")
-
-    def __repr__(self) -> str:
-        return f"<Suite {self.name}>"
-
-
-def _suites(*items: Suite) -> dict[int, Suite]:
-    return {s.code: s for s in items}
-
-
-#: Cipher suites by code.  Those with ``aead=None`` are only named (CBC, RC4, ...).
-SUITES: Final = _suites(
-    Suite(0x1301, "TLS_AES_128_GCM_SHA256", "gcm", 16),
-    Suite(0x1302, "TLS_AES_256_GCM_SHA384", "gcm", 32, "sha384"),
-    Suite(0x1303, "TLS_CHACHA20_POLY1305_SHA256", "chacha", 32),
-    Suite(0x1304, "TLS_AES_128_CCM_SHA256", "ccm", 16),
-    Suite(0x1305, "TLS_AES_128_CCM_8_SHA256", "ccm", 16, tag_len=8),
-    Suite(0x009C, "TLS_RSA_WITH_AES_128_GCM_SHA256", "gcm", 16),
-    Suite(0x009D, "TLS_RSA_WITH_AES_256_GCM_SHA384", "gcm", 32, "sha384"),
-    Suite(0x009E, "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", "gcm", 16),
-    Suite(0x009F, "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384", "gcm", 32, "sha384"),
-    Suite(0x00A8, "TLS_PSK_WITH_AES_128_GCM_SHA256", "gcm", 16),
-    Suite(0x00A9, "TLS_PSK_WITH_AES_256_GCM_SHA384", "gcm", 32, "sha384"),
-    Suite(0xC02B, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "gcm", 16),
-    Suite(0xC02C, "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "gcm", 32, "sha384"),
-    Suite(0xC02F, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "gcm", 16),
-    Suite(0xC030, "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "gcm", 32, "sha384"),
-    Suite(0xCCA8, "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "chacha", 32),
-    Suite(0xCCA9, "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "chacha", 32),
-    Suite(0xCCAA, "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "chacha", 32),
-    Suite(0xCCAB, "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256", "chacha", 32),
-    Suite(0xCCAC, "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256", "chacha", 32),
-    Suite(0xCCAD, "TLS_DHE_PSK_WITH_CHACHA20_POLY1305_SHA256", "chacha", 32),
-    Suite(0xD001, "TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256", "gcm", 16),
-    Suite(0xD002, "TLS_ECDHE_PSK_WITH_AES_256_GCM_SHA384", "gcm", 32, "sha384"),
-    Suite(0xC09C, "TLS_RSA_WITH_AES_128_CCM", "ccm", 16),
-    Suite(0xC09D, "TLS_RSA_WITH_AES_256_CCM", "ccm", 32),
-    Suite(0xC0A0, "TLS_RSA_WITH_AES_128_CCM_8", "ccm", 16, tag_len=8),
-    Suite(0xC0A1, "TLS_RSA_WITH_AES_256_CCM_8", "ccm", 32, tag_len=8),
-    Suite(0xC0AC, "TLS_ECDHE_ECDSA_WITH_AES_128_CCM", "ccm", 16),
-    Suite(0xC0AD, "TLS_ECDHE_ECDSA_WITH_AES_256_CCM", "ccm", 32),
-    Suite(0xC0AE, "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8", "ccm", 16, tag_len=8),
-    Suite(0xC0AF, "TLS_ECDHE_ECDSA_WITH_AES_256_CCM_8", "ccm", 32, tag_len=8),
-    # Named, not decrypted.
-    Suite(0x002F, "TLS_RSA_WITH_AES_128_CBC_SHA", None),
-    Suite(0x0035, "TLS_RSA_WITH_AES_256_CBC_SHA", None),
-    Suite(0x003C, "TLS_RSA_WITH_AES_128_CBC_SHA256", None),
-    Suite(0x003D, "TLS_RSA_WITH_AES_256_CBC_SHA256", None),
-    Suite(0x000A, "TLS_RSA_WITH_3DES_EDE_CBC_SHA", None),
-    Suite(0xC009, "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA", None),
-    Suite(0xC00A, "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA", None),
-    Suite(0xC013, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", None),
-    Suite(0xC014, "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", None),
-    Suite(0xC023, "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256", None),
-    Suite(0xC024, "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384", None),
-    Suite(0xC027, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256", None),
-    Suite(0xC028, "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384", None),
-)
-
-
-def suite_name(code: int) -> str:
-    suite = SUITES.get(code)
-    return suite.name if suite else f"0x{code:04x}"
-
-
-def hkdf_expand_label(
-    hash_cls: type[hashes.SHA256] | type[hashes.SHA384],
-    secret: bytes,
-    label: bytes,
-    context: bytes,
-    length: int,
-) -> bytes:
-    """RFC 8446 section 7.1."""
-    full = b"tls13 " + label
-    info = struct.pack("!HB", length, len(full)) + full + bytes((len(context),)) + context
-    return HKDFExpand(hash_cls(), length, info).derive(secret)
-
-
-def _hmac(hash_cls: type[hashes.SHA256] | type[hashes.SHA384], key: bytes, msg: bytes) -> bytes:
-    h = hmac.HMAC(key, hash_cls())
-    h.update(msg)
-    return h.finalize()
-
-
-def tls12_prf(
-    hash_cls: type[hashes.SHA256] | type[hashes.SHA384],
-    secret: bytes,
-    label: bytes,
-    seed: bytes,
-    length: int,
-) -> bytes:
-    """RFC 5246 section 5: P_hash(secret, label + seed)."""
-    seed = label + seed
-    out = bytearray()
-    a = seed
-    while len(out) < length:
-        a = _hmac(hash_cls, secret, a)
-        out += _hmac(hash_cls, secret, a + seed)
-    return bytes(out[:length])
-
-
-class _Keys13:
-    """One direction's record protection for one TLS 1.3 traffic secret.
-
-    The secret is kept only to derive the next generation on KeyUpdate.
-    """
-
-    __slots__ = ("_secret", "aead", "iv", "seq", "suite")
-
-    def __init__(self, suite: Suite, secret: bytes) -> None:
-        self.suite = suite
-        self._secret = secret
-        key = hkdf_expand_label(suite.hash, secret, b"key", b"", suite.key_len)
-        self.aead = suite.new_aead(key)
-        self.iv = int.from_bytes(hkdf_expand_label(suite.hash, secret, b"iv", b"", 12))
-        self.seq = 0
-
-    def next_generation(self) -> _Keys13:
-        size = self.suite.hash.digest_size
-        return _Keys13(
-            self.suite, hkdf_expand_label(self.suite.hash, self._secret, b"traffic upd", b"", size)
-        )
-
-    def open(self, header: bytes, body: memoryview) -> bytes:
-        """The inner plaintext of one record; the sequence number moves only on success."""
-        pt = self.aead.decrypt((self.iv ^ self.seq).to_bytes(12), body, header)
-        self.seq += 1
-        return pt
-
-
-class _Keys12:
-    """One direction's record protection after a TLS 1.2 ChangeCipherSpec (AEAD suites only)."""
-
-    __slots__ = ("aead", "explicit", "iv", "salt", "seq", "tag_len")
-
-    def __init__(self, suite: Suite, key: bytes, iv: bytes) -> None:
-        self.aead = suite.new_aead(key)
-        self.explicit = suite.aead != "chacha"  # GCM and CCM: 8 nonce bytes in each record
-        self.salt = iv
-        self.iv = int.from_bytes(iv)
-        self.tag_len = suite.tag_len
-        self.seq = 0
-
-    def open(self, ctype: int, version: int, body: memoryview) -> bytes:
-        if self.explicit:
-            if len(body) < 8 + self.tag_len:
-                raise InvalidTag
-            nonce = self.salt + bytes(body[:8])
-            body = body[8:]
-        else:
-            if len(body) < self.tag_len:
-                raise InvalidTag
-            nonce = (self.iv ^ self.seq).to_bytes(12)
-        aad = struct.pack("!QBHH", self.seq, ctype, version, len(body) - self.tag_len)
-        pt = self.aead.decrypt(nonce, body, aad)
-        self.seq += 1
-        return pt
-
-
-# -- record and handshake parsing ---------------------------------------------------------------
-
-CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA, HEARTBEAT = 20, 21, 22, 23, 24
-CLIENT_HELLO, SERVER_HELLO, NEW_SESSION_TICKET, END_OF_EARLY_DATA = 1, 2, 4, 5
-ENCRYPTED_EXTENSIONS, FINISHED, KEY_UPDATE = 8, 20, 24
-EXT_SERVER_NAME, EXT_ALPN, EXT_PRE_SHARED_KEY, EXT_EARLY_DATA = 0, 16, 41, 42
-EXT_SUPPORTED_VERSIONS = 43
-
-#: RFC 8446 4.1.3: a ServerHello with this random is a HelloRetryRequest.
-HRR_RANDOM: Final = bytes.fromhex(
-    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
-)
-#: 2**14 plus the largest expansion any version allows (TLS 1.2: 2048).
-MAX_RECORD: Final = (1 << 14) + 2048
-#: A handshake message larger than this is taken as garbage (certificate chains stay far below).
-MAX_HANDSHAKE: Final = 1 << 20
-VERSIONS: Final = {
-    0x0300: "SSL 3.0",
-    0x0301: "TLS 1.0",
-    0x0302: "TLS 1.1",
-    0x0303: "TLS 1.2",
-    0x0304: "TLS 1.3",
-}
-ALERTS: Final = {
-    0: "close_notify",
-    10: "unexpected_message",
-    20: "bad_record_mac",
-    22: "record_overflow",
-    40: "handshake_failure",
-    42: "bad_certificate",
-    43: "unsupported_certificate",
-    44: "certificate_revoked",
-    45: "certificate_expired",
-    46: "certificate_unknown",
-    47: "illegal_parameter",
-    48: "unknown_ca",
-    49: "access_denied",
-    50: "decode_error",
-    51: "decrypt_error",
-    70: "protocol_version",
-    71: "insufficient_security",
-    80: "internal_error",
-    86: "inappropriate_fallback",
-    90: "user_canceled",
-    100: "no_renegotiation",
-    109: "missing_extension",
-    110: "unsupported_extension",
-    112: "unrecognized_name",
-    113: "bad_certificate_status_response",
-    115: "unknown_psk_identity",
-    116: "certificate_required",
-    120: "no_application_protocol",
-}
-
-
-class _Malformed(Exception):
-    """Bytes that cannot be TLS; the message says what was expected (no data in it)."""
-
-
-class _Reader:
-    """Bounds-checked reads of a handshake message body."""
-
-    __slots__ = ("buf", "end", "pos")
-
-    def __init__(self, buf: bytes, pos: int = 0, end: int | None = None) -> None:
-        self.buf = buf
-        self.pos = pos
-        self.end = len(buf) if end is None else end
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > self.end:
-            raise _Malformed("handshake message too short")
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2))
-
-    def vec(self, size_len: int) -> _Reader:
-        """A reader over the next length-prefixed vector, which it skips."""
-        n = int.from_bytes(self.take(size_len))
-        if self.pos + n > self.end:
-            raise _Malformed("vector longer than its message")
-        sub = _Reader(self.buf, self.pos, self.pos + n)
-        self.pos += n
-        return sub
-
-    def left(self) -> int:
-        return self.end - self.pos
-
-    def take_all(self) -> bytes:
-        return self.take(self.end - self.pos)
-
-
-def _extensions(r: _Reader) -> dict[int, _Reader]:
-    """Extensions of a hello message (the first of each type); none if the block is absent."""
-    out: dict[int, _Reader] = {}
-    if not r.left():
-        return out
-    block = r.vec(2)
-    while block.left():
-        etype = block.u16()
-        out.setdefault(etype, block.vec(2))
-    return out
-
-
-def _alpn_list(r: _Reader) -> list[str]:
-    names = r.vec(2)
-    out = []
-    while names.left():
-        out.append(names.vec(1).take_all().decode("ascii", "replace"))
-    return out
-
-
-class _Hello:
-    """What a ClientHello or ServerHello says that matters here."""
-
-    __slots__ = (
-        "alpn",
-        "cipher",
-        "early_data",
-        "psk",
-        "random",
-        "server_name",
-        "session_id",
-        "version",
-    )
-
-    def __init__(self) -> None:
-        self.random = b""
-        self.session_id = b""
-        self.version = 0
-        self.cipher = 0
-        self.server_name: str | None = None
-        self.alpn: list[str] = []
-        self.early_data = False
-        self.psk = False
-
-
-def parse_client_hello(body: bytes) -> _Hello:
-    r = _Reader(body)
-    h = _Hello()
-    h.version = r.u16()
-    h.random = r.take(32)
-    h.session_id = r.vec(1).take_all()
-    r.vec(2)  # cipher suites
-    r.vec(1)  # compression methods
-    ext = _extensions(r)
-    if EXT_SERVER_NAME in ext:
-        names = ext[EXT_SERVER_NAME].vec(2)
-        while names.left():
-            kind = names.u8()
-            name = names.vec(2).take_all()
-            if kind == 0:
-                h.server_name = name.decode("ascii", "replace")
-                break
-    if EXT_ALPN in ext:
-        h.alpn = _alpn_list(ext[EXT_ALPN])
-    h.early_data = EXT_EARLY_DATA in ext
-    h.psk = EXT_PRE_SHARED_KEY in ext
-    return h
-
-
-def parse_server_hello(body: bytes) -> _Hello:
-    r = _Reader(body)
-    h = _Hello()
-    h.version = r.u16()
-    h.random = r.take(32)
-    h.session_id = r.vec(1).take_all()
-    h.cipher = r.u16()
-    r.u8()  # compression method
-    ext = _extensions(r)
-    if EXT_SUPPORTED_VERSIONS in ext:
-        h.version = ext[EXT_SUPPORTED_VERSIONS].u16()
-    if EXT_ALPN in ext:
-        h.alpn = _alpn_list(ext[EXT_ALPN])
-    h.psk = EXT_PRE_SHARED_KEY in ext
-    return h
-
-
-def parse_encrypted_extensions(body: bytes) -> _Hello:
-    h = _Hello()
-    ext = _extensions(_Reader(body))
-    if EXT_ALPN in ext:
-        h.alpn = _alpn_list(ext[EXT_ALPN])
-    h.early_data = EXT_EARLY_DATA in ext
-    return h
-
-
-# -- the layer ----------------------------------------------------------------------------------
+from h2ws.analysis.sources.tls.keylog import KeyLog
+from h2ws.analysis.sources.tls.schedule import SUITES, Keys12, Keys13, Suite, suite_name, tls12_prf
 
 #: Phases of one direction.
 _PLAIN, _EARLY, _HANDSHAKE, _APP = 0, 1, 2, 3
@@ -581,7 +91,7 @@ class _Dir:
         self.phase = _PLAIN
         #: Records are protected (TLS 1.2 after ChangeCipherSpec; TLS 1.3 after ServerHello).
         self.protected = False
-        self.keys: _Keys13 | _Keys12 | None = None
+        self.keys: Keys13 | Keys12 | None = None
         self.waiting = _NOT_WAITING
         self.wait_ts = 0.0  # when the bytes in ``parts`` had all arrived
         self.wait_seq = 0  # and the arrival number of the chunk that completed them
@@ -622,7 +132,7 @@ class _Conn:
         self.held: list[ChunkEvent] = []  # events while undecided
         self.c2s = _Dir("c2s")
         self.s2c = _Dir("s2c")
-        self.client_hello: _Hello | None = None
+        self.client_hello: Hello | None = None
         self.client_random: bytes | None = None
         self.server_random: bytes | None = None
         self.version: int | None = None
@@ -646,6 +156,22 @@ class _Conn:
 
     def peer(self, d: _Dir) -> _Dir:
         return self.s2c if d is self.c2s else self.c2s
+
+
+class _Pass:
+    """One pass of :meth:`TlsLayer._records` over a direction's buffered records: what every
+    record of it shares (the parameter object of ``_record`` and ``_early_record``)."""
+
+    __slots__ = ("conn", "d", "out", "plain", "ts")
+
+    def __init__(
+        self, conn: _Conn, d: _Dir, ts: float, plain: Plain, out: list[ChunkEvent]
+    ) -> None:
+        self.conn = conn
+        self.d = d
+        self.ts = ts
+        self.plain = plain
+        self.out = out
 
 
 class TlsLayer:
@@ -830,6 +356,7 @@ class TlsLayer:
         n = len(buf)
         pos = 0
         plain: Plain = []
+        at = _Pass(conn, d, ts, plain, out)
         while n - pos >= 5:
             ctype = buf[pos]
             length = (buf[pos + 3] << 8) | buf[pos + 4]
@@ -844,14 +371,14 @@ class TlsLayer:
             if ctype == APPLICATION_DATA and keys is not None and d.protected:
                 # The bulk of any capture: one record of application data under known keys.
                 try:
-                    if type(keys) is _Keys13:
+                    if type(keys) is Keys13:
                         pt = keys.open(buf[pos : pos + 5], view[pos + 5 : end])
                         if pt and pt[-1] == APPLICATION_DATA:
                             plain.append(memoryview(pt)[:-1])
                         else:
                             self._inner(conn, d, pt, ts, plain, out)
                     else:
-                        assert isinstance(keys, _Keys12)
+                        assert isinstance(keys, Keys12)
                         version = (buf[pos + 1] << 8) | buf[pos + 2]
                         plain.append(keys.open(ctype, version, view[pos + 5 : end]))
                     pos = end
@@ -860,7 +387,7 @@ class TlsLayer:
                     continue
                 except (InvalidTag, ValueError):
                     pass  # the general path below reports it
-            if not self._record(conn, d, ctype, buf, view, pos, end, ts, plain, out):
+            if not self._record(at, ctype, buf, view, pos, end):
                 break  # it waits: the record stays
             pos = end
             if d.dead or conn.state != _TLS:
@@ -906,19 +433,11 @@ class TlsLayer:
             out.append(Data(conn.conn_id, d.direction, ts, data))
 
     def _record(
-        self,
-        conn: _Conn,
-        d: _Dir,
-        ctype: int,
-        buf: bytes,
-        view: memoryview,
-        pos: int,
-        end: int,
-        ts: float,
-        plain: Plain,
-        out: list[ChunkEvent],
+        self, at: _Pass, ctype: int, buf: bytes, view: memoryview, pos: int, end: int
     ) -> bool:
-        """Handles one record; False when it must wait (for keys, or for the peer's hello)."""
+        """Handles the record of ``buf[pos:end]``; False when it must wait (for keys, or for
+        the peer's hello)."""
+        conn, d, ts, plain, out = at.conn, at.d, at.ts, at.plain, at.out
         if ctype == CHANGE_CIPHER_SPEC:
             if conn.server_random is not None and not conn.tls13:
                 d.protected = True  # TLS 1.2: this direction's next records use new keys
@@ -927,7 +446,7 @@ class TlsLayer:
         if not (d.protected and (ctype == APPLICATION_DATA or not conn.tls13)):
             if ctype == APPLICATION_DATA:
                 if d.phase == _EARLY:
-                    return self._early_record(conn, d, buf, view, pos, end, ts, plain, out)
+                    return self._early_record(at, buf, view, pos, end)
                 if d.direction == "c2s" and conn.server_random is None:
                     d.waiting = _WAIT_PEER  # 0-RTT data before the ServerHello was seen
                     return False
@@ -943,10 +462,10 @@ class TlsLayer:
                 d.waiting = _WAIT_KEYS
                 return False
         try:
-            if type(keys) is _Keys13:
+            if type(keys) is Keys13:
                 pt = keys.open(buf[pos : pos + 5], view[pos + 5 : end])
             else:
-                assert isinstance(keys, _Keys12)
+                assert isinstance(keys, Keys12)
                 pt = keys.open(ctype, (buf[pos + 1] << 8) | buf[pos + 2], view[pos + 5 : end])
         except (InvalidTag, ValueError):
             self._flush(conn, d, ts, plain, out)
@@ -960,7 +479,7 @@ class TlsLayer:
                 "bytes); the rest of that direction is not decrypted",
             )
             return True
-        if type(keys) is _Keys13:
+        if type(keys) is Keys13:
             self._inner(conn, d, pt, ts, plain, out)
         else:
             self._content(conn, d, ctype, memoryview(pt), ts, plain, out)
@@ -979,22 +498,12 @@ class TlsLayer:
             return
         self._content(conn, d, pt[i], memoryview(pt)[:i], ts, plain, out)
 
-    def _early_record(
-        self,
-        conn: _Conn,
-        d: _Dir,
-        buf: bytes,
-        view: memoryview,
-        pos: int,
-        end: int,
-        ts: float,
-        plain: Plain,
-        out: list[ChunkEvent],
-    ) -> bool:
+    def _early_record(self, at: _Pass, buf: bytes, view: memoryview, pos: int, end: int) -> bool:
         """A client record after a ClientHello that offered 0-RTT.  Whether it is early data
         the server read or ignored is known only from the server's EncryptedExtensions, so it
         waits for them; ignored early data is skipped until a record opens with the handshake
         key (RFC 8446 4.2.10: what the server does too)."""
+        conn, d, ts, plain, out = at.conn, at.d, at.ts, at.plain, at.out
         if conn.early_accepted is None:
             d.waiting = _WAIT_PEER
             return False
@@ -1004,7 +513,7 @@ class TlsLayer:
             if keys is None:
                 d.waiting = _WAIT_KEYS
                 return False
-        assert isinstance(keys, _Keys13)
+        assert isinstance(keys, Keys13)
         try:
             pt = keys.open(buf[pos : pos + 5], view[pos + 5 : end])
         except (InvalidTag, ValueError):
@@ -1014,13 +523,15 @@ class TlsLayer:
                 return True
             d.early_skipped += 1
             if d.early_skipped == 1:
-                self._diag(
-                    conn,
-                    ts,
-                    out,
-                    "info",
-                    "tls_early_data_skipped",
-                    "0-RTT data the server rejected is not decoded",
+                out.append(
+                    diagnostic(
+                        conn.conn_id,
+                        "tls",
+                        "info",
+                        "tls_early_data_skipped",
+                        "0-RTT data the server rejected is not decoded",
+                        ts=ts,
+                    )
                 )
             return True
         if not conn.early_accepted:
@@ -1059,7 +570,16 @@ class TlsLayer:
         level, code = payload
         name = ALERTS.get(code, f"alert {code}")
         severity = "info" if code == 0 else "error" if level == 2 else "warning"
-        self._diag(conn, ts, out, severity, "tls_alert", f"{d.direction} {name} (level {level})")
+        out.append(
+            diagnostic(
+                conn.conn_id,
+                "tls",
+                severity,
+                "tls_alert",
+                f"{d.direction} {name} (level {level})",
+                ts=ts,
+            )
+        )
 
     # -- handshake ----------------------------------------------------------------------------
 
@@ -1078,7 +598,7 @@ class TlsLayer:
             pos += 4 + mlen
             try:
                 self._handshake(conn, d, mtype, body, ts, out)
-            except _Malformed as exc:
+            except Malformed as exc:
                 self._kill(conn, d, ts, out, "tls_malformed", str(exc))
                 return
         del hs[:pos]
@@ -1102,7 +622,7 @@ class TlsLayer:
         elif mtype == FINISHED and d.phase == _HANDSHAKE:
             d.phase = _APP  # RFC 8446 7.1: application traffic secrets from here on
             d.keys = None
-        elif mtype == KEY_UPDATE and d.phase == _APP and type(d.keys) is _Keys13:
+        elif mtype == KEY_UPDATE and d.phase == _APP and type(d.keys) is Keys13:
             d.keys = d.keys.next_generation()
         elif mtype == ENCRYPTED_EXTENSIONS and d.direction == "s2c":
             ee = parse_encrypted_extensions(body)
@@ -1117,7 +637,7 @@ class TlsLayer:
             d.protected = True
             d.keys = None
 
-    def _server_hello(self, conn: _Conn, sh: _Hello, ts: float, out: list[ChunkEvent]) -> None:
+    def _server_hello(self, conn: _Conn, sh: Hello, ts: float, out: list[ChunkEvent]) -> None:
         ch = conn.client_hello
         assert ch is not None
         conn.version = sh.version
@@ -1131,13 +651,15 @@ class TlsLayer:
             conn.alpn = sh.alpn[0]
         same_session = bool(sh.session_id) and sh.session_id == ch.session_id
         if sh.psk if conn.tls13 else same_session:
-            self._diag(
-                conn,
-                ts,
-                out,
-                "info",
-                "tls_resumed",
-                "PSK handshake" if conn.tls13 else "abbreviated handshake (session resumption)",
+            out.append(
+                diagnostic(
+                    conn.conn_id,
+                    "tls",
+                    "info",
+                    "tls_resumed",
+                    "PSK handshake" if conn.tls13 else "abbreviated handshake (session resumption)",
+                    ts=ts,
+                )
             )
         suite = conn.suite
         if sh.version not in (0x0303, 0x0304) or suite is None or suite.aead is None:
@@ -1170,7 +692,7 @@ class TlsLayer:
 
     # -- keys ---------------------------------------------------------------------------------
 
-    def _load_keys(self, conn: _Conn, d: _Dir) -> _Keys13 | _Keys12 | None:
+    def _load_keys(self, conn: _Conn, d: _Dir) -> Keys13 | Keys12 | None:
         suite = conn.suite
         cr = conn.client_random
         assert suite is not None and cr is not None
@@ -1183,7 +705,7 @@ class TlsLayer:
             if secret is None:
                 conn.missing.add(label)
                 return None
-            d.keys = _Keys13(suite, secret)
+            d.keys = Keys13(suite, secret)
             return d.keys
         if conn.key_block is None:
             master = self.keylog.get("CLIENT_RANDOM", cr)
@@ -1197,9 +719,9 @@ class TlsLayer:
             conn.key_block = (block[:k], block[k : 2 * k], block[2 * k : 2 * k + i], block[-i:])
         ckey, skey, civ, siv = conn.key_block
         if d.direction == "c2s":
-            d.keys = _Keys12(suite, ckey, civ)
+            d.keys = Keys12(suite, ckey, civ)
         else:
-            d.keys = _Keys12(suite, skey, siv)
+            d.keys = Keys12(suite, skey, siv)
         return d.keys
 
     def _wait_keys(self, conn: _Conn, d: _Dir, ts: float, out: list[ChunkEvent]) -> None:
@@ -1263,7 +785,7 @@ class TlsLayer:
         if not conn.info_sent or not conn.decrypted:
             self._give_up(conn, ts, out, "warning", "tls_no_keys", message)
             return
-        self._diag(conn, ts, out, "warning", "tls_no_keys", message)
+        out.append(diagnostic(conn.conn_id, "tls", "warning", "tls_no_keys", message, ts=ts))
         for d in waited:
             out.append(Gap(conn.conn_id, d.direction, ts or d.wait_ts, None))
 
@@ -1320,13 +842,15 @@ class TlsLayer:
                 d.dead = True
                 self._drop(d)
             elif not d.dead and d.have and not d.gap:
-                self._diag(
-                    conn,
-                    ts,
-                    out,
-                    "warning",
-                    "tls_truncated",
-                    f"{d.direction} ends inside a TLS record ({d.have} bytes)",
+                out.append(
+                    diagnostic(
+                        conn.conn_id,
+                        "tls",
+                        "warning",
+                        "tls_truncated",
+                        f"{d.direction} ends inside a TLS record ({d.have} bytes)",
+                        ts=ts,
+                    )
                 )
         if conn.server_random is None:
             self._give_up(
@@ -1377,7 +901,7 @@ class TlsLayer:
         if not conn.info_sent:
             conn.decrypted = False
             self._send_info(conn, ts, out)
-        self._diag(conn, ts, out, severity, code, message)
+        out.append(diagnostic(conn.conn_id, "tls", severity, code, message, ts=ts))
         conn.state = _COUNT
         for d in (conn.c2s, conn.s2c):
             d.dead = True
@@ -1399,33 +923,12 @@ class TlsLayer:
         if not conn.info_sent or not conn.decrypted:
             self._give_up(conn, ts, out, "error", code, message)
             return
-        self._diag(conn, ts, out, "error", code, message)
+        out.append(diagnostic(conn.conn_id, "tls", "error", code, message, ts=ts))
         d.dead = True
         d.keys = None
         self._drop(d)
         d.waiting = _NOT_WAITING
         out.append(Gap(conn.conn_id, d.direction, ts or 0.0, None))
-
-    def _diag(
-        self,
-        conn: _Conn,
-        ts: float | None,
-        out: list[ChunkEvent],
-        severity: str,
-        code: str,
-        message: str,
-    ) -> None:
-        out.append(
-            DiagnosticRecord(
-                conn_id=conn.conn_id,
-                stream_id=None,
-                ts=ts,
-                layer="tls",
-                severity=severity,
-                code=code,
-                message=message,
-            )
-        )
 
     def _internal_error(
         self, conn: _Conn, event: ChunkEvent | None, exc: Exception, out: list[ChunkEvent]

@@ -1,0 +1,227 @@
+"""HTTP/2 stream lifecycle (RFC 9113 §5.1) as an observer sees it, and the WebSocket on a stream.
+
+One job: open a stream's row from its request headers (its kind by RFC 8441 §4, see
+:mod:`.rfc8441`), fill in the response, hand the DATA of an accepted WebSocket to its decoders
+(RFC 8441 §5), hold client data sent before the response (bounded by ``max_early_data``),
+half-close on END_STREAM, and emit the row with its end (``stream_end``) and ``close_cause``
+when the stream ends -- by END_STREAM both ways, RST_STREAM, GOAWAY or the connection's end.
+Leniently: a protocol error on one stream ends that stream's decoding only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from h2ws.analysis.core.diagnostics import diagnostic
+from h2ws.analysis.core.h2 import rfc8441
+from h2ws.analysis.core.h2.framing import FrameLayer
+from h2ws.analysis.core.headers import HeaderList, first, joined, to_json
+from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import WebSocketStream
+from h2ws.analysis.records import Direction, StreamRecord
+
+
+@dataclass(slots=True)
+class Stream:
+    record: StreamRecord
+    closed_c2s: bool = False  # END_STREAM seen from the client
+    closed_s2c: bool = False
+    response_final: bool = False
+    request_headers: HeaderList | None = None
+    #: the WebSocket, once the server accepted it
+    ws: WebSocketStream | None = None
+    early: list[tuple[bytes, float]] = field(default_factory=list)
+    early_bytes: int = 0
+    incomplete: bool = False
+    done: bool = False
+
+
+class StreamLayer(FrameLayer):
+    """The streams of one connection, over its frames."""
+
+    def __init__(
+        self,
+        conn_id: str,
+        options: DecodeOptions,
+        *,
+        expect_preface: bool = True,
+        fast_path: bool = True,
+    ) -> None:
+        super().__init__(conn_id, options, expect_preface=expect_preface, fast_path=fast_path)
+        self.streams: dict[int, Stream] = {}
+        self.stream_count = 0
+        self.websocket_count = 0
+        self.enable_connect_protocol: bool | None = None
+
+    def open_streams(self) -> list[StreamRecord]:
+        """The rows of the streams still open, in the order they opened.
+
+        They are the live rows the decoder keeps filling in (response status, extensions,
+        counters) until it emits them when the stream ends: callers may read them, not change
+        them.  The live addon starts the mirrored WebSocket flows from them.
+        """
+        return [stream.record for stream in self.streams.values()]
+
+    def _open_stream(
+        self, stream_id: int, headers: HeaderList, ts: float, kind_hint: str | None
+    ) -> Stream:
+        method = first(headers, ":method")
+        protocol = first(headers, ":protocol")
+        kind = kind_hint if kind_hint is not None else rfc8441.stream_kind(method, protocol)
+        rec = StreamRecord(
+            conn_id=self.conn_id,
+            stream_id=stream_id,
+            kind=kind,
+            method=method,
+            protocol=protocol,
+            scheme=first(headers, ":scheme"),
+            authority=first(headers, ":authority") or first(headers, "host"),
+            path=first(headers, ":path"),
+            ws_subprotocol=None,
+            request_headers=to_json(headers, self.options.redact),
+            ts_open=ts,
+        )
+        stream = Stream(record=rec, request_headers=headers)
+        old = self.streams.get(stream_id)
+        if old is not None:
+            self._out.append(
+                diagnostic(
+                    self.conn_id,
+                    "h2",
+                    "warning",
+                    "h2_stream_reused",
+                    f"stream {stream_id} opened again before it closed",
+                    ts=ts,
+                    stream_id=stream_id,
+                )
+            )
+            self._finish_stream(old, ts, "incomplete")
+        self.streams[stream_id] = stream
+        self.stream_count += 1
+        if kind == "websocket":
+            self.websocket_count += 1
+        for severity, code, message in rfc8441.request_problems(
+            kind,
+            method,
+            protocol,
+            rec.scheme,
+            rec.path,
+            headers,
+            bool(self.enable_connect_protocol),
+        ):
+            self._out.append(
+                diagnostic(
+                    self.conn_id, "rfc8441", severity, code, message, ts=ts, stream_id=stream_id
+                )
+            )
+        return stream
+
+    def _on_response(self, stream: Stream, headers: HeaderList, ts: float) -> None:
+        rec = stream.record
+        status_text = first(headers, ":status")
+        try:
+            status = int(status_text) if status_text is not None else None
+        except ValueError:
+            status = None
+        if status is not None and 100 <= status < 200:
+            return  # informational; the final response follows
+        stream.response_final = True
+        rec.status = status
+        rec.ts_response = ts
+        rec.response_headers = to_json(headers, self.options.redact)
+        if rec.kind != "websocket":
+            return
+        rec.ws_extensions = joined(headers, "sec-websocket-extensions")
+        rec.ws_subprotocol = first(headers, "sec-websocket-protocol")
+        accepted = rfc8441.accepted(status)
+        rec.ws_accepted = accepted
+        if not accepted:
+            self._out.append(
+                diagnostic(
+                    self.conn_id,
+                    "rfc8441",
+                    "info",
+                    "rfc8441_rejected",
+                    f"extended CONNECT answered {status_text}",
+                    ts=ts,
+                    stream_id=rec.stream_id,
+                )
+            )
+            return
+        stream.ws = WebSocketStream(rec, self.options)
+        early, stream.early = stream.early, []
+        for data, data_ts in early:
+            self._feed_ws(stream, "c2s", data, data_ts)
+
+    # ------------------------------------------------------------------ data
+
+    def _on_data(
+        self, d: Direction, stream_id: int, data: bytes, end_stream: bool, ts: float
+    ) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return  # DATA for a stream we never saw open (capture started late): counted in frames
+        if d == "c2s":
+            stream.record.bytes_c2s += len(data)
+        else:
+            stream.record.bytes_s2c += len(data)
+        if stream.record.kind == "websocket" and data:
+            if stream.ws is not None:
+                self._feed_ws(stream, d, data, ts)
+            elif d == "c2s" and not stream.response_final:
+                if stream.early_bytes + len(data) <= self.options.max_early_data:
+                    stream.early.append((data, ts))
+                    stream.early_bytes += len(data)
+                elif stream.early_bytes <= self.options.max_early_data:
+                    stream.early_bytes += len(data)
+                    self._out.append(
+                        diagnostic(
+                            self.conn_id,
+                            "rfc8441",
+                            "error",
+                            "rfc8441_early_data_overflow",
+                            "client sent more than max_early_data before the response; "
+                            "its WebSocket messages cannot be decoded",
+                            ts=ts,
+                            stream_id=stream.record.stream_id,
+                        )
+                    )
+                    stream.incomplete = True
+        if end_stream:
+            self._half_close(stream, d, ts)
+
+    def _feed_ws(self, stream: Stream, d: Direction, data: bytes, ts: float) -> None:
+        if stream.ws is not None:
+            stream.ws.feed(d, data, ts, self._out)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _half_close(self, stream: Stream, d: Direction, ts: float) -> None:
+        if d == "c2s":
+            stream.closed_c2s = True
+        else:
+            stream.closed_s2c = True
+        if stream.closed_c2s and stream.closed_s2c:
+            self._finish_stream(stream, ts, "end_stream")
+
+    def _finish_stream(self, stream: Stream, ts: float | None, end: str) -> None:
+        if stream.done:
+            return
+        stream.done = True
+        rec = stream.record
+        # cut: a WebSocket message (or frame) was cut short by the end
+        cut = stream.ws.finish(ts, self._out)[1] if stream.ws is not None else False
+        # ``stream_end`` is what ended the transport, so a message cut short by a GOAWAY or a
+        # closed connection keeps that cause; ``incomplete`` there means that what happened is
+        # unknown (bytes lost, decoding failed).  The message cut short is what ``close_cause``
+        # says ("incomplete"), with the ``ws_incomplete_message`` diagnostic and ``error``.
+        if stream.incomplete and end in ("end_stream", "connection_closed"):
+            end = "incomplete"
+        rec.stream_end = end
+        if stream.incomplete or cut:
+            rec.close_cause = "incomplete"
+        elif rec.close_cause is None:
+            rec.close_cause = end
+        rec.ts_close = ts
+        self._out.append(rec)
+        del self.streams[rec.stream_id or 0]
