@@ -272,6 +272,26 @@ def cmd_addon_path(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: The capture of ``samples/`` (shipped in the package as ``h2ws.samples``).
+SAMPLE_CAPTURE = "h2c_hypercorn_ws.pcap"
+
+
+def sample_file() -> Path:
+    """The sample capture inside the installed package (or the checkout's ``samples/``: an
+    editable install made before ``h2ws.samples`` existed does not map it)."""
+    from importlib.resources import files
+
+    try:
+        return Path(str(files("h2ws.samples").joinpath(SAMPLE_CAPTURE)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "samples" / SAMPLE_CAPTURE
+
+
+def cmd_sample_path(args: argparse.Namespace) -> int:
+    print(sample_file())
+    return EXIT_OK
+
+
 # -- the parser -------------------------------------------------------------------------------
 
 
@@ -399,6 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
         "same environment as mitmproxy: pip install 'h2ws[live]'.",
     )
     addon.set_defaults(func=cmd_addon_path)
+
+    sample = command(
+        "sample-path",
+        "print the path of the sample capture shipped in the package",
+        "Print the path of the small real capture shipped in the package (a Node.js client "
+        "and hypercorn, one RFC 8441 WebSocket over h2c, 24 messages), to try h2ws without a "
+        'checkout: h2ws extract "$(h2ws sample-path)" -o out/.',
+    )
+    sample.set_defaults(func=cmd_sample_path)
     return parser
 
 
