@@ -161,6 +161,12 @@ def test_report_without_its_extra(tmp_path: Path) -> None:
     assert proc.returncode == cli.EXIT_MISSING
 
 
+def test_sample_path() -> None:
+    proc = run("sample-path")
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).read_bytes() == SAMPLE.read_bytes()
+
+
 def test_addon_path(tmp_path: Path) -> None:
     proc = run("addon-path")
     assert proc.returncode == 0, proc.stderr
@@ -170,6 +176,15 @@ def test_addon_path(tmp_path: Path) -> None:
     proc = _without("mitmproxy", "addon-path")
     assert "pip install 'h2ws[live]'" in one_line(proc)
     assert proc.returncode == cli.EXIT_MISSING
+
+
+def test_sample_path_is_the_sample_capture(tmp_path: Path) -> None:
+    proc = run("sample-path")
+    assert proc.returncode == 0, proc.stderr
+    path = Path(proc.stdout.strip())
+    assert path.read_bytes() == SAMPLE.read_bytes()
+    extract = run("extract", path, "-o", tmp_path)
+    assert extract.returncode == 0 and "24 messages" in extract.stdout, extract.stdout
 
 
 def test_addon_file_in_a_python_without_h2ws() -> None:
@@ -189,7 +204,7 @@ def test_version_and_help() -> None:
     assert proc.returncode == 0 and proc.stdout.startswith("h2ws 0."), proc.stdout
     parser = cli.build_parser()
     subcommands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert set(subcommands) >= {"extract", "summary", "report", "addon-path"}
+    assert set(subcommands) >= {"extract", "summary", "report", "addon-path", "sample-path"}
     for name, sub in subcommands.items():
         for action in sub._actions:
             assert action.help, f"h2ws {name} {action.option_strings or action.dest} has no help"

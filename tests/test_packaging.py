@@ -75,6 +75,7 @@ def test_wheel_and_sdist_hold_what_the_commands_need(dist: Path) -> None:
     for needed in [
         "h2ws/notebooks/report.ipynb",
         "h2ws/notebooks/07_fallback.ipynb",
+        "h2ws/samples/h2c_hypercorn_ws.pcap",
         "h2ws/addon/addon.py",
         "h2ws/analysis/cli.py",
         "h2ws/analysis/metrics/sql/views.sql",
@@ -94,7 +95,9 @@ def test_installed_without_extras(venv: Path, tmp_path: Path) -> None:
     version = sh(venv / "h2ws", "--version", cwd=tmp_path)
     assert version.stdout.startswith("h2ws 0.")
     out = tmp_path / "out"
-    extract = sh(venv / "h2ws", "extract", SAMPLE, "-o", out, cwd=tmp_path)
+    sample = Path(sh(venv / "h2ws", "sample-path", cwd=tmp_path).stdout.strip())
+    assert REPO not in sample.parents and sample.read_bytes() == SAMPLE.read_bytes()
+    extract = sh(venv / "h2ws", "extract", sample, "-o", out, cwd=tmp_path)
     assert "1 connections" in extract.stdout and "24 messages" in extract.stdout
     summary = sh(venv / "h2ws", "summary", out, cwd=tmp_path)
     assert "h2c_hypercorn_ws.pcap:0" in summary.stdout
