@@ -5,12 +5,20 @@
     mitmdump -s addon/addon.py --mode reverse:https://127.0.0.1:8443 --set h2ws_out=live/
     mitmdump -s addon/addon.py -w flows.mitm --set h2ws_keep_raw=true
 
-The code lives in the installed package ``h2ws.addon`` (``pip install -e '.[live]'``).
+From an installed package: ``mitmdump -s "$(h2ws addon-path)"`` (this file, inside the package).
+The code lives in the installed package ``h2ws.addon`` (``pip install 'h2ws[live]'``); when
+mitmproxy runs in a Python that cannot import it, loading stops with one line saying so.
 """
 
 from __future__ import annotations
 
-from h2ws.addon.compat import unsupported_mitmproxy
+try:
+    from h2ws.addon.compat import unsupported_mitmproxy
+except ModuleNotFoundError as _exc:  # mitmproxy from another environment (pipx, a binary)
+    raise SystemExit(
+        f"h2ws: this mitmproxy's Python cannot import h2ws ({_exc}); install h2ws into the "
+        "environment mitmproxy runs in: pip install 'h2ws[live]'"
+    ) from None
 
 _problem = unsupported_mitmproxy()
 if _problem is not None:

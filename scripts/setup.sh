@@ -24,8 +24,11 @@ if ((${#need[@]})); then
         log "missing ${need[*]}; run as root or install them with apt-get"; exit 1
     fi
     log "installing ${need[*]} with apt-get"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    # Another apt-get (unattended upgrades, a second set-up) may hold the dpkg lock: wait for
+    # it (up to APT_LOCK_TIMEOUT seconds, default 600) instead of failing at once.
+    lock=(-o "DPkg::Lock::Timeout=${APT_LOCK_TIMEOUT:-600}")
+    apt-get "${lock[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -qq "${need[@]}" >/dev/null
 fi
 
 # --- Python >= 3.12 ---------------------------------------------------------------------------

@@ -1,8 +1,14 @@
-"""Where the team's shared sample captures are: ``shared/`` beside the project's checkout."""
+"""Where the tests' sample captures are: ``tests/data/captures/``, inside the repository.
+
+They are copies of the team's real-peer captures (each with its TLS key log), a few tens of KB,
+so that a clone anywhere passes ``make test`` on its own; ``tests/data/captures/README.md`` says
+what each holds and how it was made.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "captures"
-SHARED_CAPTURES = _BESIDE if _BESIDE.is_dir() else Path("/work/shared/captures")
+SAMPLE_CAPTURES = Path(__file__).resolve().parent / "data" / "captures"
+#: The old name, kept for the tests that import it.
+SHARED_CAPTURES = SAMPLE_CAPTURES

@@ -135,9 +135,9 @@ def test_default_is_parallel_only_for_big_inputs(
     calls: list[Any] = []
     real = jobs.extract_parallel
 
-    def spy(*args: Any) -> Any:
-        calls.append(args[-1])
-        return real(*args)
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[5])  # jobs
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(cli, "extract_parallel", spy)
     monkeypatch.setattr(cli, "default_jobs", lambda: 2)

@@ -448,6 +448,43 @@ def test_head_of_line_exposure_without_frames_uses_stream_times() -> None:
     assert row(M.head_of_line_exposure(d), measure="echo").exposed
 
 
+def test_head_of_line_compares_each_connection_with_itself() -> None:
+    """Known answer: on the HTTP/2 connection echoes take 1 ms, and 5 ms while a large body is
+    in flight (5x slower); an HTTP/1.1 WebSocket beside it echoes in 100 ms and never shares
+    its connection.  Pooling its echoes into the baseline would say exposed echoes are faster."""
+    big = [frame("a", i, 2.0 + 0.1 * i, "s2c", "DATA", 5, 10_000) for i in range(11)]  # 2-3 s
+    messages = []
+    for i, (t, rtt) in enumerate([(1.0, 0.001), (1.5, 0.001), (2.5, 0.005), (4.0, 0.001)]):
+        messages.append(msg("a", 1, "c2s", i, t, payload=f"a{i}"))
+        messages.append(msg("a", 1, "s2c", i, t + rtt, payload=f"a{i}"))
+    for i in range(6):
+        messages.append(msg("b", None, "c2s", i, 1.0 + i * 0.5, payload=f"b{i}", exchange=0))
+        messages.append(msg("b", None, "s2c", i, 1.1 + i * 0.5, payload=f"b{i}", exchange=0))
+    d = db(
+        connections=[conn("a", 0, 5), conn("b", 0, 5, http_version="http/1.1")],
+        streams=[
+            stream("a", 1, "websocket", 0, 5),
+            stream("a", 5, "http", 1.9, 3.1),
+            stream("b", None, "websocket", 0, 5, exchange=0),
+        ],
+        frames=big,
+        messages=messages,
+    )
+    hol = M.head_of_line_exposure(d, large_bytes=100_000)
+    echo = hol[hol["measure"] == "echo"]
+    assert set(echo[echo["comparable"]]["conn_id"]) == {"a"}
+    assert row(echo, conn_id="b").median_ms == pytest.approx(100)  # there, but not comparable
+    summary = row(M.head_of_line_summary(hol), measure="echo")
+    assert summary.connections == 1
+    assert (summary.samples_exposed, summary.samples_unexposed) == (1, 3)
+    assert summary.median_exposed_ms == pytest.approx(5)
+    assert summary.median_unexposed_ms == pytest.approx(1)
+    assert summary.slowdown == pytest.approx(5)
+    overview = M.overview({"head_of_line_exposure": hol}).set_index("metric")["value"]
+    slowdown = next(v for k, v in overview.items() if "echo round trip slowdown" in k)
+    assert slowdown == pytest.approx(5)
+
+
 # -- closes --------------------------------------------------------------------------------
 
 
@@ -875,3 +912,49 @@ def test_bench_metrics_runs_on_a_small_synthetic_dataset(tmp_path: Path) -> None
     assert rows["flow_control_stalls"] > 0
     d = M.connect(next(tmp_path.glob("metrics-*")))
     assert set(M.websocket_transport_choice(d)["verdict"]) == {"rfc8441"}
+
+
+def _overview(values: dict[str, float | None]) -> pd.DataFrame:
+    return pd.DataFrame({"metric": list(values), "value": list(values.values())})
+
+
+def test_headline_says_what_each_set_up_time_measures() -> None:
+    rows = _overview(
+        {
+            "HTTP/2 connections": 3.0,
+            "RFC 8441 WebSockets": 12.0,
+            "HTTP requests": 18.0,
+            "TCP connections HTTP/1.1 would have needed": 15.0,
+            "TCP connections the RFC 8441 WebSockets rode on": 3.0,
+            "TLS handshakes avoided": 12.0,
+            "median RFC 8441 WebSocket open (CONNECT → 200)": 2.1,
+            "median HTTP/1.1 WebSocket open from its connection's first byte": 23.1,
+            "median HTTP/1.1 WebSocket open (Upgrade → 101)": 1.0,
+            "HTTP/1.1 WebSockets seen": None,
+        }
+    )
+    sentence, figures = M.headline(rows)
+    assert sentence == (
+        "3 HTTP/2 connections carried 12 WebSockets (RFC 8441) and 18 HTTP requests; "
+        "HTTP/1.1 would have needed 12 more TCP connections and 12 more TLS handshakes for "
+        "those WebSockets; WebSocket set-up took 2.1 ms over HTTP/2 (CONNECT → 200) vs 23.1 ms "
+        "over HTTP/1.1 (new connection's first byte → 101; medians)."
+    )
+    assert ("12", "TCP connections HTTP/1.1 would have added") in figures
+    caption = "WebSocket set-up over HTTP/1.1 (new connection's first byte → 101, median)"
+    assert ("23.1 ms", caption) in figures
+    # without the connection's first byte, the Upgrade span is shown and labelled as such
+    fallback = rows[
+        rows["metric"] != "median HTTP/1.1 WebSocket open from its connection's first byte"
+    ]
+    sentence, figures = M.headline(fallback)
+    assert "1.0 ms over HTTP/1.1 (Upgrade → 101; medians)" in sentence
+    assert ("1.0 ms", "WebSocket set-up over HTTP/1.1 (Upgrade → 101, median)") in figures
+    # numbers the tables do not hold are left out, never shown as 0
+    sentence, figures = M.headline(_overview({"HTTP/2 connections": 1.0}))
+    assert sentence == "1 HTTP/2 connection carried 0 WebSockets (RFC 8441) and 0 HTTP requests."
+    assert [caption for _, caption in figures] == [
+        "HTTP/2 connections",
+        "RFC 8441 WebSockets",
+        "HTTP requests beside them",
+    ]

@@ -136,10 +136,11 @@ def test_timeline_puts_each_message_on_its_stream(data: dict[str, Any]) -> None:
     ticks = [c for c in ax.collections if isinstance(c, LineCollection)]
     segments = np.concatenate([np.asarray(c.get_segments()) for c in ticks])
     assert len(segments) == len(messages)
-    # y of every tick is its stream's row: client→server above the middle, server→client below
+    # y of every tick is its stream's row: client→server above the middle, server→client
+    # below.  The y axis is inverted (first stream on top): above is the smaller y.
     row_of = {skey: i for i, skey in enumerate(streams["skey"])}
     expected = sorted(
-        (round(t, 6), row_of[s] + (0.02 if d == "c2s" else -0.32))
+        (round(t, 6), row_of[s] + (-0.32 if d == "c2s" else 0.02))
         for t, s, d in zip(messages["t_s"], messages["skey"], messages["direction"], strict=True)
     )
     drawn = sorted((round(seg[0][0], 6), seg[0][1]) for seg in segments)
@@ -147,6 +148,37 @@ def test_timeline_puts_each_message_on_its_stream(data: dict[str, Any]) -> None:
     assert [y for _, y in drawn] == pytest.approx([y for _, y in expected])
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels[:2] == ["1 GET /", "3 WS /chat"]
+    # What the report's text says, seen on screen: client→server ticks above their bar's middle
+    fig.canvas.draw()
+    to_screen = ax.transData.transform
+    for c in ticks:
+        colour = tuple(np.round(c.get_colors()[0][:3], 3))
+        c2s = colour == tuple(np.round(matplotlib.colors.to_rgb(P.DIRECTION_COLOURS["c2s"]), 3))
+        for seg in c.get_segments():
+            (x, y0), (_, y1) = seg
+            middle = round((y0 + y1) / 2)  # the stream's row
+            above = to_screen((x, (y0 + y1) / 2))[1] > to_screen((x, middle))[1]
+            assert above == c2s, (colour, y0, y1)
+
+
+def test_timeline_keeps_its_plot_area_with_long_paths(data: dict[str, Any]) -> None:
+    """A browser's long URLs once squeezed the timeline to a few pixels: labels are shortened,
+    the legend goes below, and the plot keeps most of the figure's width."""
+    streams = data["streams"].copy()
+    streams["label"] = streams["label"] + "/" + "very-long-path-segment" * 12 + "?q=" + "x" * 80
+    fig = P.plot_connection_timeline(streams, data["messages"])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_position().width > 0.6
+    assert max(len(t.get_text()) for t in ax.get_yticklabels()) <= P.LABEL_CHARS
+    legend = ax.get_legend().get_window_extent()
+    plot = ax.get_window_extent()
+    assert legend.y1 <= plot.y0  # below the plot, covering none of it
+
+
+def test_distinct_streams_get_distinct_colours() -> None:
+    colours = P.distinct_colours(20)
+    assert len(set(colours)) == 20
 
 
 def test_connection_timeline_thins_messages(data: dict[str, Any]) -> None:

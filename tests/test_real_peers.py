@@ -477,7 +477,7 @@ def sample_tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
 
 
 def test_sample_capture(sample_tables: Tables) -> None:
-    """``h2c_hypercorn_ws.pcap`` (Node.js 20 -> hypercorn 0.18, README of /work/shared/captures):
+    """``h2c_hypercorn_ws.pcap`` (Node.js 20 -> hypercorn 0.18, tests/data/captures/README.md):
     one extended-CONNECT WebSocket, 10 text + 1 binary message each way, close both ways."""
     t = sample_tables
     assert len(t["connections"]) == 1

@@ -35,7 +35,8 @@ import pandas as pd
 import pyarrow as pa
 
 from h2ws.analysis.records import TABLES, arrow_schema, columns
-from h2ws.analysis.sinks.export import EXTENSIONS, read_table
+from h2ws.analysis.sinks.reader import read_table
+from h2ws.analysis.sinks.writers import EXTENSIONS
 
 #: DuckDB type of each column kind of :mod:`h2ws.analysis.records`.
 _SQL_TYPES = {
@@ -127,7 +128,7 @@ def connect(
 
     Parquet is read in place (lazily: a metric reads only the columns it needs), as one file per
     table or as a partitioned dataset, and several captures' outputs in sub-folders are read as
-    one; CSV and JSON Lines go through ``sinks.export.read_table``.  A table that is
+    one; CSV and JSON Lines go through ``sinks.reader.read_table``.  A table that is
     missing reads as empty, but a directory without connections and streams is an error.
     """
     base = Path(out_dir)
@@ -209,128 +210,21 @@ def from_frames(
 
 
 # -- shared views -----------------------------------------------------------------------------
+
+
+def _sql(name: str) -> str:
+    """A SQL file of ``sql/`` (package data): the long SQL lives in .sql files, where editors
+    and linters see SQL, not in Python strings."""
+    from importlib.resources import files
+
+    return files("h2ws.analysis.metrics").joinpath("sql", name).read_text(encoding="utf-8")
+
+
 #
 # Times are integer microseconds since the epoch (``t_*``) inside the SQL: exact, and cheap to
 # subtract.  Streams are keyed by ``skey``: the HTTP/2 stream id, or -1 - exchange on HTTP/1.1.
 
-_VIEWS = """
-CREATE OR REPLACE TEMP VIEW h2ws_conn AS
-WITH known AS (
-    SELECT conn_id, capture, http_version, tls, tls_version, sni, server_addr, server_port,
-           enable_connect_protocol, ts_enable_connect_protocol, settings_c2s, settings_s2c,
-           ts_start, ts_end, end_cause
-    FROM connections
-), orphans AS (
-    -- streams of a connection not written yet (a live capture still running)
-    SELECT conn_id,
-           CASE WHEN bool_or(stream_id IS NOT NULL) THEN 'h2' ELSE 'http/1.1' END AS http_version,
-           min(coalesce(ts_open, ts_response, ts_close)) AS ts_start,
-           max(coalesce(ts_close, ts_response, ts_open)) AS ts_end
-    FROM streams WHERE conn_id NOT IN (SELECT conn_id FROM connections)
-    GROUP BY conn_id
-), allc AS (
-    SELECT * FROM known UNION ALL BY NAME SELECT * FROM orphans
-)
-SELECT *,
-       epoch_us(ts_start) AS t_start,
-       epoch_us(coalesce(ts_end, ts_start)) AS t_end,
-       coalesce(server_addr, '?') || ':' || coalesce(CAST(server_port AS VARCHAR), '?') AS server,
-       http_version IN ('h2', 'h2c') AS is_h2
-FROM allc;
-
-CREATE OR REPLACE TEMP VIEW h2ws_streams AS
-SELECT s.*,
-       CASE WHEN s.stream_id IS NULL THEN 'HTTP/1.1' ELSE 'HTTP/2' END AS over,
-       CASE s.kind WHEN 'websocket' THEN 'websocket' WHEN 'http' THEN 'http' ELSE 'other' END
-           AS kind_group,
-       coalesce(s.stream_id, -1 - s.exchange) AS skey,
-       epoch_us(coalesce(s.ts_open, s.ts_response, s.ts_close, c.ts_start)) AS t_open,
-       greatest(epoch_us(coalesce(s.ts_close, c.ts_end, s.ts_open)), t_open) AS t_close,
-       c.t_start AS conn_t_start
-FROM streams s LEFT JOIN h2ws_conn c USING (conn_id);
-
-CREATE OR REPLACE TEMP VIEW h2ws_messages AS
-SELECT m.*,
-       CASE WHEN m.stream_id IS NULL THEN 'HTTP/1.1' ELSE 'HTTP/2' END AS over,
-       coalesce(m.stream_id, -1 - m.exchange) AS skey,
-       epoch_us(m.ts_first) AS t_first,
-       epoch_us(coalesce(m.ts_last, m.ts_first)) AS t_last
-FROM messages m;
-
--- The open-stream count of every connection as a step function: one row per instant where it
--- changes (plus the connection's first and last byte), valid until t_next.  Opens and closes
--- at the same instant net out, so back-to-back streams never count as concurrent.
-CREATE OR REPLACE TEMP VIEW h2ws_steps AS
-WITH ev AS (
-    SELECT conn_id, t_open AS t, 1 AS d, CAST(kind = 'websocket' AS INTEGER) AS dw
-    FROM h2ws_streams WHERE t_open IS NOT NULL AND kind IS NOT NULL
-    UNION ALL
-    SELECT conn_id, t_close, -1, -CAST(kind = 'websocket' AS INTEGER)
-    FROM h2ws_streams WHERE t_open IS NOT NULL AND kind IS NOT NULL
-    UNION ALL SELECT conn_id, t_start, 0, 0 FROM h2ws_conn WHERE t_start IS NOT NULL
-    UNION ALL SELECT conn_id, t_end, 0, 0 FROM h2ws_conn WHERE t_end IS NOT NULL
-), agg AS (
-    SELECT conn_id, t, sum(d) AS d, sum(dw) AS dw FROM ev GROUP BY conn_id, t
-)
-SELECT conn_id, t,
-       CAST(sum(d) OVER w AS BIGINT) AS open_streams,
-       CAST(sum(dw) OVER w AS BIGINT) AS open_websockets,
-       lead(t) OVER (PARTITION BY conn_id ORDER BY t) AS t_next
-FROM agg
-WINDOW w AS (PARTITION BY conn_id ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW);
-
--- Request/reply pairs on WebSocket streams, matched by payload hash and occurrence: the k-th
--- client message with a given payload and the k-th server message with the same payload (an
--- echo), and the k-th ping with the k-th pong carrying its payload (RFC 6455 §5.5.3).  Plus the
--- request/response pairs HTTP has anyway: request headers -> response headers.
-CREATE OR REPLACE TEMP VIEW h2ws_pairs AS
-WITH m0 AS (
-    SELECT conn_id, stream_id, exchange, skey, direction, index, opcode, t_first, t_last,
-           hash(sha256) AS h, hash(conn_id, skey, direction, opcode, sha256) AS g
-    FROM h2ws_messages
-    WHERE opcode IN ('text', 'binary', 'ping', 'pong') AND sha256 IS NOT NULL
-), dup AS (
-    -- payloads sent more than once on a stream in one direction: only these need numbering
-    -- (a window over every message costs half again as much).  Found by one 64-bit hash of
-    -- the whole key: a collision only numbers a few more messages, by their real keys.
-    SELECT g FROM m0 GROUP BY g HAVING count(*) > 1
-), m AS (
-    SELECT m0.*, 1 AS k FROM m0 ANTI JOIN dup USING (g)
-    UNION ALL
-    SELECT m0.*,
-           row_number() OVER (PARTITION BY conn_id, skey, direction, opcode, h ORDER BY index)
-    FROM m0 SEMI JOIN dup USING (g)
-), q AS (
-    SELECT * FROM m WHERE opcode = 'ping' OR (opcode IN ('text', 'binary') AND direction = 'c2s')
-), r AS (
-    SELECT *, CASE opcode WHEN 'pong' THEN 'ping' ELSE opcode END AS answers FROM m
-    WHERE opcode = 'pong' OR (opcode IN ('text', 'binary') AND direction = 's2c')
-), ws AS (
-    SELECT CASE q.opcode WHEN 'ping' THEN 'ping/pong' ELSE 'echo' END AS pair,
-           q.conn_id, q.stream_id, q.exchange, q.direction AS request_direction,
-           q.index AS request_index, q.t_last AS t_request, r.t_first AS t_reply_first,
-           r.t_last AS t_reply
-    FROM q JOIN r
-      ON r.conn_id = q.conn_id AND r.skey = q.skey AND r.h = q.h AND r.k = q.k
-     AND r.direction <> q.direction AND r.answers = q.opcode
-    WHERE r.t_last >= q.t_last
-)
-SELECT * FROM ws
-UNION ALL
-SELECT CASE kind WHEN 'websocket' THEN 'websocket open' ELSE 'http response' END,
-       conn_id, stream_id, exchange, 'c2s', NULL, t_open, epoch_us(ts_response),
-       epoch_us(ts_response)
-FROM h2ws_streams WHERE ts_response IS NOT NULL AND t_open IS NOT NULL;
-
--- Gaps between consecutive data messages of one stream and direction.
-CREATE OR REPLACE TEMP VIEW h2ws_gaps AS
-SELECT conn_id, stream_id, exchange, skey, direction, index, t_first,
-       lag(t_first) OVER w AS t_prev,
-       t_first - lag(t_first) OVER w AS gap_us
-FROM h2ws_messages
-WHERE opcode IN ('text', 'binary')
-WINDOW w AS (PARTITION BY conn_id, skey, direction ORDER BY index);
-"""
+_VIEWS = _sql("views.sql")
 
 
 def _install_views(db: duckdb.DuckDBPyConnection) -> None:
@@ -1041,8 +935,14 @@ def head_of_line_exposure(db: Tables, large_bytes: int = LARGE_RESPONSE_BYTES) -
     travelled in the reply's direction between request and reply; an inter-arrival gap
     (``inter-arrival c2s|s2c``) when one travelled in its direction between the two messages.
     One row per connection, measure and exposure: ``samples``, ``median_ms``, ``p95_ms``,
-    ``max_ms``.  Exposed values well above unexposed ones are head-of-line blocking: HTTP/2
-    streams share one TCP byte stream and one connection window.
+    ``max_ms``, and ``comparable``: the connection has samples both ways for that measure.
+    Exposed values well above unexposed ones are head-of-line blocking: HTTP/2 streams share one
+    TCP byte stream and one connection window.
+
+    Compare like with like: only ``comparable`` rows, each connection against itself.  A
+    connection that never carried a large body (every HTTP/1.1 WebSocket's) has only unexposed
+    samples, with its own, often much longer, round trips; pooling those into the baseline once
+    made exposed echoes look 12x *faster* (:func:`head_of_line_summary` does it right).
     """
     return _query(
         db,
@@ -1065,13 +965,51 @@ def head_of_line_exposure(db: Tables, large_bytes: int = LARGE_RESPONSE_BYTES) -
             SELECT x.*, false FROM x ANTI JOIN big b
               ON b.conn_id = x.conn_id AND b.direction = x.dir AND b.t0 <= x.t1 AND b.t1 >= x.t0
         )
-        SELECT conn_id, measure, exposed, count(*) AS samples,
-               median(t1 - t0) / 1e3 AS median_ms, quantile_cont(t1 - t0, 0.95) / 1e3 AS p95_ms,
-               max(t1 - t0) / 1e3 AS max_ms
-        FROM e GROUP BY conn_id, measure, exposed
-        ORDER BY conn_id, measure, exposed
+        , g AS (
+            SELECT conn_id, measure, exposed, count(*) AS samples,
+                   median(t1 - t0) / 1e3 AS median_ms,
+                   quantile_cont(t1 - t0, 0.95) / 1e3 AS p95_ms, max(t1 - t0) / 1e3 AS max_ms
+            FROM e GROUP BY conn_id, measure, exposed
+        )
+        SELECT *, count(*) OVER (PARTITION BY conn_id, measure) = 2 AS comparable
+        FROM g ORDER BY conn_id, measure, exposed
         """,
     )
+
+
+def head_of_line_summary(hol: pd.DataFrame) -> pd.DataFrame:
+    """Head-of-line exposure over all connections, like with like: per measure, only the
+    connections with samples both with and without a large body in flight (``comparable``
+    rows of :func:`head_of_line_exposure`), each compared with itself.
+
+    Columns: ``measure``, ``connections``, ``samples_exposed``, ``samples_unexposed``,
+    ``median_exposed_ms`` and ``median_unexposed_ms`` (per-connection medians, weighted by
+    samples), and ``slowdown``: the median over those connections of exposed / unexposed median
+    (above 1: slower while a large body was in flight).
+    """
+    out_columns = ["measure", "connections", "samples_exposed", "samples_unexposed",
+                   "median_exposed_ms", "median_unexposed_ms", "slowdown"]  # fmt: skip
+    if hol.empty or "comparable" not in hol:
+        return pd.DataFrame(columns=out_columns)
+    both = hol[hol["comparable"].astype(bool)]
+    rows = []
+    for measure, part in both.groupby("measure", sort=True):
+        wide = part.pivot_table(
+            index="conn_id", columns="exposed", values=["median_ms", "samples"], aggfunc="first"
+        )
+        med, n = wide["median_ms"], wide["samples"]
+        rows.append(
+            {
+                "measure": measure,
+                "connections": len(wide),
+                "samples_exposed": int(n[True].sum()),
+                "samples_unexposed": int(n[False].sum()),
+                "median_exposed_ms": float((med[True] * n[True]).sum() / n[True].sum()),
+                "median_unexposed_ms": float((med[False] * n[False]).sum() / n[False].sum()),
+                "slowdown": float((med[True] / med[False]).median()),
+            }
+        )
+    return pd.DataFrame(rows, columns=out_columns)
 
 
 # -- closes -----------------------------------------------------------------------------------
@@ -1219,42 +1157,7 @@ def stream_endings(db: Tables) -> pd.DataFrame:
 
 # -- fallback and observer effect -------------------------------------------------------------
 
-_TRANSPORT_SQL = """
-WITH ws AS (
-    SELECT s.conn_id, s.stream_id, s.exchange, s.skey, s.over, s.authority, s.path, s.ts_open,
-           s.t_open, c.server, c.capture, c.enable_connect_protocol AS own_setting,
-           coalesce(epoch_us(c.ts_enable_connect_protocol), c.t_start) AS own_t_setting
-    FROM h2ws_streams s JOIN h2ws_conn c USING (conn_id)
-    WHERE s.kind = 'websocket'
-), h2 AS (
-    SELECT conn_id, server, capture, t_start, t_end,
-           coalesce(enable_connect_protocol, false) AS setting,
-           coalesce(epoch_us(ts_enable_connect_protocol), t_start) AS t_setting
-    FROM h2ws_conn WHERE is_h2
-), h2auth AS (
-    SELECT DISTINCT conn_id, authority FROM h2ws_streams
-    WHERE stream_id IS NOT NULL AND authority IS NOT NULL
-), matched AS (
-    -- HTTP/2 connections to the same server (TCP endpoint, or an :authority it served) as an
-    -- HTTP/1.1 WebSocket, in the same capture or open when it opened (a capture rotated into
-    -- several files); "usable": open, with the setting, when the WebSocket opened
-    SELECT ws.conn_id, ws.skey, h2.conn_id AS h2_conn_id, h2.setting,
-           h2.setting AND h2.t_setting <= ws.t_open AND h2.t_end >= ws.t_open AS usable
-    FROM ws JOIN h2 ON h2.conn_id <> ws.conn_id
-    WHERE ws.over = 'HTTP/1.1'
-      AND (h2.capture IS NOT DISTINCT FROM ws.capture
-           OR (h2.t_start <= ws.t_open AND h2.t_end >= ws.t_open))
-      AND (h2.server = ws.server
-           OR EXISTS (SELECT 1 FROM h2auth a
-                      WHERE a.conn_id = h2.conn_id AND a.authority = ws.authority))
-), agg AS (
-    SELECT conn_id, skey,
-           min(h2_conn_id) FILTER (WHERE usable) AS usable_conn,
-           min(h2_conn_id) FILTER (WHERE setting) AS setting_conn,
-           min(h2_conn_id) AS any_conn
-    FROM matched GROUP BY conn_id, skey
-)
-"""
+_TRANSPORT_SQL = _sql("transport.sql")
 
 
 def websocket_transport_choice(db: Tables) -> pd.DataFrame:
@@ -1680,20 +1583,30 @@ def overview(results: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             "ms",
         )
     if "head_of_line_exposure" in results:
-        hol = results["head_of_line_exposure"]
+        summary = head_of_line_summary(results["head_of_line_exposure"]).set_index("measure")
         for measure in ("echo", "ping/pong"):
-            part = hol[hol["measure"] == measure]
-            for exposed, label in (
-                (True, "while a large HTTP body was in flight"),
-                (False, "otherwise"),
-            ):
-                sel = part[part["exposed"] == exposed]
-                add(
-                    "head-of-line",
-                    f"{measure} round trip {label} (median per connection, weighted by samples)",
-                    _ratio((sel["median_ms"] * sel["samples"]).sum(), sel["samples"].sum()),
-                    "ms",
-                )
+            found = measure in summary.index
+            sel = summary.loc[measure] if found else None
+            what = f"{measure} round trip, on connections that carried a large HTTP body"
+            add(
+                "head-of-line",
+                f"{what}: while it was in flight",
+                sel["median_exposed_ms"] if sel is not None else None,
+                "ms",
+            )
+            add(
+                "head-of-line",
+                f"{what}: otherwise (same connections)",
+                sel["median_unexposed_ms"] if sel is not None else None,
+                "ms",
+            )
+            add(
+                "head-of-line",
+                f"{measure} round trip slowdown while a large body was in flight "
+                "(median over those connections)",
+                sel["slowdown"] if sel is not None else None,
+                "x",
+            )
 
     if "websocket_closes" in results:
         closes = results["websocket_closes"]
@@ -1746,6 +1659,79 @@ def overview(results: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     )
 
 
+def _plural(n: float, one: str, many: str | None = None) -> str:
+    count = round(n)
+    return f"{count:,} {one if count == 1 else (many or one + 's')}"
+
+
+def headline(overview_rows: pd.DataFrame) -> tuple[str, list[tuple[str, str]]]:
+    """The report's answer in words and a few big numbers, from :func:`overview`'s rows: what
+    the HTTP/2 connections carried, what HTTP/1.1 would have needed, and WebSocket set-up on
+    each transport.  Returns ``(sentence, [(value, caption), …])``; numbers that do not exist in
+    these tables are left out, never shown as 0."""
+    values = dict(zip(overview_rows["metric"], overview_rows["value"], strict=False))
+
+    def get(metric: str) -> float | None:
+        v = values.get(metric)
+        return None if v is None or pd.isna(v) else float(v)
+
+    h2 = get("HTTP/2 connections") or 0.0
+    ws = get("RFC 8441 WebSockets") or 0.0
+    requests = get("HTTP requests") or 0.0
+    needed = get("TCP connections HTTP/1.1 would have needed")
+    rode = get("TCP connections the RFC 8441 WebSockets rode on")
+    tls_avoided = get("TLS handshakes avoided")
+    open_h2 = get("median RFC 8441 WebSocket open (CONNECT → 200)")
+    # HTTP/1.1 set-up counts from its new connection's first byte (TCP and TLS handshakes
+    # included: that is the cost RFC 8441 avoids); HTTP/2's from the CONNECT on a connection
+    # already open.  The labels say which was measured.
+    open_h1 = get("median HTTP/1.1 WebSocket open from its connection's first byte")
+    h1_span = "new connection's first byte → 101"
+    if open_h1 is None:
+        open_h1 = get("median HTTP/1.1 WebSocket open (Upgrade → 101)")
+        h1_span = "Upgrade → 101"
+    h1_ws = get("HTTP/1.1 WebSockets seen") or 0.0
+
+    parts = [
+        f"{_plural(h2, 'HTTP/2 connection')} carried {_plural(ws, 'WebSocket')} (RFC 8441) "
+        f"and {_plural(requests, 'HTTP request')}"
+    ]
+    extra = None if needed is None or rode is None else needed - rode
+    if extra is not None and ws:
+        more = f"{_plural(extra, 'more TCP connection')}"
+        if tls_avoided:
+            more += f" and {_plural(tls_avoided, 'more TLS handshake')}"
+        parts.append(f"HTTP/1.1 would have needed {more} for those WebSockets")
+    if open_h2 is not None and open_h1 is not None:
+        parts.append(
+            f"WebSocket set-up took {open_h2:.1f} ms over HTTP/2 (CONNECT → 200) vs "
+            f"{open_h1:.1f} ms over HTTP/1.1 ({h1_span}; medians)"
+        )
+    elif open_h2 is not None:
+        parts.append(f"WebSocket set-up took {open_h2:.1f} ms over HTTP/2 (CONNECT → 200, median)")
+    if h1_ws:
+        parts.append(f"{_plural(h1_ws, 'WebSocket')} went over HTTP/1.1")
+    sentence = "; ".join(parts) + "."
+
+    figures = [
+        (f"{round(h2):,}", "HTTP/2 connections"),
+        (f"{round(ws):,}", "RFC 8441 WebSockets"),
+        (f"{round(requests):,}", "HTTP requests beside them"),
+    ]
+    if extra is not None and ws:
+        figures.append((f"{round(extra):,}", "TCP connections HTTP/1.1 would have added"))
+    if open_h2 is not None:
+        figures.append(
+            (f"{open_h2:.1f} ms", "WebSocket set-up over HTTP/2 (CONNECT → 200, median)")
+        )
+    if open_h1 is not None:
+        figures.append((f"{open_h1:.1f} ms", f"WebSocket set-up over HTTP/1.1 ({h1_span}, median)"))
+    peak = get("peak open streams on one connection")
+    if peak is not None:
+        figures.append((f"{round(peak):,}", "most streams open at once on one connection"))
+    return sentence, figures
+
+
 _SECTIONS = [
     "connections",
     "streams",
@@ -1780,6 +1766,8 @@ __all__ = [
     "frame_interleaving",
     "from_frames",
     "head_of_line_exposure",
+    "head_of_line_summary",
+    "headline",
     "large_transfers",
     "latency_cdf",
     "materialized",

@@ -26,6 +26,28 @@ OVER_COLOURS = {"HTTP/2": "#1f77b4", "HTTP/1.1": "#d62728"}
 DIRECTION_COLOURS = {"c2s": "#2ca02c", "s2c": "#111111"}
 
 
+#: Longest stream label on a timeline's axis; longer paths are cut in the middle ("…"), so a
+#: page's long URLs cannot squeeze the plot area (the full path is in the table below it).
+LABEL_CHARS = 42
+
+
+def shorten_label(text: str, limit: int = LABEL_CHARS) -> str:
+    """``text`` in at most ``limit`` characters: its start and end, "…" between."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) * 2 // 3
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
+
+
+def distinct_colours(n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` colours that differ from each other: tab20's, then tab20b's (40 in all), then
+    repeating."""
+    table = [colormaps["tab20"](i) for i in range(20)] + [colormaps["tab20b"](i) for i in range(20)]
+    # tab20 pairs a strong colour with its pale twin: take the strong ones first
+    order = table[0:20:2] + table[1:20:2] + table[20:]
+    return [order[i % len(order)] for i in range(n)]
+
+
 def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained", dpi=100)
 
@@ -59,8 +81,8 @@ def plot_connection_timeline(
     stalls: pd.DataFrame | None = None,
 ) -> Figure:
     """One connection: its streams as horizontal bars coloured by kind (open → close), its
-    WebSocket messages as ticks on their stream (client→server above the middle, server→client
-    below), and flow-control stalls (``stalls`` from
+    WebSocket messages as ticks on their stream (client→server above the middle of its bar,
+    server→client below), and flow-control stalls (``stalls`` from
     :func:`~h2ws.analysis.metrics.flow_control_stalls`, optional) as red spans.
 
     ``streams`` and ``messages`` are :func:`~h2ws.analysis.metrics.connection_timeline`'s.
@@ -95,7 +117,9 @@ def plot_connection_timeline(
     if len(messages):
         m = messages[messages["skey"].isin(rows.index)]
         y = rows.reindex(m["skey"]).to_numpy(dtype=float)
-        for direction, lo, hi in (("c2s", 0.02, 0.32), ("s2c", -0.32, -0.02)):
+        # The y axis is inverted below (first stream on top): a smaller y is higher on screen,
+        # so client→server ticks get the negative offsets to be drawn above the middle.
+        for direction, lo, hi in (("c2s", -0.32, -0.02), ("s2c", 0.02, 0.32)):
             sel = (m["direction"] == direction).to_numpy()
             if sel.any():
                 ax.vlines(
@@ -130,13 +154,20 @@ def plot_connection_timeline(
                 color="#d62728",
             )
             handles.append(Patch(color="#d62728", label="waiting for WINDOW_UPDATE"))
-    ax.set_yticks(rows.to_numpy(), shown["label"].tolist())
+    ax.set_yticks(rows.to_numpy(), [shorten_label(str(t)) for t in shown["label"]])
     ax.invert_yaxis()
     ax.set_xlabel("time since connection start (s)")
     ax.set_ylabel("stream (id, method, path)")
     ax.set_title(full_title)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    # Below the plot, not beside it: the plot keeps the figure's width.
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.9 / max(len(shown), 2)),
+        ncol=min(len(handles), 4),
+        fontsize=9,
+    )
     return fig
 
 
@@ -387,15 +418,13 @@ def plot_interleaving(
         .fillna(0.0)
     )
     bottom_acc = np.zeros(len(table))
-    # WebSockets in blues, HTTP in oranges (as in the timeline), each stream its own shade
-    ramps = {"websocket": colormaps["Blues"], "http": colormaps["Oranges"]}
-    seen: dict[str, int] = {}
+    # Every stream its own colour (shades of one ramp made streams 1 and 9 look alike); the
+    # kind is in the legend, and HTTP streams are hatched.
+    palette = iter(distinct_colours(len(table.columns)))
     for column in table.columns:
         stream = int(column)
         kind = "other" if stream == -1 else str(kinds.get(stream, "other"))
-        n = seen[kind] = seen.get(kind, -1) + 1
-        ramp = ramps.get(kind)
-        colour = "#cccccc" if ramp is None else ramp(0.85 - 0.5 * ((n * 0.37) % 1.0))
+        colour = "#cccccc" if stream == -1 else next(palette)
         name = "other streams" if stream == -1 else f"stream {int(stream)} ({kind})"
         top.bar(
             table.index,
@@ -406,6 +435,7 @@ def plot_interleaving(
             color=colour,
             edgecolor="white",
             linewidth=0.5,
+            hatch="//" if kind == "http" else None,
             label=name,
         )
         bottom_acc += table[column].to_numpy()
@@ -508,12 +538,16 @@ def plot_close_causes(counts: pd.DataFrame) -> Figure:
 def plot_head_of_line(hol: pd.DataFrame) -> Figure:
     """WebSocket round trips and gaps with and without a large HTTP body in flight on the same
     connection (:func:`~h2ws.analysis.metrics.head_of_line_exposure`): medians, sample-weighted
-    over connections, and the largest p95."""
+    over the connections that have samples both ways (``comparable``: each connection against
+    itself, never HTTP/1.1 WebSockets' round trips as the baseline), and the largest p95."""
     fig = _figure(10, 4.2)
     ax = fig.add_subplot()
     title = "Head-of-line exposure: WebSocket latency while a large HTTP body was in flight"
+    if "comparable" in hol:  # like with like: connections with samples both ways
+        hol = hol[hol["comparable"].astype(bool)]
     if hol.empty:
-        return _nothing(fig, ax, "WebSocket round trips", title, "", "latency (ms)")
+        what = "connection with WebSocket round trips both with and without a large body"
+        return _nothing(fig, ax, what, title, "", "latency (ms)")
     weighted = (
         hol.assign(w=hol["median_ms"] * hol["samples"])
         .groupby(["measure", "exposed"])
@@ -523,22 +557,27 @@ def plot_head_of_line(hol: pd.DataFrame) -> Figure:
     weighted["median"] = weighted["w"] / weighted["samples"]
     measures = list(dict.fromkeys(weighted["measure"]))
     x = np.arange(len(measures))
+    top = float(np.nanmax(np.r_[weighted["median"], weighted["p95"], 1e-3]))
     for offset, exposed, colour, label in (
         (-0.2, False, "#1f77b4", "no large body in flight"),
         (0.2, True, "#d62728", "large HTTP body in flight"),
     ):
         part = weighted[weighted["exposed"] == exposed].set_index("measure").reindex(measures)
-        bars = ax.bar(x + offset, part["median"].fillna(0), 0.4, color=colour, label=label)
-        ax.bar_label(
-            bars, labels=["" if pd.isna(v) else f"{v:.1f}" for v in part["median"]], fontsize=8
-        )
+        ax.bar(x + offset, part["median"].fillna(0), 0.4, color=colour, label=label)
         ax.scatter(x + offset, part["p95"], marker="_", s=300, color="#333333")
+        # each value above both its bar and its p95 mark, so no mark strikes through it
+        for xi, median, p95 in zip(x + offset, part["median"], part["p95"], strict=True):
+            if pd.notna(median):
+                above = max(float(median), 0.0 if pd.isna(p95) else float(p95))
+                ax.annotate(f"{median:.1f}", (xi, above), xytext=(0, 6),
+                            textcoords="offset points", ha="center", fontsize=8)  # fmt: skip
     ax.scatter([], [], marker="_", s=300, color="#333333", label="p95 (largest per connection)")
     ax.set_xticks(x, measures)
+    ax.set_ylim(0, top * 1.25)
     ax.set_ylabel("median latency (ms)")
-    ax.set_xlabel("measure (samples per bar in the table)")
+    ax.set_xlabel("measure (samples per bar in the table; every connection that had them)")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -547,6 +586,7 @@ __all__ = [
     "DIRECTION_COLOURS",
     "KIND_COLOURS",
     "OVER_COLOURS",
+    "distinct_colours",
     "plot_close_causes",
     "plot_concurrency",
     "plot_connection_timeline",
@@ -555,4 +595,5 @@ __all__ = [
     "plot_interleaving",
     "plot_latency_cdf",
     "plot_message_size_cdf",
+    "shorten_label",
 ]

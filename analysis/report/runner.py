@@ -6,31 +6,37 @@ tagged ``parameters`` keeps its defaults, and a cell tagged ``injected-parameter
 it sets ours — the papermill convention, without papermill's dependencies.  nbconvert then
 writes one self-contained HTML file: figures are PNG data URIs, no Jupyter server, no network.
 
-Notebooks call :func:`show_table`, :func:`note` and :func:`publish` from here:
-:func:`publish` leaves a machine-readable copy of a result in the executed notebook (a
-``application/vnd.h2ws.result+json`` output that HTML ignores), which is what the tests assert
-on, and what :func:`notebook_results` reads back.
+What the notebooks' cells call (:func:`~h2ws.analysis.report.cells.show_table`, ``note``,
+``publish``, ``show_headline``) is in :mod:`h2ws.analysis.report.cells`; ``publish`` leaves a
+machine-readable copy of a result in the executed notebook, which :func:`notebook_results`
+here reads back (what the tests assert on).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from h2ws.analysis.report.cells import RESULT_MIMETYPE, note, publish, show_table
 
 if TYPE_CHECKING:
     # Imported where used: notebooks import this module for its helpers, and nbconvert alone
     # takes half a second to import.
     from nbformat import NotebookNode
 
-#: The report notebook, next to the package folders in a source checkout.
-DEFAULT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "report.ipynb"
-#: Where :func:`publish` puts results in a notebook's outputs.
-RESULT_MIMETYPE = "application/vnd.h2ws.result+json"
+
+def packaged_notebook(name: str = "report.ipynb") -> Path:
+    """A notebook shipped with h2ws (package ``h2ws.notebooks``: the checkout's top-level
+    ``notebooks/`` in an editable install, package data in a wheel)."""
+    from importlib.resources import files
+
+    return Path(str(files("h2ws.notebooks").joinpath(name)))
+
+
+#: The report notebook.
+DEFAULT_NOTEBOOK = packaged_notebook()
 #: Cells with this tag are executed but left out of the HTML.
 HIDDEN_TAG = "remove-cell"
 #: JupyterLab's HTML template without its scripts from CDNs (require.js, MathJax, mermaid): the
@@ -71,22 +77,37 @@ def execute_notebook(
     """Execute ``notebook`` with ``parameters`` in a fresh kernel (the current Python's
     ``python3`` kernel), in the notebook's folder; returns the executed notebook.  A failing
     cell raises :class:`nbclient.exceptions.CellExecutionError` naming the cell and error."""
+    import tempfile
+
     import nbformat
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
     path = Path(notebook)
     nb: NotebookNode = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
     if parameters:
         inject_parameters(nb, parameters)
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.resolve().parent)}},
-    )
-    # Figures are drawn off-screen, whatever MPLBACKEND the caller's environment names.
-    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
-    client.execute(env=env)
+    # The kernel talks over Unix sockets in a private folder, not TCP on localhost: nothing
+    # else on the machine can reach it, and ipykernel has no reason to warn that TCP "without
+    # encryption" is open to eavesdropping (it did, on every report).
+    with tempfile.TemporaryDirectory(prefix="h2ws-kernel-") as sockets:
+        manager = KernelManager(kernel_name="python3", transport="ipc", ip=f"{sockets}/k")
+        client = NotebookClient(
+            nb,
+            km=manager,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.resolve().parent)}},
+        )
+        # Figures are drawn off-screen, whatever MPLBACKEND the caller's environment names.
+        env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
+        try:
+            client.execute(env=env)
+        finally:
+            # nbclient shuts down only kernels it made itself; this one is ours to stop (or it
+            # outlives us and warns "Parent appears to have exited").
+            if manager.has_kernel:
+                manager.shutdown_kernel(now=False)
     return nb
 
 
@@ -152,81 +173,6 @@ def run_report(
     return html
 
 
-# -- helpers for the notebooks ----------------------------------------------------------------
-
-
-def show_table(
-    frame: pd.DataFrame,
-    caption: str | None = None,
-    columns: list[str] | None = None,
-    max_rows: int = 40,
-) -> None:
-    """Display ``frame`` as a compact table: 3 decimals, no index, text left-aligned, headers
-    that may wrap, at most ``max_rows`` rows (the caption says how many there are)."""
-    from IPython.display import display
-
-    shown = frame[columns] if columns is not None else frame
-    total = len(shown)
-    shown = shown.head(max_rows)
-    text = caption or ""
-    if total > max_rows:
-        text += f" (first {max_rows} of {total} rows)"
-    if shown.empty:
-        note(f"*{text or 'table'}: no rows.*")
-        return
-    text_columns = [c for c in shown.columns if not pd.api.types.is_numeric_dtype(shown[c])]
-    styler = (
-        shown.style.format(precision=3, na_rep="-")
-        .format_index(lambda name: str(name).replace("_", " "), axis=1)
-        .hide(axis="index")
-        .set_caption(text)
-        .set_properties(subset=pd.Index(text_columns), **{"text-align": "left"})
-        .set_table_styles(
-            {c: [{"selector": "th", "props": "text-align: left;"}] for c in text_columns}
-        )
-        .set_table_styles(
-            [
-                {
-                    "selector": "caption",
-                    "props": "caption-side: top; font-weight: bold; text-align: left;"
-                    " padding: 4px 0;",
-                },
-                {"selector": "td", "props": "padding: 2px 8px; font-size: 12px;"},
-                {
-                    "selector": "th",
-                    "props": "padding: 2px 8px; font-size: 12px; white-space: normal;"
-                    " max-width: 9em; vertical-align: bottom;",
-                },
-            ],
-            overwrite=False,
-        )
-    )
-    display(styler)  # type: ignore[no-untyped-call]
-
-
-def note(markdown: str) -> None:
-    """Display a line of Markdown (e.g. why a chart is missing)."""
-    from IPython.display import Markdown, display
-
-    display(Markdown(markdown))  # type: ignore[no-untyped-call]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, pd.DataFrame):
-        return json.loads(value.to_json(orient="records", date_format="iso"))
-    if isinstance(value, pd.Series):
-        return json.loads(value.to_json(date_format="iso"))
-    return json.loads(json.dumps(value, default=str))
-
-
-def publish(name: str, value: Any) -> None:
-    """Leave ``value`` (a DataFrame, Series or JSON-able value) in the notebook's outputs under
-    ``name``, for :func:`notebook_results`; invisible in the HTML report."""
-    from IPython.display import display
-
-    display({RESULT_MIMETYPE: {name: _jsonable(value)}}, raw=True)  # type: ignore[no-untyped-call]
-
-
 def notebook_results(nb: NotebookNode) -> dict[str, Any]:
     """Everything an executed notebook :func:`publish`-ed, by name (DataFrames as lists of
     records)."""
@@ -247,6 +193,7 @@ __all__ = [
     "inject_parameters",
     "note",
     "notebook_results",
+    "packaged_notebook",
     "publish",
     "run_report",
     "show_table",

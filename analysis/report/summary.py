@@ -1,4 +1,8 @@
-"""``h2ws summary``: the tables of an output directory as a few readable text tables."""
+"""``h2ws summary``: the tables of an output directory as a few readable text tables.
+
+Only the columns shown are read (never ``payload``), so a summary of a large capture's tables
+costs what its small columns cost.  Ids and counts print as integers, a missing value as ``-``.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +10,83 @@ import os
 
 import pandas as pd
 
-from h2ws.analysis.sinks.export import read_table
+from h2ws.analysis.sinks.reader import read_table
+
+CONNECTION_COLUMNS = [
+    "conn_id",
+    "http_version",
+    "server_addr",
+    "server_port",
+    "streams",
+    "websockets",
+    "enable_connect_protocol",
+    "bytes_c2s",
+    "bytes_s2c",
+    "end_cause",
+]
+WEBSOCKET_COLUMNS = [
+    "conn_id",
+    "stream_id",
+    "exchange",
+    "authority",
+    "path",
+    "status",
+    "ws_extensions",
+    "messages_c2s",
+    "messages_s2c",
+    "close_cause",
+    "stream_end",
+]
+#: Longest diagnostic example shown; longer ones end at a word boundary with "…".
+EXAMPLE_CHARS = 80
+
+
+def _read(out_dir: str | os.PathLike[str], table: str, columns: list[str]) -> pd.DataFrame:
+    # Arrow integers with nulls become pandas' nullable Int64 (1, <NA>), never floats (1.0, NaN).
+    frame: pd.DataFrame = read_table(out_dir, table, columns).to_pandas(types_mapper=_nullable)
+    return frame
+
+
+def _nullable(arrow_type: object) -> object:
+    import pyarrow as pa
+
+    if isinstance(arrow_type, pa.DataType) and pa.types.is_integer(arrow_type):
+        return pd.Int64Dtype()
+    return None
+
+
+def shorten(text: str, limit: int = EXAMPLE_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, "…" marking the cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def _section(title: str, frame: pd.DataFrame) -> str:
-    body = "(none)" if frame.empty else frame.to_string(index=False)
+    if frame.empty:
+        return f"{title}\n{'-' * len(title)}\n(none)\n"
+    shown = frame.astype(object).where(frame.notna(), "-")  # <NA> and NaN alike
+    body = shown.to_string(index=False)
     return f"{title}\n{'-' * len(title)}\n{body}\n"
 
 
 def summarise(out_dir: str | os.PathLike[str]) -> str:
-    conns = read_table(out_dir, "connections").to_pandas()
-    streams = read_table(out_dir, "streams").to_pandas()
-    messages = read_table(out_dir, "messages").to_pandas()
-    diags = read_table(out_dir, "diagnostics").to_pandas()
+    conns = _read(out_dir, "connections", [*CONNECTION_COLUMNS, "ts_start", "ts_end"])
+    streams = _read(
+        out_dir,
+        "streams",
+        sorted({*WEBSOCKET_COLUMNS, "kind", "bytes_c2s", "bytes_s2c"}),
+    )
+    messages = _read(out_dir, "messages", ["direction", "opcode", "length", "compressed"])
+    diags = _read(out_dir, "diagnostics", ["layer", "severity", "code", "message"])
 
     parts = []
     if not conns.empty:
-        shown = conns[
-            [
-                "conn_id",
-                "http_version",
-                "server_addr",
-                "server_port",
-                "streams",
-                "websockets",
-                "enable_connect_protocol",
-                "bytes_c2s",
-                "bytes_s2c",
-                "end_cause",
-            ]
-        ].copy()
+        shown = conns[CONNECTION_COLUMNS].copy()
         shown["duration_s"] = (conns["ts_end"] - conns["ts_start"]).dt.total_seconds().round(3)
         parts.append(_section(f"connections ({len(conns)})", shown))
     else:
@@ -44,8 +95,7 @@ def summarise(out_dir: str | os.PathLike[str]) -> str:
     if not streams.empty:
         by_kind = (
             streams.assign(
-                over=streams["stream_id"].notna().map({True: "HTTP/2", False: "HTTP/1.1"}),
-                accepted=streams["ws_accepted"].astype("boolean"),
+                over=streams["stream_id"].notna().map({True: "HTTP/2", False: "HTTP/1.1"})
             )
             .groupby(["over", "kind"], dropna=False)
             .agg(
@@ -59,32 +109,14 @@ def summarise(out_dir: str | os.PathLike[str]) -> str:
         parts.append(_section("streams by kind", by_kind))
         ws = streams[streams["kind"] == "websocket"]
         if not ws.empty:
-            parts.append(
-                _section(
-                    "websocket streams",
-                    ws[
-                        [
-                            "conn_id",
-                            "stream_id",
-                            "exchange",
-                            "authority",
-                            "path",
-                            "status",
-                            "ws_extensions",
-                            "messages_c2s",
-                            "messages_s2c",
-                            "close_cause",
-                            "stream_end",
-                        ]
-                    ],
-                )
-            )
+            parts.append(_section("websocket streams", ws[WEBSOCKET_COLUMNS]))
     else:
         parts.append(_section("streams by kind", streams))
 
     if not messages.empty:
         by_opcode = (
-            messages.groupby(["direction", "opcode"])
+            messages.assign(compressed=messages["compressed"].astype("boolean"))
+            .groupby(["direction", "opcode"])
             .agg(
                 messages=("opcode", "size"),
                 bytes=("length", "sum"),
@@ -102,7 +134,7 @@ def summarise(out_dir: str | os.PathLike[str]) -> str:
             .agg(count=("code", "size"), example=("message", "first"))
             .reset_index()
         )
-        by_code["example"] = by_code["example"].str.slice(0, 80)
+        by_code["example"] = by_code["example"].map(shorten)
         parts.append(_section("diagnostics", by_code))
     else:
         parts.append(_section("diagnostics", diags))

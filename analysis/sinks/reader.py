@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -53,30 +53,34 @@ def _jsonl_batches(
         yield pa.RecordBatch.from_pylist(rows, schema=schema)
 
 
-def _read_file(path: Path, table: str) -> pa.Table:
+def _read_file(path: Path, table: str, wanted: Sequence[str] | None = None) -> pa.Table:
     schema = arrow_schema(table)
     if path.suffix == ".parquet":
-        return pq.read_table(path, schema=schema)
+        return pq.read_table(path, schema=schema, columns=wanted)
     text_schema = _text_schema(schema)
     if path.suffix == ".csv":
-        options = pacsv.ConvertOptions(column_types=text_schema)
+        options = pacsv.ConvertOptions(column_types=text_schema, include_columns=wanted)
         return pacsv.read_csv(path, convert_options=options)
-    return pa.Table.from_batches(
+    whole = pa.Table.from_batches(
         list(_jsonl_batches(path, table, text_schema, JSONL_BATCH_ROWS)), schema=text_schema
     )
+    return whole if wanted is None else whole.select(list(wanted))
 
 
-def read_table(out_dir: str | os.PathLike[str], table: str) -> pa.Table:
+def read_table(
+    out_dir: str | os.PathLike[str], table: str, columns: Sequence[str] | None = None
+) -> pa.Table:
     """One table of an output directory, whichever format and layout wrote it.
 
     Accepts ``<table>.parquet|.csv|.jsonl`` files and ``<table>/`` datasets of part files (the
-    live addon's layout).  CSV and JSON Lines keep ``payload`` as base64 text.
+    live addon's layout).  CSV and JSON Lines keep ``payload`` as base64 text.  ``columns``
+    reads only those (Parquet and CSV never load the others, e.g. ``payload``).
     """
     base = Path(out_dir)
     for ext in EXTENSIONS.values():
         single = base / f"{table}{ext}"
         if single.exists():
-            return _read_file(single, table)
+            return _read_file(single, table, columns)
     folder = base / table
     if folder.is_dir():
         parts = sorted(
@@ -85,8 +89,9 @@ def read_table(out_dir: str | os.PathLike[str], table: str) -> pa.Table:
             if not p.name.startswith(".") and p.suffix in EXTENSIONS.values()
         )
         if not parts:
-            return arrow_schema(table).empty_table()
-        tables = [_read_file(p, table) for p in parts]
+            empty = arrow_schema(table).empty_table()
+            return empty if columns is None else empty.select(list(columns))
+        tables = [_read_file(p, table, columns) for p in parts]
         return pa.concat_tables(tables)
     raise FileNotFoundError(f"no {table} table in {base} (expected {table}.parquet or {table}/)")
 

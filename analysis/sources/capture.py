@@ -40,27 +40,35 @@ class Share:
 
 
 def capture_events(
-    path: Path, stats: Counter[str], keylogs: Sequence[Path] = (), share: Share = Share()
+    path: Path,
+    stats: Counter[str],
+    keylogs: Sequence[Path] = (),
+    share: Share = Share(),
+    name: str | None = None,
 ) -> Iterator[ChunkEvent]:
     """CaptureReader -> TcpReassembler -> TlsLayer, for the connections of ``share``.
+
+    ``name`` (default: the file's base name) is the ``capture`` column and the prefix of every
+    ``conn_id``: the CLI gives each input of a run a distinct one (:mod:`.inputs`).
 
     The key logs of ``--keylog`` and those the capture embeds (pcapng Decryption Secrets Blocks)
     form one :class:`KeyLog`; an embedded one is learnt before the packets after it are fed.
     """
     keylog = KeyLog()
-    for name in keylogs:
+    for keys in keylogs:
         try:
-            keylog.add(Path(name).read_bytes())
+            keylog.add(Path(keys).read_bytes())
         except OSError as exc:
             if share.index == 0:
-                print(f"h2ws: cannot read key log {name}: {exc.strerror}", file=sys.stderr)
+                print(f"h2ws: cannot read key log {keys}: {exc.strerror}", file=sys.stderr)
     try:
         with open(path, "rb") as f:
             pcapng = f.read(4) == _PCAPNG_MAGIC
     except OSError:
         pcapng = False
     reader = CaptureReader(path)
-    reassembler = TcpReassembler(capture=path.name)
+    label = name or path.name
+    reassembler = TcpReassembler(capture=label, conn_id_prefix=label)
     # Only pcapng files can carry keys of their own, anywhere in the file: wait for them.
     tls = TlsLayer(keylog, wait_for_keys=pcapng)
     mine = _ShareFilter(share)
@@ -114,12 +122,13 @@ def decode(
     stats: Counter[str],
     keylogs: Sequence[Path] = (),
     share: Share = Share(),
+    name: str | None = None,
 ) -> Iterable[Record]:
     """Every record of one capture or flow file (of one share of a capture's connections);
-    ``stats`` counts packets or flows read."""
+    ``stats`` counts packets or flows read; ``name`` as in :func:`capture_events`."""
     if is_flow_file(path):
         return flow_records(path, options, stats)
-    return Pipeline(options).run(capture_events(path, stats, keylogs, share))
+    return Pipeline(options).run(capture_events(path, stats, keylogs, share, name))
 
 
 __all__ = ["Share", "capture_events", "decode"]

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from h2ws.analysis.core.options import DecodeOptions
@@ -34,6 +34,9 @@ from h2ws.analysis.sources.flowfile import is_flow_file
 
 #: every connection of a capture, in one process
 _WHOLE = Share()
+
+#: Capture-level codes that mean an input gave nothing at all.
+UNREADABLE = frozenset({"not_a_capture", "not_a_flow_file"})
 
 
 class WorkerDied(RuntimeError):
@@ -47,13 +50,16 @@ class Tally:
     stats: Counter[str] = field(default_factory=Counter)
     problems: Counter[str] = field(default_factory=Counter)
     first_message: dict[str, str] = field(default_factory=dict)
-    #: capture-level problems, one line each
+    #: capture-level problems, one line each (each message starts with its input's name)
     notices: list[str] = field(default_factory=list)
 
     def report(self, diag: DiagnosticRecord) -> None:
-        """Capture-level problems get a line each; decoding problems are tallied."""
+        """Capture-level problems get a line each; decoding problems are tallied.  An input
+        that could not be read at all counts in ``stats["unreadable"]``."""
         if diag.layer == "capture":
-            self.notices.append(f"{diag.code}: {diag.message}")
+            self.notices.append(f"{diag.message} ({diag.code})")
+            if diag.code in UNREADABLE:
+                self.stats["unreadable"] += 1
         elif diag.severity != "info":
             self.problems[diag.code] += 1
             message = f"{diag.conn_id or ''} {diag.message}".strip()
@@ -67,16 +73,30 @@ class Tally:
             self.first_message.setdefault(code, message)
 
 
+def _named(diag: DiagnosticRecord, path: Path, name: str) -> DiagnosticRecord:
+    """A capture-level diagnostic whose message starts with its input's name: the row has no
+    ``conn_id`` to say which file it is about, and several inputs may fail alike."""
+    message = diag.message
+    if message.startswith(f"{path.name}: "):
+        message = message[len(path.name) + 2 :]
+    return replace(diag, message=f"{name}: {message}")
+
+
 def extract_into(
     sink: TableSink,
     path: Path,
     options: DecodeOptions,
     keylogs: Sequence[Path] = (),
     share: Share = _WHOLE,
+    name: str | None = None,
 ) -> Tally:
+    """Decode ``path`` into ``sink``; ``name`` as in :func:`.capture.capture_events`."""
     tally = Tally()
-    for record in decode(path, options, tally.stats, keylogs, share):
+    label = name or path.name
+    for record in decode(path, options, tally.stats, keylogs, share, name):
         if isinstance(record, DiagnosticRecord):
+            if record.layer == "capture":
+                record = _named(record, path, label)
             tally.report(record)
         sink.write(record)
     return tally
@@ -90,11 +110,12 @@ class _Task:
     fmt: str
     options: DecodeOptions
     keylogs: tuple[Path, ...]
+    name: str | None = None
 
 
 def _run_task(task: _Task) -> tuple[Tally, dict[str, int]]:
     with TableSink(task.out_dir, task.fmt) as sink:
-        tally = extract_into(sink, task.path, task.options, task.keylogs, task.share)
+        tally = extract_into(sink, task.path, task.options, task.keylogs, task.share, task.name)
     return tally, sink.counts
 
 
@@ -112,20 +133,22 @@ def extract_parallel(
     options: DecodeOptions,
     keylogs: Sequence[Path],
     jobs: int,
+    names: Sequence[str] | None = None,
 ) -> tuple[Tally, dict[str, int]]:
     """Every capture in ``jobs`` shares (flow files whole), at most ``jobs`` processes at once;
-    then one file per table in ``out_dir``."""
+    then one file per table in ``out_dir``.  ``names``: one per path, as in
+    :func:`.capture.capture_events`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".h2ws-jobs-", dir=out_dir))
     try:
         tasks: list[_Task] = []
-        for path in paths:
+        for i, path in enumerate(paths):
+            name = names[i] if names is not None else None
             shares = 1 if is_flow_file(path) else jobs
             for index in range(shares):
                 share_dir = work / str(len(tasks))
-                tasks.append(
-                    _Task(path, Share(index, shares), share_dir, fmt, options, tuple(keylogs))
-                )
+                share = Share(index, shares)
+                tasks.append(_Task(path, share, share_dir, fmt, options, tuple(keylogs), name))
         # spawn, not fork: pyarrow's allocator runs a thread from the moment it is loaded,
         # and forking a process with threads can deadlock the child.  Importing afresh costs
         # each worker about 0.3 s, at the same time; measured no slower than fork overall.
