@@ -1,8 +1,12 @@
-"""Where the team's shared sample captures are: ``shared/`` beside the project's checkout."""
+"""Where the sample captures the tests read are: ``tests/data/captures/`` in the repository.
+
+They are copies of the team's real-peer captures (Node.js, hypercorn, Firefox, Chromium on
+loopback; ``README.md`` there says what each holds), kept with the project so that the tests
+never depend on anything beside the checkout.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "captures"
-SHARED_CAPTURES = _BESIDE if _BESIDE.is_dir() else Path("/work/shared/captures")
+SAMPLE_CAPTURES = Path(__file__).resolve().parent / "data" / "captures"
