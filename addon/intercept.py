@@ -40,7 +40,7 @@ import base64
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -847,10 +847,6 @@ def revert() -> None:
         else:
             setattr(owner, name, original)
     STATE.applied.clear()
-
-
-def patched_names() -> Iterator[str]:
-    yield from STATE.applied
 
 
 __all__ = [

@@ -1,10 +1,13 @@
 """Which mitmproxy layer relays a connection: HTTP/2 goes byte for byte through the TCP layer.
 
-This is the one module that depends on mitmproxy's proxy internals (``mitmproxy.proxy``: the
-layer classes, ``NextLayer``, the built-in ``next_layer`` addon); revisit it when mitmproxy
-changes.  The addon's ``next_layer`` hook runs before mitmproxy's built-in one (script addons
-come first) and sets a layer only when it takes the connection; otherwise the built-in decides
-as usual.
+Observe mode's choice of layers depends on mitmproxy's proxy internals (``mitmproxy.proxy``:
+the layer classes, ``NextLayer``, the built-in ``next_layer`` addon) here only; revisit it when
+mitmproxy changes.  The addon's other uses of those internals are ``intercept.py`` (intercept
+mode's patches of the HTTP/2 and HTTP layers), ``flows.py`` (mitmproxy's HTTP and WebSocket hook
+classes, its hook dispatch fast path) and ``observer.py`` (context and layer types in hooks).
+
+The addon's ``next_layer`` hook runs before mitmproxy's built-in one (script addons come first)
+and sets a layer only when it takes the connection; otherwise the built-in decides as usual.
 
 mitmproxy terminates HTTP/2 itself, never advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and
 refuses ``:protocol`` (mitmproxy#4607), which breaks RFC 8441.  A connection is relayed

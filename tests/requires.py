@@ -4,8 +4,8 @@ A test that needs a peer -- a program (tshark, editcap, tcpdump, node, a browser
 library -- calls :func:`missing_peer` (or :func:`require_tools`, :func:`require_module`, the
 :func:`needs_tools` decorator) when it is not there.  Outside CI that skips the test with the
 reason; under ``CI=true`` it fails it, so that a CI run can never pass by skipping what it was
-meant to check.  The team's sample captures beside the checkout are not part of the project:
-without them a test skips (:func:`missing_sample`), on CI too.
+meant to check.  The sample captures (``tests/data/captures/``, ``samples/``) ship with the
+project: a missing one is a broken checkout, and fails the test (:func:`missing_sample`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def missing_peer(reason: str) -> NoReturn:
 
 
 def missing_sample(reason: str) -> NoReturn:
-    """Skip the test: a sample capture of the team's, not shipped with the project, is absent."""
-    pytest.skip(reason)
+    """Fail the test: a sample capture that ships with the project is absent."""
+    pytest.fail(f"{reason} (the sample captures ship with the project)", pytrace=False)
 
 
 def require_tools(*tools: str) -> None:

@@ -25,7 +25,7 @@ from h2ws.analysis.records import TABLES, DiagnosticRecord
 from h2ws.analysis.sinks.reader import read_table
 from h2ws.analysis.sources.capture import Share, _ShareFilter
 
-from .paths import SHARED_CAPTURES
+from .paths import SAMPLE_CAPTURES
 from .test_addon_units import relayed_flow, ws_connection
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -87,8 +87,8 @@ def test_parallel_rows_equal_one_process(
 
 @pytest.mark.parametrize("name", ["ff153_hypercorn_pmd", "chr_h1_fallback_newconn"])
 def test_parallel_browser_captures(name: str, tmp_path: Path) -> None:
-    capture = SHARED_CAPTURES / f"{name}.pcapng"
-    keys = ["--keylog", str(SHARED_CAPTURES / f"{name}.keys")]
+    capture = SAMPLE_CAPTURES / f"{name}.pcapng"
+    keys = ["--keylog", str(SAMPLE_CAPTURES / f"{name}.keys")]
     one = extract([capture], tmp_path / "one", "-j", "1", *keys)
     assert extract([capture], tmp_path / "three", "-j", "3", *keys) == one
 

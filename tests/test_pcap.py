@@ -26,10 +26,10 @@ from h2ws.analysis.records import DiagnosticRecord
 from h2ws.analysis.sources.pcap import CaptureReader
 from h2ws.analysis.sources.tcp import ACK, FIN, PSH, SYN, TcpReassembler, TcpSegment
 
-from .paths import SHARED_CAPTURES
+from .paths import SAMPLE_CAPTURES
 from .requires import needs_tools
 
-CAPTURES = SHARED_CAPTURES
+CAPTURES = SAMPLE_CAPTURES
 TS = 1_700_000_000.123456
 
 # -- packet and file builders -------------------------------------------------------------------

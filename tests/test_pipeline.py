@@ -2,8 +2,9 @@
 
 Real input: an h2c capture of four connections made by the benchmark's generator (python-hyper
 h2 peers, RFC 8441 WebSockets).  The decoder of one connection is made to raise part way
-through; every other connection must give exactly the rows it gives without the fault, and the
-failed one its connection row, marked, with one ``decoder_failed`` diagnostic.
+through (feeding, closing, or closing at the capture's end); every other connection must give
+exactly the rows it gives without the fault, and the failed one its connection row, marked, with
+one ``decoder_failed`` diagnostic.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from h2ws.analysis.core.chunks import Closed
 from h2ws.analysis.core.decoder import ConnectionDecoder
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.records import ConnectionRecord, DiagnosticRecord, Record
@@ -46,17 +48,21 @@ def by_connection(records: list[Record]) -> dict[str | None, Counter[str]]:
     return out
 
 
-@pytest.mark.parametrize("when", ["feed", "close"])
+# "finish": the capture ends with every connection open, so the pipeline closes them itself.
+@pytest.mark.parametrize("when", ["feed", "close", "finish"])
 def test_a_raising_decoder_loses_its_own_connection_only(
     capture: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
     events = list(capture_events(capture, Counter()))
+    if when == "finish":
+        events = [e for e in events if not isinstance(e, Closed)]
     clean = by_connection(list(Pipeline(DecodeOptions()).run(events)))
     conn_ids = sorted(c for c in clean if c is not None)
     assert len(conn_ids) == 4
     victim = conn_ids[1]
 
-    original = getattr(ConnectionDecoder, when)
+    method = "close" if when == "finish" else when
+    original = getattr(ConnectionDecoder, method)
     calls = Counter[str]()
 
     def faulty(self: ConnectionDecoder, *args: object, **kwargs: object) -> list[Record]:
@@ -66,7 +72,7 @@ def test_a_raising_decoder_loses_its_own_connection_only(
             raise RuntimeError("injected fault")
         return original(self, *args, **kwargs)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(ConnectionDecoder, when, faulty)
+    monkeypatch.setattr(ConnectionDecoder, method, faulty)
     records = list(Pipeline(DecodeOptions()).run(events))  # never raises
     faulted = by_connection(records)
 

@@ -28,13 +28,13 @@ from h2ws.testkit.live.compare import diff, logged, messages_of
 from h2ws.testkit.peers import tshark, wsframes
 from h2ws.testkit.peers.runner import NODE_GETS, NODE_WEBSOCKETS, Scenario
 
-from .paths import SHARED_CAPTURES
+from .paths import SAMPLE_CAPTURES
 from .requires import missing_sample, needs_tools
 
 pytestmark = pytest.mark.timeout(180)
 
 TABLES = ("connections", "streams", "frames", "messages", "diagnostics")
-SAMPLE = SHARED_CAPTURES / "h2c_hypercorn_ws.pcap"
+SAMPLE = SAMPLE_CAPTURES / "h2c_hypercorn_ws.pcap"
 SAMPLE_PORT = 8080
 
 Rows = list[dict[str, Any]]

@@ -33,12 +33,12 @@ from h2ws.analysis.sources.tcp import TcpReassembler, TcpSegment
 from h2ws.analysis.sources.tls import KeyLog, TlsLayer, hkdf_expand_label, tls12_prf
 from h2ws.testkit.tls_peers import harness, synth
 
-from .paths import SHARED_CAPTURES
+from .paths import SAMPLE_CAPTURES
 from .requires import missing_peer, missing_sample
 
 pytestmark = pytest.mark.timeout(240)
 
-SAMPLES = SHARED_CAPTURES
+SAMPLES = SAMPLE_CAPTURES
 TABLES = ("connections", "streams", "frames", "messages", "diagnostics")
 Rows = list[dict[str, Any]]
 Tables = dict[str, Rows]
