@@ -10,5 +10,3 @@ from __future__ import annotations
 from pathlib import Path
 
 SAMPLE_CAPTURES = Path(__file__).resolve().parent / "data" / "captures"
-#: The old name, kept for the tests that import it.
-SHARED_CAPTURES = SAMPLE_CAPTURES
