@@ -53,6 +53,11 @@ class Share:
         return int(conn_id.rsplit(":", 1)[1]) % self.of == self.index
 
 
+#: Capture-level codes that concern one packet each: tallied like decoding problems (one line
+#: with a count), not one line per packet -- a capture cut to a snap length has one per packet.
+PER_PACKET_CODES = frozenset({"truncated_packet", "malformed_packet", "ip_fragment"})
+
+
 @dataclass
 class Tally:
     """What ``extract`` prints at the end: counts, and the first message of every problem."""
@@ -65,7 +70,7 @@ class Tally:
 
     def report(self, diag: DiagnosticRecord) -> None:
         """Capture-level problems get a line each; decoding problems are tallied."""
-        if diag.layer == "capture":
+        if diag.layer == "capture" and diag.code not in PER_PACKET_CODES:
             self.notices.append(f"{diag.code}: {diag.message}")
         elif diag.severity != "info":
             self.problems[diag.code] += 1
