@@ -1,15 +1,15 @@
 """Which mitmproxy versions the addon runs on, checked once when it is loaded.
 
-Observe mode chooses mitmproxy's layers itself (``layers.py``) and mirrors flows with its hook
-classes (``flows.py``): both are internals that change between mitmproxy releases, so an
-untested version is refused with one line rather than failing strangely in the middle of a
-connection.
+Intercept mode patches mitmproxy's HTTP/2 and HTTP layers (``intercept.py``, whose ``apply``
+calls this check), observe mode chooses mitmproxy's layers itself (``layers.py``) and mirrors
+flows with its hook classes (``flows.py``): all are internals that change between mitmproxy
+releases, so an untested version is refused with one line rather than failing strangely in the
+middle of a connection.
 """
 
 from __future__ import annotations
 
-#: (major, minor) versions tested; keep in line with the ``live`` extra in pyproject.toml.
-SUPPORTED = ((12, 3),)
+#: the versions tested, [MINIMUM, BELOW); keep in line with the ``live`` extra in pyproject.toml.
 MINIMUM = (12, 3)
 BELOW = (13, 0)
 

@@ -15,6 +15,11 @@ the payload the decoder kept (``h2ws_flow_payload``), and a long-lived flow keep
 ``h2ws_flow_bytes`` of payload (``messages_dropped`` in the metadata counts the others): the
 tables, not the flows, are the complete record.  :class:`HookQueue` triggers the hooks without
 holding the relay.
+
+Hooks are triggered by a fast path, :func:`trigger_event`, that replaces mitmproxy's
+``AddonManager.trigger_event`` dispatch (a fifth of a busy relay's time); it walks the same
+addons in the same order with the same arguments and error handling, and
+``tests/test_addon_units.py::test_trigger_event_calls_what_mitmproxy_calls`` holds both equal.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from mitmproxy.websocket import WebSocketData, WebSocketMessage
 from wsproto.frame_protocol import CloseReason, Opcode
 
 from h2ws.analysis.records import MessageRecord, Record, StreamRecord
-from h2ws.analysis.sources.flowfile import METADATA_KEY
+from h2ws.analysis.sources.mitmmodel import METADATA_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +90,8 @@ async def trigger_event(chain: Iterable[object], hook: Hook) -> None:
     walk reaches them, so a script reloaded meanwhile is seen), calls the same hook functions
     with the same arguments, awaits the awaitable ones, skips a module that has the hook's
     name, stops at ``AddonHalt``, and logs any other exception of an addon as mitmproxy does
-    ("Addon error") and goes on with the next addon.
+    ("Addon error") and goes on with the next addon.  A fast path: the test
+    ``test_trigger_event_calls_what_mitmproxy_calls`` runs both on the same addons.
     """
     name = hook.name
     args: list[object] | None = None

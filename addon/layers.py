@@ -75,9 +75,12 @@ def _reverse_tls_target(context: Context) -> bool:
     return isinstance(spec, mode_specs.ReverseMode) and spec.scheme == "https"
 
 
-def relay_layer(nextlayer: NextLayer, relay: Callable[[Context], Layer]) -> Layer | None:
+def relay_layer(
+    nextlayer: NextLayer, relay: Callable[[Context], Layer], *, h2c_only: bool = False
+) -> Layer | None:
     """The layer for this connection, or None to leave it to mitmproxy; ``relay`` makes the
-    layer that relays HTTP/2 verbatim."""
+    layer that relays HTTP/2 verbatim.  ``h2c_only`` (intercept mode): only cleartext HTTP/2
+    with prior knowledge, which mitmproxy's own layers refuse, is relayed."""
     context = nextlayer.context
     if nextlayer.layer is not None or context.client.transport_protocol != "tcp":
         return None
@@ -86,6 +89,8 @@ def relay_layer(nextlayer: NextLayer, relay: Callable[[Context], Layer]) -> Laye
     if ignored is None or ignored:
         return None
 
+    if h2c_only and (context.client.tls or starts_like_tls_record(data)):
+        return None
     if _reverse_tls_target(context) and starts_like_tls_record(data):
         # Both handshakes first; the NextLayer on top of client TLS asks again after ALPN.
         server_tls = ServerTLSLayer(context)

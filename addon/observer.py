@@ -27,16 +27,19 @@ from mitmproxy.hooks import Hook
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layer import NextLayer
 from mitmproxy.proxy.layers import TCPLayer
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
+from h2ws.addon import intercept
 from h2ws.addon.flows import HookQueue, Step, WebSocketMirror, trigger_event
 from h2ws.addon.layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
+from h2ws.addon.legs import LegRecorder
 from h2ws.addon.recorder import LiveDecoders, TableWriter
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.records import Direction, PayloadPolicy, Record
-from h2ws.analysis.sinks.export import FORMATS
-from h2ws.analysis.sources.flowfile import (
+from h2ws.analysis.sinks.writers import FORMATS
+from h2ws.analysis.sources.mitmflows import HttpFlowRecorder
+from h2ws.analysis.sources.mitmmodel import (
     METADATA_KEY,
-    HttpFlowRecorder,
     connection_error,
     connection_info,
     end_of,
@@ -47,6 +50,7 @@ from h2ws.analysis.sources.flowfile import (
 logger = logging.getLogger(__name__)
 
 PAYLOAD_MODES = ("none", "preview", "full")
+MODES = ("intercept", "observe")
 
 
 def _options_error(message: str) -> Exception:
@@ -86,10 +90,25 @@ class H2wsAddon:
         # deep-copies the value, which profiling showed among the costs of each chunk.
         self._keep_raw = False
         self._flows = True
+        self._intercept = True
+        self._warned_h2c = False
+        self.legs = LegRecorder(self.decoders, self._emit)
 
     # ------------------------------------------------------------------------------ options
 
     def load(self, loader: Loader) -> None:
+        # The communityid library logs 8 INFO lines of its internals per connection, which
+        # mitmdump prints at its default verbosity: only its warnings are of interest.
+        logging.getLogger("communityid").setLevel(logging.WARNING)
+        loader.add_option(
+            "h2ws_mode",
+            str,
+            "intercept",
+            "intercept: mitmproxy's own HTTP/2 layer speaks RFC 8441 (requests stay interceptable "
+            "flows, RFC 8441 WebSockets live WebSocket flows); observe: HTTP/2 connections are "
+            "relayed byte for byte and mirrored into read-only flows.",
+            choices=MODES,
+        )
         loader.add_option(
             "h2ws_out",
             str | None,  # type: ignore[arg-type]  # mitmproxy's own addons do the same
@@ -189,6 +208,9 @@ class H2wsAddon:
             raise _options_error("h2ws_flush_interval must be at least 1 second")
         if "h2ws_max_message_bytes" in updated and opts.h2ws_max_message_bytes < 1:
             raise _options_error("h2ws_max_message_bytes must be positive")
+        if "h2ws_mode" in updated:
+            self._intercept = opts.h2ws_mode == "intercept"
+            intercept.STATE.enabled = self._intercept
         if any(name.startswith("h2ws_") for name in updated):
             self.decoders.options = self._decode_options()  # for connections from now on
             self.mirror.max_bytes = max(0, opts.h2ws_flow_bytes)
@@ -196,6 +218,10 @@ class H2wsAddon:
             self._flows = opts.h2ws_flows
         if "h2ws_out" in updated or "h2ws_format" in updated:
             self._open_tables()
+        if updated & {"h2ws_mode", "h2ws_out", "h2ws_format"}:
+            # Intercept mode's tables come from the bytes of each leg (``legs.py``).
+            recording = self._intercept and self.tables is not None
+            intercept.STATE.tap = self.legs.tap if recording else None
         elif self.tables is not None and updated & {"h2ws_payload", "h2ws_preview_bytes"}:
             self.tables.payload = self._table_payload()
         if "connection_strategy" in updated and opts.connection_strategy == "lazy":
@@ -242,8 +268,11 @@ class H2wsAddon:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         where = f"tables in {ctx.options.h2ws_out}" if ctx.options.h2ws_out else "no tables"
-        mode = "relaying HTTP/2 verbatim" if ctx.options.h2ws_relay else "relay off"
-        logger.info(f"h2ws: observe mode, {mode}, {where}")
+        if self._intercept:
+            logger.info(f"h2ws: intercept mode (RFC 8441 in mitmproxy's HTTP/2 layer), {where}")
+        else:
+            mode = "relaying HTTP/2 verbatim" if ctx.options.h2ws_relay else "relay off"
+            logger.info(f"h2ws: observe mode, {mode}, {where}")
 
     async def _flush_loop(self) -> None:
         while True:
@@ -261,6 +290,8 @@ class H2wsAddon:
             # A replayed file's connections end with the file, as in ``h2ws extract``.
             records += recorder.finish(now if live else None, "capture_ended" if live else "closed")
         self._conns.clear()
+        self.legs.close_all()
+        intercept.STATE.tap = None
         self._emit(records)
         if self.tables is not None:
             self.tables.close()
@@ -271,7 +302,7 @@ class H2wsAddon:
         if not ctx.options.h2ws_relay or nextlayer.layer is not None:
             return
         try:
-            layer = relay_layer(nextlayer, self._relay)
+            layer = relay_layer(nextlayer, self._relay, h2c_only=self._intercept)
         except Exception as exc:  # a bug here must leave the connection to mitmproxy
             logger.warning(f"h2ws: layer choice failed, left to mitmproxy: {exc!r}")
             return
@@ -287,6 +318,12 @@ class H2wsAddon:
 
     def _relay(self, context: Context) -> TCPLayer:
         """The layer that relays one HTTP/2 connection verbatim."""
+        if self._intercept and not self._warned_h2c:
+            self._warned_h2c = True
+            logger.warning(
+                "h2ws: cleartext HTTP/2 with prior knowledge (h2c) is relayed verbatim as in "
+                "observe mode: mitmproxy's layers do not take it (no interception on it)"
+            )
         layer = TCPLayer(context) if ctx.options.h2ws_tcp_hooks else ObservedTCPLayer(context, self)
         assert layer.flow is not None
         layer.flow.metadata[METADATA_KEY] = {"relay": relay_kind(context)}
@@ -392,6 +429,10 @@ class H2wsAddon:
     # ------------------------------------------------------------------------------ HTTP hooks
     # Connections mitmproxy relays itself (HTTP/1.1 WebSockets, or when the legs differ).
 
+    def _hooks_record(self, flow: http.HTTPFlow) -> bool:
+        """Intercept mode records live flows from the bytes of their legs, not their hooks."""
+        return not (flow.live and intercept.STATE.tap is not None)
+
     def _recorder(self, flow: http.HTTPFlow) -> HttpFlowRecorder:
         live = bool(flow.live)
         recorder = self._http.get(live)
@@ -401,33 +442,48 @@ class H2wsAddon:
         return recorder
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if not self._hooks_record(flow):
+            return
         with self._guard("requestheaders"):
             self._emit(self._recorder(flow).request(flow))
 
     def response(self, flow: http.HTTPFlow) -> None:
+        if not self._hooks_record(flow):
+            return
         with self._guard("response"):
             self._emit(self._recorder(flow).response(flow))
 
     def error(self, flow: http.HTTPFlow) -> None:
+        if not self._hooks_record(flow):
+            return
         with self._guard("error"):
             self._emit(self._recorder(flow).error(flow))
 
     def websocket_start(self, flow: http.HTTPFlow) -> None:
+        if not self._hooks_record(flow):
+            return
         with self._guard("websocket_start"):
             self._emit(self._recorder(flow).websocket_start(flow))
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
-        if is_mirror(flow):
-            return  # ours, one per relayed message: recorded from the bytes already
+        if is_mirror(flow) or not self._hooks_record(flow):
+            return  # recorded from the bytes already (a relayed message, or a leg's)
         with self._guard("websocket_message"):
             self._emit(self._recorder(flow).websocket_message(flow))
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
+        if not self._hooks_record(flow):
+            return
         with self._guard("websocket_end"):
             self._emit(self._recorder(flow).websocket_end(flow))
 
+    def server_disconnected(self, data: ServerConnectionHookData) -> None:
+        with self._guard("server_disconnected"):
+            self.legs.closed(data.server)
+
     def client_disconnected(self, client: connection.Client) -> None:
         with self._guard("client_disconnected"):
+            self.legs.closed(client)
             recorder = self._http.get(True)
             if recorder is not None:
                 ts = client.timestamp_end or time.time()

@@ -2,8 +2,8 @@
 
 One :class:`~h2ws.analysis.core.decoder.ConnectionDecoder` per relayed connection, fed the chunks
 mitmproxy relays (the same core as for captures), and one
-:class:`~h2ws.analysis.sinks.export.PartitionedSink` for the records.  Nothing here knows mitmproxy:
-the addon translates hooks into calls, which keeps this part testable without a proxy.
+:class:`~h2ws.analysis.sinks.writers.PartitionedSink` for the records.  Nothing here knows
+mitmproxy: the addon translates hooks into calls, which keeps this part testable without a proxy.
 
 A decoder that raises loses its own connection only: the exception becomes a ``decoder_failed``
 diagnostic, the connection is no longer decoded, and the relay (which never waits for us beyond
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,7 +29,7 @@ from h2ws.analysis.records import (
     StreamRecord,
     make_message,
 )
-from h2ws.analysis.sinks.export import Part, PartitionedSink, warm_up
+from h2ws.analysis.sinks.writers import Part, PartitionedSink, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +73,6 @@ class TableWriter:
         warm_up()  # at start-up, not in the first flush of a busy relay
         self._payload = payload
         self._hold = self._hold_bytes(payload)
-        self.last_flush = time.monotonic()
         self.failed: str | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2ws-tables")
 
@@ -120,7 +118,6 @@ class TableWriter:
     def flush(self) -> None:
         """Every row written so far goes to part files, which become readable (complete,
         atomically renamed) as soon as the writer thread has written them."""
-        self.last_flush = time.monotonic()
         if self.failed or not self.sink.pending:
             return
         try:

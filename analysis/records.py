@@ -151,6 +151,7 @@ class ConnectionRecord:
     goaway_last_stream_id: int | None = _col(_I64)
     end_cause: str | None = _col(_STR)  # fin | rst | capture_ended | goaway | error
     error: str | None = _col(_STR)
+    leg: str | None = _col(_STR)  # client | server (live, intercept mode); null otherwise
 
 
 @dataclass(slots=True)
@@ -274,7 +275,6 @@ TABLES: dict[str, type[Any]] = {
     "messages": MessageRecord,
     "diagnostics": DiagnosticRecord,
 }
-TABLE_OF: dict[type[Any], str] = {cls: name for name, cls in TABLES.items()}
 #: column kinds of the tuple records (the dataclasses carry theirs in field metadata)
 _TUPLE_KINDS: dict[type[Any], tuple[str, ...]] = {
     FrameRecord: _FRAME_KINDS,

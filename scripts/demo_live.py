@@ -159,7 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         proxy = Mitmdump(
             work / "proxy",
             mode=f"reverse:https://localhost:{server.port}",
-            options={"h2ws_out": tables_dir, "h2ws_payload": "preview", "h2ws_flush_interval": 2},
+            # observe mode: the demo checks the tables against the clients' own logs, which
+            # holds for the verbatim relay (intercept mode records both legs, see README)
+            options={
+                "h2ws_mode": "observe",
+                "h2ws_out": tables_dir,
+                "h2ws_payload": "preview",
+                "h2ws_flush_interval": 2,
+            },
             upstream_ca=certificate.ca,
             lifetime=lifetime,
         )

@@ -5,7 +5,8 @@ scenario, shared by all the tests that look at it.  A scenario is a :class:`Scen
 ``capture`` (pcap path), ``port`` (the server's), ``log`` (what the client sent and received,
 see ``testkit/peers/plan.py``), ``keylog`` (TLS secrets, TLS scenarios only).
 
-They skip only when a tool is missing (tcpdump, node, editcap); on CI these are installed.  The
+They skip only when a tool is missing (tcpdump, node, editcap), and fail instead under
+``CI=true`` (``tests/requires.py``).  The
 captures stay in pytest's temporary directory (``pytest-of-<user>/pytest-current/peers*/``).
 """
 
@@ -26,11 +27,13 @@ from h2ws.testkit.peers.runner import (
     Scenario,
 )
 
+from .requires import missing_peer
+
 
 def require(*tools: str) -> None:
     missing = runner.missing_tools(*tools)
     if missing:
-        pytest.skip(
+        missing_peer(
             f"real-peer capture needs {', '.join(missing)} "
             "(apt-get install tcpdump tshark nodejs; see scripts/setup.sh)"
         )

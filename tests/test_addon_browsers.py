@@ -23,13 +23,15 @@ import pytest
 
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.core.websocket import PayloadPolicy
-from h2ws.analysis.sinks.export import TableSink
+from h2ws.analysis.sinks.writers import TableSink
 from h2ws.analysis.sources.flowfile import flow_records
 from h2ws.testkit.live import browsers
 from h2ws.testkit.live.compare import Tables, read_tables
 from h2ws.testkit.live.proxy import Mitmdump
 from h2ws.testkit.live.servers import PageServer
 from h2ws.testkit.peers.runner import Certificate
+
+from .requires import missing_peer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,7 +56,7 @@ def load_page(
 ) -> list[dict[str, Any]]:
     """The browser loads the page until it reports the echo; returns what the server saw."""
     if not have(browser):
-        pytest.skip(
+        missing_peer(
             f"{browser} is not installed (apt-get install chromium firefox-esr libnss3-tools)"
         )
     server.reset()
@@ -105,7 +107,9 @@ def test_through_the_addon_rfc8441_survives(
 ) -> None:
     out = tmp_path / "live"
     proxy = Mitmdump(
-        tmp_path, options={"h2ws_out": out, "h2ws_payload": "full"}, upstream_ca=tls_certificate.ca
+        tmp_path,
+        options={"h2ws_mode": "observe", "h2ws_out": out, "h2ws_payload": "full"},
+        upstream_ca=tls_certificate.ca,
     )
     with proxy:
         events = load_page(browser, page_server, tmp_path, proxy, proxy.ca_cert)

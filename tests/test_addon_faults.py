@@ -48,7 +48,12 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         proxy = Mitmdump(
             work,
             mode=f"reverse:http://127.0.0.1:{server.port}",
-            options={"h2ws_out": out, "h2ws_payload": "full", "probe_out": work / "probe.jsonl"},
+            options={
+                "h2ws_mode": "observe",
+                "h2ws_out": out,
+                "h2ws_payload": "full",
+                "probe_out": work / "probe.jsonl",
+            },
             args=["-s", str(PROBE)],
         )
         with proxy:

@@ -21,7 +21,7 @@ import pytest
 
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.core.websocket import PayloadPolicy
-from h2ws.analysis.sinks.export import TableSink
+from h2ws.analysis.sinks.writers import TableSink
 from h2ws.analysis.sources.flowfile import flow_records, is_flow_file
 from h2ws.testkit.live.clients import run_node
 from h2ws.testkit.live.compare import TABLES, Tables, assert_h2_run, read_tables
@@ -81,7 +81,12 @@ def recorded(
     work = tmp_path_factory.mktemp("flowfile")
     flows = work / "flows.mitm"
     out = work / "live"
-    options = {"h2ws_out": out, "h2ws_payload": "full", "h2ws_keep_raw": True}
+    options = {
+        "h2ws_mode": "observe",
+        "h2ws_out": out,
+        "h2ws_payload": "full",
+        "h2ws_keep_raw": True,
+    }
     proxy = Mitmdump(work, options=options, upstream_ca=tls_certificate.ca, args=["-w", str(flows)])
     logs = []
     with proxy:
@@ -153,7 +158,12 @@ def test_without_keep_raw_the_file_says_so(
 ) -> None:
     require("node")
     flows = tmp_path / "flows.mitm"
-    proxy = Mitmdump(tmp_path, upstream_ca=tls_certificate.ca, args=["-w", str(flows)])
+    proxy = Mitmdump(
+        tmp_path,
+        options={"h2ws_mode": "observe"},
+        upstream_ca=tls_certificate.ca,
+        args=["-w", str(flows)],
+    )
     with proxy, ConnectTunnel(proxy.port, ("127.0.0.1", echo_server.port)) as tunnel:
         log = tmp_path / "client.json"
         run_node(tunnel.port, log, ws=1, gets=1)

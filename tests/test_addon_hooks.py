@@ -43,7 +43,7 @@ def test_rfc8441_websockets_reach_other_addons(tmp_path: Path, echo_server: Echo
     proxy = Mitmdump(
         tmp_path,
         mode=f"reverse:http://127.0.0.1:{echo_server.port}",
-        options={"probe_out": probe_out},
+        options={"h2ws_mode": "observe", "probe_out": probe_out},
         args=["-s", str(PROBE)],
     )
     with proxy:
@@ -83,7 +83,12 @@ def test_http1_websockets_recorded_from_hooks(tmp_path: Path, echo_server: EchoS
     proxy = Mitmdump(
         tmp_path,
         mode=f"reverse:http://127.0.0.1:{echo_server.port}",
-        options={"h2ws_out": out, "h2ws_payload": "full", "h2ws_flush_interval": 1},
+        options={
+            "h2ws_mode": "observe",
+            "h2ws_out": out,
+            "h2ws_payload": "full",
+            "h2ws_flush_interval": 1,
+        },
     )
     log_path = tmp_path / "client.json"
     with proxy:
@@ -159,7 +164,12 @@ def test_mitmweb_lists_rfc8441_websockets(tmp_path: Path, echo_server: EchoServe
     proxy = Mitmdump(
         tmp_path,
         mode=f"reverse:http://127.0.0.1:{echo_server.port}",
-        options={"web_password": token, "web_host": "127.0.0.1", "web_port": web_port},
+        options={
+            "h2ws_mode": "observe",
+            "web_password": token,
+            "web_host": "127.0.0.1",
+            "web_port": web_port,
+        },
         args=["--no-web-open-browser"],
         tool=MITMWEB,
         name="mitmweb",

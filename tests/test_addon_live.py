@@ -27,7 +27,7 @@ import h2.events
 import pytest
 from communityid import CommunityID, FlowTuple
 
-from h2ws.analysis.sinks.export import read_table
+from h2ws.analysis.sinks.reader import read_table
 from h2ws.testkit.live.clients import run_node
 from h2ws.testkit.live.compare import assert_h2_run, read_tables
 from h2ws.testkit.live.proxy import ADDON, GUARD, MITMDUMP, Mitmdump
@@ -44,7 +44,13 @@ GETS = 3
 
 
 def live_options(out: Path, **extra: object) -> dict[str, object]:
-    return {"h2ws_out": out, "h2ws_payload": "full", "h2ws_flush_interval": 1, **extra}
+    return {
+        "h2ws_mode": "observe",
+        "h2ws_out": out,
+        "h2ws_payload": "full",
+        "h2ws_flush_interval": 1,
+        **extra,
+    }
 
 
 def tls_options(proxy: Mitmdump) -> dict[str, object]:

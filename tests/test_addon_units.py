@@ -34,12 +34,9 @@ from h2ws.analysis.records import (
     StreamRecord,
 )
 from h2ws.analysis.sources import flowfile
-from h2ws.analysis.sources.flowfile import (
-    HttpFlowRecorder,
-    connection_info,
-    flow_records,
-    is_flow_file,
-)
+from h2ws.analysis.sources.flowfile import flow_records, is_flow_file
+from h2ws.analysis.sources.mitmflows import HttpFlowRecorder
+from h2ws.analysis.sources.mitmmodel import connection_info
 from h2ws.analysis.sources.pipeline import Pipeline
 from h2ws.testkit.h2pair import H2Pair, ws_peer
 
@@ -133,7 +130,7 @@ def test_payloads_trimmed_on_columns_as_trim_payload_trims_rows(
     """The live writer trims the payload columns when it converts the rows
     (PayloadPolicy.trim_columns); rows with long payloads it trims one by one as they come
     (trim_payload): the two agree."""
-    from h2ws.analysis.sinks.export import _TableBuffer
+    from h2ws.analysis.sinks.writers import _TableBuffer
 
     buffer = _TableBuffer("messages", policy)
     for row in rows:
@@ -152,7 +149,7 @@ def test_table_writer_trims_long_payloads_at_once_and_leaves_the_records(
     come (which bounds the rows waiting); either way the records handed in (the mirror's)
     keep the whole payload, and a policy changed meanwhile applies to the rows waiting."""
     from h2ws.addon.recorder import HOLD_BYTES, TableWriter
-    from h2ws.analysis.sinks.export import read_table
+    from h2ws.analysis.sinks.reader import read_table
 
     short = MessageRecord(index=0, payload=b"s" * 100, length=100)
     long = MessageRecord(index=1, payload=b"l" * (HOLD_BYTES + 1), length=HOLD_BYTES + 1)
@@ -579,7 +576,7 @@ def test_trigger_event_calls_what_mitmproxy_calls(caplog: pytest.LogCaptureFixtu
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
 def test_table_writer_formats(tmp_path: Path, fmt: str) -> None:
     from h2ws.addon.recorder import TableWriter
-    from h2ws.analysis.sinks.export import read_table
+    from h2ws.analysis.sinks.reader import read_table
 
     pair = ws_connection([b"x" * 300])
     decoders = LiveDecoders(FULL)
@@ -601,7 +598,8 @@ def test_partitioned_sink_converts_early_and_keeps_every_row_in_order(tmp_path: 
     """Rows converted to Arrow every CONVERT_ROWS (the live addon's path) and rows still
     pending come out as one part per flush, in order, nulls kept."""
     from h2ws.analysis.records import FrameRecord
-    from h2ws.analysis.sinks.export import CONVERT_ROWS, PartitionedSink, read_table
+    from h2ws.analysis.sinks.reader import read_table
+    from h2ws.analysis.sinks.writers import CONVERT_ROWS, PartitionedSink
 
     n = 2 * CONVERT_ROWS + 500
     records = [
@@ -626,7 +624,7 @@ def test_partitioned_sink_converts_within_check_calls(tmp_path: Path) -> None:
     """Rows pending conversion stay bounded: once CONVERT_ROWS are pending, they are converted
     within CHECK_CALLS more calls, however few records each call brings."""
     from h2ws.analysis.records import FrameRecord
-    from h2ws.analysis.sinks.export import CHECK_CALLS, CONVERT_ROWS, PartitionedSink
+    from h2ws.analysis.sinks.writers import CHECK_CALLS, CONVERT_ROWS, PartitionedSink
 
     sink = PartitionedSink(tmp_path)
     frames = sink._buffers["frames"]
@@ -647,7 +645,8 @@ def test_table_writer_failure_stops_writing_and_harms_nothing(
     raises nothing into the proxy; parts written before it stay."""
     from h2ws.addon.recorder import TableWriter
     from h2ws.analysis.records import FrameRecord
-    from h2ws.analysis.sinks.export import PartitionedSink, read_table
+    from h2ws.analysis.sinks.reader import read_table
+    from h2ws.analysis.sinks.writers import PartitionedSink
 
     writer = TableWriter(tmp_path, "parquet", PayloadPolicy())
     writer.write([FrameRecord("c", 0)])

@@ -5,13 +5,14 @@ tshark-based extractor ``bench/bench_tls.py`` measures h2ws against."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .requires import needs_tools
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -58,13 +59,13 @@ def test_h2ws_decrypts_everything(capture: tuple[Path, dict[str, Any]], tmp_path
     assert bench_extract.check_tables(tmp_path, sidecar, frames=True) == []
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
+@needs_tools("tshark")
 def test_tshark_decrypts_everything(capture: tuple[Path, dict[str, Any]]) -> None:
     path, sidecar = capture
     assert make_capture.verify_with_tshark(path, sidecar) == []
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
+@needs_tools("tshark")
 def test_tshark_extractor_counts(capture: tuple[Path, dict[str, Any]]) -> None:
     path, sidecar = capture
     out = subprocess.run(
@@ -75,7 +76,7 @@ def test_tshark_extractor_counts(capture: tuple[Path, dict[str, Any]]) -> None:
     assert bench_tls.check_counts(json.loads(out), sidecar) == []
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
+@needs_tools("tshark")
 def test_wrong_keys_are_caught(capture: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     """A key log with one secret changed: every check fails (a wrong answer is no result)."""
     path, sidecar = capture

@@ -18,7 +18,8 @@ from h2ws.analysis.records import (
     MessageRecord,
     StreamRecord,
 )
-from h2ws.analysis.sinks.export import CONVERT_ROWS, TableSink, _array, _timestamps, read_table
+from h2ws.analysis.sinks.reader import read_table
+from h2ws.analysis.sinks.writers import CONVERT_ROWS, TableSink, _array, _timestamps
 
 _seconds = st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.none()
 
@@ -128,3 +129,33 @@ def test_a_timestamp_column_equal_to_the_one_before(tmp_path: Path) -> None:
     connections = read_table(tmp_path, "connections")
     assert connections.column("ts_enable_connect_protocol").null_count == 3
     assert connections.column("enable_connect_protocol").null_count == 3
+
+
+def test_json_lines_are_read_in_batches_not_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JSON Lines reader parses a bounded number of lines at a time: the Python objects
+    alive while reading stay far below those of the whole file, and the table is the same."""
+    import tracemalloc
+
+    from h2ws.analysis.sinks import reader
+
+    n = 20_000
+    with TableSink(tmp_path, "jsonl") as sink:
+        for i in range(n):
+            sink.write(_message(i))
+    whole = read_table(tmp_path, "messages")
+
+    def peak_reading(batch_rows: int) -> tuple[int, pa.Table]:
+        monkeypatch.setattr(reader, "JSONL_BATCH_ROWS", batch_rows)
+        tracemalloc.start()
+        try:
+            table = read_table(tmp_path, "messages")
+            return tracemalloc.get_traced_memory()[1], table
+        finally:
+            tracemalloc.stop()
+
+    batched_peak, batched = peak_reading(500)
+    all_peak, _ = peak_reading(n)
+    assert batched.equals(whole) and batched.num_rows == n
+    assert batched_peak * 5 < all_peak, (batched_peak, all_peak)

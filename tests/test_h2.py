@@ -409,7 +409,10 @@ def test_any_chunking_gives_identical_records(cuts: list[int]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=2000), st.binary(max_size=2000))
 def test_random_bytes_after_the_preface_never_raise(c2s: bytes, s2c: bytes) -> None:
-    decode([("c2s", PREFACE + c2s, 1.0), ("s2c", s2c, 1.1)])
+    records = decode([("c2s", PREFACE + c2s, 1.0), ("s2c", s2c, 1.1)])
+    # The decoder turns its own exceptions into *_internal_error rows: there must be none.
+    assert not {c for c in codes(records) if c.endswith("_internal_error")}
+    assert of(records, ConnectionRecord)
 
 
 @settings(max_examples=200, deadline=None)
@@ -421,7 +424,9 @@ def test_mutated_streams_never_raise(data: st.DataObject) -> None:
     pos = data.draw(st.integers(0, max(0, len(raw) - 1)))
     raw = raw[:pos] + data.draw(st.binary(min_size=1, max_size=8)) + raw[pos + 1 :]
     chunks[i] = (d, raw, ts)
-    decode(chunks)
+    records = decode(chunks)
+    assert not {c for c in codes(records) if c.endswith("_internal_error")}
+    assert of(records, ConnectionRecord)
 
 
 def _both_ways(chunks: list[tuple[str, bytes, float]], cause: str = "fin") -> list[str]:

@@ -189,7 +189,8 @@ def test_tls_without_keys_is_listed() -> None:
 def test_random_bytes_after_a_request_never_raise(c2s: bytes, s2c: bytes) -> None:
     records = decode([("c2s", UPGRADE + c2s), ("s2c", SWITCHING + s2c)])
     assert of(records, ConnectionRecord)
-    assert all(isinstance(r.code, str) for r in of(records, DiagnosticRecord))
+    # The decoder turns its own exceptions into *_internal_error rows: there must be none.
+    assert not [r.code for r in of(records, DiagnosticRecord) if r.code.endswith("_internal_error")]
 
 
 def test_response_body_in_a_later_segment_then_upgrade() -> None:

@@ -22,8 +22,8 @@ from mitmproxy import io as mio
 from h2ws.analysis.cli import main
 from h2ws.analysis.core.chunks import ConnectionInfo, Data, Opened
 from h2ws.analysis.records import TABLES, DiagnosticRecord
-from h2ws.analysis.sinks.export import read_table
-from h2ws.analysis.sources.jobs import Share, _ShareFilter
+from h2ws.analysis.sinks.reader import read_table
+from h2ws.analysis.sources.capture import Share, _ShareFilter
 
 from .paths import SHARED_CAPTURES
 from .test_addon_units import relayed_flow, ws_connection

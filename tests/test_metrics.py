@@ -16,8 +16,10 @@ import pytest
 from h2ws.analysis import metrics as M
 from h2ws.analysis.cli import main as cli_main
 from h2ws.analysis.records import TABLES, columns
-from h2ws.analysis.sinks.export import TableSink
+from h2ws.analysis.sinks.writers import TableSink
 from tests.report_fixtures import scenario
+
+from .requires import missing_sample, require_module
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A real capture: Node.js 20 http2 client -> hypercorn 0.18, one RFC 8441 WebSocket.
@@ -698,7 +700,7 @@ def test_scenario_tables_answer_every_question(scenario_out: Path) -> None:
 def test_sample_capture_close_without_end_stream(tmp_path: Path) -> None:
     """hypercorn never ends the stream after the close handshake (tests/PEERS.md)."""
     if not SAMPLE.exists():
-        pytest.skip("sample capture missing")
+        missing_sample("sample capture missing")
     assert cli_main(["extract", str(SAMPLE), "-o", str(tmp_path)]) == 0
     closes = M.websocket_closes(M.connect(tmp_path))
     assert closes["misbehaviours"].iloc[0] == "close_without_end_stream:s2c"
@@ -773,8 +775,8 @@ def _doc_code(name: str) -> str:
 
 
 def test_dask_on_a_local_cluster_equals_duckdb(scenario_out: Path, tmp_path: Path) -> None:
-    pytest.importorskip("dask.dataframe")
-    distributed = pytest.importorskip("dask.distributed")
+    require_module("dask.dataframe")
+    distributed = require_module("dask.distributed")
     parted = tmp_path / "dataset"
     _split_into_parts(scenario_out, parted)
     namespace: dict[str, Any] = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import shutil
 import struct
 import subprocess
 from collections.abc import Callable, Iterable
@@ -28,6 +27,7 @@ from h2ws.analysis.sources.pcap import CaptureReader
 from h2ws.analysis.sources.tcp import ACK, FIN, PSH, SYN, TcpReassembler, TcpSegment
 
 from .paths import SHARED_CAPTURES
+from .requires import needs_tools
 
 CAPTURES = SHARED_CAPTURES
 TS = 1_700_000_000.123456
@@ -563,7 +563,7 @@ def test_random_bytes_never_raise(tmp_path: Path, head: bytes, body: bytes) -> N
 # -- real captures, cross-checked with tshark ---------------------------------------------------
 
 SAMPLES = sorted(CAPTURES.glob("*.pcap*")) if CAPTURES.is_dir() else []
-needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+needs_tshark = needs_tools("tshark")
 
 
 def tshark(*args: str) -> str:

@@ -29,6 +29,7 @@ from h2ws.testkit.peers import tshark, wsframes
 from h2ws.testkit.peers.runner import NODE_GETS, NODE_WEBSOCKETS, Scenario
 
 from .paths import SHARED_CAPTURES
+from .requires import missing_sample, needs_tools
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,7 +44,7 @@ Tables = dict[str, Rows]
 H2_SCENARIOS = {"capture_h2c_node": "h2c", "capture_h2c_upgrade": "h2c", "capture_tls_node": "h2"}
 ALL_SCENARIOS = [*H2_SCENARIOS, "capture_h1_baseline"]
 
-needs_tshark = pytest.mark.skipif(not tshark.available(), reason="tshark is not installed")
+needs_tshark = needs_tools("tshark")
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -471,7 +472,7 @@ def test_h1_messages_match_tshark(capture_h1_baseline: Scenario) -> None:
 @pytest.fixture(scope="module")
 def sample_tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
     if not SAMPLE.exists():
-        pytest.skip(f"{SAMPLE} is not on this machine")
+        missing_sample(f"{SAMPLE} is not on this machine")
     return extract(SAMPLE, tmp_path_factory.mktemp("sample"))
 
 

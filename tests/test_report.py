@@ -28,6 +28,8 @@ from h2ws.analysis.report.runner import (
 from tests.report_fixtures import scenario
 from tests.test_metrics import SAMPLE, _split_into_parts
 
+from .requires import missing_peer
+
 NOTEBOOKS = DEFAULT_NOTEBOOK.parent
 QUESTIONS = sorted(p for p in NOTEBOOKS.glob("0*.ipynb"))
 
@@ -199,7 +201,7 @@ def test_screenshot_of_the_report(report: dict[str, Any], tmp_path: Path) -> Non
     full of charts and tables, and its images decode (a broken image is a small blank box)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("chromium not installed")
+        missing_peer("chromium not installed")
     shot = report["html"].with_suffix(".png")
     profile = tmp_path / "profile"
     subprocess.run(

@@ -34,6 +34,7 @@ from h2ws.analysis.sources.tls import KeyLog, TlsLayer, hkdf_expand_label, tls12
 from h2ws.testkit.tls_peers import harness, synth
 
 from .paths import SHARED_CAPTURES
+from .requires import missing_peer, missing_sample
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -536,14 +537,14 @@ ALL_SAMPLES = [NODE, FIREFOX, CHROMIUM]
 def sample_paths(sample: Sample) -> tuple[Path, Path]:
     capture, keys = SAMPLES / f"{sample.name}.pcapng", SAMPLES / f"{sample.name}.keys"
     if not capture.exists() or not keys.exists():
-        pytest.skip(f"{capture} is not there")
+        missing_sample(f"{capture} is not there")
     return capture, keys
 
 
 def need(*tools: str) -> None:
     missing = harness.missing(*tools)
     if missing:
-        pytest.skip(f"needs {', '.join(missing)}")
+        missing_peer(f"needs {', '.join(missing)}")
 
 
 def move_dsb(src: Path, dst: Path, after_packets: int) -> Path:
@@ -600,7 +601,7 @@ def sample_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str
 def sample_tables(runs: dict[tuple[str, str], Tables], sample: Sample, mode: str) -> Tables:
     sample_paths(sample)
     if (sample.name, mode) not in runs:
-        pytest.skip("needs editcap")
+        missing_peer("needs editcap")
     return runs[(sample.name, mode)]
 
 
@@ -974,7 +975,7 @@ def test_live_key_update_seen(live: Live) -> None:
 @pytest.mark.parametrize("name", ["hypercorn-t13-keyupdate", "hypercorn-t12-aes128gcm"])
 def test_live_node_client(live: Live, name: str) -> None:
     if name not in live.node_logs:
-        pytest.skip(f"{NODE_CLIENT} is not there")
+        missing_peer(f"{NODE_CLIENT} is not there")
     log = live.node_logs[name]
     conn = conn_by_port(live.tables, log["local_port"])
     assert conn["alpn"] == "h2" and conn["http_version"] == "h2"
@@ -989,7 +990,7 @@ def test_live_node_client(live: Live, name: str) -> None:
 @pytest.mark.parametrize("browser", BROWSERS)
 def test_live_browser(live: Live, browser: str) -> None:
     if browser not in live.browsers_run:
-        pytest.skip(f"{browser} is not installed")
+        missing_peer(f"{browser} is not installed")
     assert browser in live.reports, f"{browser} did not report (see its .err in the work dir)"
     report = live.reports[browser]
     assert not report.get("error") and report["close"]["code"] == 1000
@@ -1018,7 +1019,7 @@ def test_live_browser(live: Live, browser: str) -> None:
 
 def test_live_injected_secrets_equal_key_files(live: Live) -> None:
     if not live.injected:
-        pytest.skip("needs editcap")
+        missing_peer("needs editcap")
 
     def rows(tables: Tables, name: str) -> dict[str, list[str]]:
         # Row order may differ: keyless connections are settled when their key is needed

@@ -23,13 +23,14 @@ class ConnectionInfo:
     server_port: int | None = None
     source: str = "pcap"
     capture: str | None = None
-    #: False when the capture started after the handshake, so who is client was inferred.
-    handshake_seen: bool = True
     #: A proxied connection (``source`` live or flowfile): the proxy's own address on the
     #: client leg, the one the client connected to.  ``server_*`` is the upstream server, on
     #: another TCP connection, so the Community ID is computed over client <-> proxy instead.
     proxy_addr: str | None = None
     proxy_port: int | None = None
+    #: The addon's intercept mode decodes each leg on its own: ``client`` (client <-> proxy) or
+    #: ``server`` (proxy <-> server); None for captures and observe mode (one relayed byte stream).
+    leg: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -70,6 +70,7 @@ def connection_record(info: ConnectionInfo, *, tls: bool = False) -> ConnectionR
         server_addr=info.server_addr,
         server_port=info.server_port,
         tls=tls,
+        leg=info.leg,
     )
 
 

@@ -1,5 +1,10 @@
 """HTTP/1.1 seen from the wire, with h11: exchanges, ``Upgrade: websocket`` and ``Upgrade: h2c``.
 
+One job: the request/response exchanges of one HTTP/1.x connection (RFC 9112 message framing,
+by h11) up to a protocol switch (RFC 9110 §7.8): a WebSocket after a 101 (RFC 6455 §4; its
+frames go to :mod:`.websocket`), HTTP/2 after ``Upgrade: h2c`` (RFC 7540 §3.2; handed to the
+caller), or a CONNECT tunnel.
+
 h11 is an endpoint library, so the observer runs two of them: one in the server role parses what
 the client sent, one in the client role parses what the server sent.  Each is kept in step with
 the other side by feeding it a minimal stand-in of the other side's message (method and target,

@@ -1,5 +1,8 @@
 """``h2ws extract --jobs N``: one capture decoded by N processes, each a share of its connections.
 
+One job: share the work among processes and merge what they wrote; the pipeline each runs is
+assembled in :mod:`.capture`.
+
 Decoding is Python work on one CPU per process, and a capture's connections are independent
 once TCP has put their bytes in order: so every process reads the whole capture and
 reassembles TCP (about a sixth of the work, and what numbers the connections alike in every
@@ -15,42 +18,26 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from h2ws.analysis.core.chunks import ChunkEvent, Opened
 from h2ws.analysis.core.options import DecodeOptions
-from h2ws.analysis.records import DiagnosticRecord, Record
-from h2ws.analysis.sinks.export import TableSink, merge_tables
-from h2ws.analysis.sources.flowfile import flow_records, is_flow_file
-from h2ws.analysis.sources.pcap import CaptureReader
-from h2ws.analysis.sources.pipeline import Pipeline
-from h2ws.analysis.sources.tcp import TcpReassembler
-from h2ws.analysis.sources.tls import KeyLog, TlsLayer
+from h2ws.analysis.records import DiagnosticRecord
+from h2ws.analysis.sinks.writers import TableSink, merge_tables
+from h2ws.analysis.sources.capture import Share, decode
+from h2ws.analysis.sources.flowfile import is_flow_file
 
-_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+#: every connection of a capture, in one process
+_WHOLE = Share()
 
 
 class WorkerDied(RuntimeError):
     """A process of ``--jobs`` ended without its result; nothing was merged."""
-
-
-@dataclass(frozen=True, slots=True)
-class Share:
-    """The connections one process decodes: the n-th (from 0, in order of first packet) when
-    ``n % of == index``.  Capture-level diagnostics belong to share 0."""
-
-    index: int = 0
-    of: int = 1
-
-    def owns(self, conn_id: str) -> bool:
-        return int(conn_id.rsplit(":", 1)[1]) % self.of == self.index
 
 
 #: Capture-level codes that concern one packet each: tallied like decoding problems (one line
@@ -85,93 +72,15 @@ class Tally:
             self.first_message.setdefault(code, message)
 
 
-def capture_events(
-    path: Path, stats: Counter[str], keylogs: Sequence[Path] = (), share: Share = Share()
-) -> Iterator[ChunkEvent]:
-    """CaptureReader -> TcpReassembler -> TlsLayer, for the connections of ``share``.
-
-    The key logs of ``--keylog`` and those the capture embeds (pcapng Decryption Secrets Blocks)
-    form one :class:`KeyLog`; an embedded one is learnt before the packets after it are fed.
-    """
-    keylog = KeyLog()
-    for name in keylogs:
-        try:
-            keylog.add(Path(name).read_bytes())
-        except OSError as exc:
-            if share.index == 0:
-                print(f"h2ws: cannot read key log {name}: {exc.strerror}", file=sys.stderr)
-    try:
-        with open(path, "rb") as f:
-            pcapng = f.read(4) == _PCAPNG_MAGIC
-    except OSError:
-        pcapng = False
-    reader = CaptureReader(path)
-    reassembler = TcpReassembler(capture=path.name)
-    # Only pcapng files can carry keys of their own, anywhere in the file: wait for them.
-    tls = TlsLayer(keylog, wait_for_keys=pcapng)
-    mine = _ShareFilter(share)
-    blocks = 0
-    for item in reader:
-        if len(reader.tls_key_log) > blocks:
-            for block in reader.tls_key_log[blocks:]:
-                keylog.add(block)
-            blocks = len(reader.tls_key_log)
-        if isinstance(item, DiagnosticRecord):
-            if share.index == 0:
-                yield item
-            continue
-        for event in reassembler.feed(item):
-            if mine(event):
-                yield from tls.feed(event)
-    for block in reader.tls_key_log[blocks:]:  # after the last packet: for what is still open
-        keylog.add(block)
-    for event in reassembler.finish():
-        if mine(event):
-            yield from tls.feed(event)
-    yield from tls.finish()
-    if share.index == 0:
-        stats["packets"] += reader.packets_read
-
-
-class _ShareFilter:
-    """Whether an event of the reassembler is for this share's connections."""
-
-    def __init__(self, share: Share) -> None:
-        self.share = share
-        self._owned: dict[str, bool] = {}
-
-    def __call__(self, event: ChunkEvent) -> bool:
-        share = self.share
-        if share.of == 1:
-            return True
-        if isinstance(event, Opened):
-            mine = self._owned[event.conn.conn_id] = share.owns(event.conn.conn_id)
-            return mine
-        conn_id = event.conn_id
-        if conn_id is None:
-            return share.index == 0
-        owned = self._owned.get(conn_id)
-        return share.owns(conn_id) if owned is None else owned
-
-
-def decode(
-    path: Path, options: DecodeOptions, tally: Tally, keylogs: Sequence[Path], share: Share
-) -> Iterable[Record]:
-    """Every record of one capture or flow file (of one share of a capture's connections)."""
-    if is_flow_file(path):
-        return flow_records(path, options, tally.stats)
-    return Pipeline(options).run(capture_events(path, tally.stats, keylogs, share))
-
-
 def extract_into(
     sink: TableSink,
     path: Path,
     options: DecodeOptions,
     keylogs: Sequence[Path] = (),
-    share: Share = Share(),
+    share: Share = _WHOLE,
 ) -> Tally:
     tally = Tally()
-    for record in decode(path, options, tally, keylogs, share):
+    for record in decode(path, options, tally.stats, keylogs, share):
         if isinstance(record, DiagnosticRecord):
             tally.report(record)
         sink.write(record)

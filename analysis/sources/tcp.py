@@ -1,5 +1,8 @@
 """TCP reassembly: captured segments in, ordered byte chunks per connection and direction out.
 
+One job: put each direction's bytes in order (RFC 9293 §3.4 sequence numbers, SYN/FIN/RST ends),
+as the receiving application most likely read them, and say where bytes are missing.
+
 Sans-IO: :class:`TcpReassembler` is fed :class:`TcpSegment` values and returns chunk events
 (:mod:`h2ws.analysis.core.chunks`) at once, in capture order, so a capture of any size streams
 through in bounded memory.
@@ -19,7 +22,7 @@ Rules, and why:
 - Data becomes a :class:`Data` event as soon as it is in order, stamped with the time of the
   segment that made it so (when the receiving application could first have read it).
 - When the capture starts mid-connection the client is inferred (see
-  :func:`_src_is_client`), ``handshake_seen`` is False and a ``midstream_start`` diagnostic says so.
+  :func:`_src_is_client`) and a ``midstream_start`` diagnostic says so.
 
 Diagnostic codes (layer ``tcp``): ``midstream_start`` (warning), ``gap`` (error),
 ``port_reuse`` (warning: a new SYN on a 4-tuple whose connection was never seen to end).
@@ -303,7 +306,6 @@ class TcpReassembler:
             server_port=server[1],
             source=self.source,
             capture=self.capture,
-            handshake_seen=handshake,
         )
         conn = _Conn(info, (key, rev))
         self._open[conn_id] = conn

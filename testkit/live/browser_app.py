@@ -47,6 +47,8 @@ def make_app(events_path: str) -> Any:
             "path": scope.get("path"),
             "http_version": scope.get("http_version"),
             "client_port": (scope.get("client") or [None, None])[1],
+            # set by the intercept-mode tests' request hook (tests/live/hooks_addon.py)
+            "test_header": dict(scope.get("headers") or []).get(b"x-h2ws-test", b"").decode(),
             **extra,
         }
         with open(events_path, "a") as f:

@@ -102,7 +102,6 @@ class Inbound(Extension):
         self.t_len = 0
         self.t_ts = 0.0
 
-        self.frame_open = False  # a frame was taken on and is not complete
         self.frame_control = False
         self.close_done = False  # a close frame has been fully received, record not yet out
 
@@ -193,7 +192,6 @@ class Inbound(Extension):
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
     ) -> bytes | CloseReason | None:
-        self.frame_open = False
         if self.frame_control:
             if self.c_opcode is _CLOSE:
                 self.close_done = True
@@ -224,7 +222,6 @@ class Inbound(Extension):
         n = self.t_len
         self.t_opcode = None
         self.consumed += (2 if n < 126 else 4 if n < 65536 else 10) + self.masked_extra
-        self.frame_open = True
         if opcode >= 8:
             self.frame_control = True
             self.c_opcode = opcode

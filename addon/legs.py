@@ -1,0 +1,115 @@
+"""Intercept mode's tables: each leg of a proxied connection decoded from its own bytes.
+
+In intercept mode mitmproxy terminates HTTP on both sides, so the client ↔ proxy connection and
+each proxy ↔ server connection carry different bytes (their own SETTINGS, stream ids, and the
+messages as addons left them).  ``intercept.STATE.tap`` hands :class:`LegRecorder` a copy of
+the plaintext each of mitmproxy's HTTP connection layers receives and sends; every connection
+gets its own decoder (the same core as captures) with ``leg`` = ``client`` or ``server`` in its
+``connections`` row.  Runs on the event loop, inside the layer's call: decoding errors are the
+decoder's (a ``decoder_failed`` row), never the proxy's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mitmproxy import connection
+
+from h2ws.addon.recorder import LiveDecoders
+from h2ws.analysis.core.chunks import ConnectionInfo, TlsInfo
+from h2ws.analysis.records import Direction, Record
+from h2ws.analysis.sources.mitmmodel import tls_version_name
+
+#: set on each HTTP connection layer at its first chunk: True when it is not decoded
+_SKIP = "_h2ws_skip"
+
+
+@dataclass(slots=True)
+class _Leg:
+    conn_id: str
+    client_side: bool
+
+
+def _addr(address: object) -> tuple[str | None, int | None]:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return None, None
+
+
+def leg_info(conn: connection.Connection) -> ConnectionInfo:
+    """The leg ``conn`` is: the client's (client ↔ proxy) or a server's (proxy ↔ server)."""
+    if isinstance(conn, connection.Client):
+        client, server = _addr(conn.peername), _addr(conn.sockname)
+        leg = "client"
+    else:
+        address = conn.address if isinstance(conn, connection.Server) else None
+        client, server = _addr(conn.sockname), _addr(conn.peername or address)
+        leg = "server"
+    return ConnectionInfo(
+        conn_id=conn.id,
+        client_addr=client[0],
+        client_port=client[1],
+        server_addr=server[0],
+        server_port=server[1],
+        source="live",
+        leg=leg,
+    )
+
+
+def leg_tls(conn: connection.Connection) -> TlsInfo | None:
+    if not (conn.tls and conn.tls_established):
+        return None
+    return TlsInfo(
+        conn_id=conn.id,
+        ts=conn.timestamp_tls_setup or conn.timestamp_start or time.time(),
+        version=tls_version_name(conn.tls_version),
+        cipher=conn.cipher,
+        sni=conn.sni,
+        alpn=conn.alpn.decode("ascii", "replace") if conn.alpn else None,
+        decrypted=True,
+    )
+
+
+class LegRecorder:
+    def __init__(self, decoders: LiveDecoders, emit: Callable[[list[Record]], None]) -> None:
+        self.decoders = decoders
+        self.emit = emit
+        self._legs: dict[str, _Leg] = {}
+
+    def __len__(self) -> int:
+        return len(self._legs)
+
+    def tap(self, layer: object, conn: connection.Connection, received: bool, data: bytes) -> None:
+        """``intercept.STATE.tap``: ``data`` crossed ``conn`` in mitmproxy's HTTP connection
+        layer ``layer``; ``received``: from its peer.
+
+        A regular proxy's client first sends ``CONNECT host:port`` to mitmproxy's HTTP/1 layer,
+        then speaks (TLS and) HTTP inside the tunnel to a new layer on the same connection: the
+        tunnel request is mitmproxy's business, not the client's HTTP, and is not decoded.
+        """
+        state = layer.__dict__.get(_SKIP)
+        if state is None:
+            tunnel = (
+                received and isinstance(conn, connection.Client) and data.startswith(b"CONNECT ")
+            )
+            layer.__dict__[_SKIP] = state = tunnel
+        if state:
+            return
+        leg = self._legs.get(conn.id)
+        if leg is None:
+            leg = self._legs[conn.id] = _Leg(conn.id, isinstance(conn, connection.Client))
+            self.emit(self.decoders.open(leg_info(conn), leg_tls(conn)))
+        # c2s is always client -> server of that leg: on the server leg the proxy is the client
+        direction: Direction = "c2s" if received == leg.client_side else "s2c"
+        self.emit(self.decoders.feed(leg.conn_id, direction, data, time.time(), False))
+
+    def closed(self, conn: connection.Connection, cause: str = "closed") -> None:
+        leg = self._legs.pop(conn.id, None)
+        if leg is not None:
+            error = conn.error or None
+            self.emit(self.decoders.close(leg.conn_id, time.time(), cause, error))
+
+    def close_all(self) -> None:
+        self._legs.clear()
