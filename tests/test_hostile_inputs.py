@@ -19,8 +19,10 @@ from h2ws.analysis.core.decoder import ConnectionDecoder
 from h2ws.analysis.core.h2 import PREFACE
 from h2ws.analysis.core.headers import redact_text
 from h2ws.analysis.core.options import DecodeOptions
-from h2ws.analysis.records import DiagnosticRecord, Record, StreamRecord
+from h2ws.analysis.records import TABLES, ConnectionRecord, DiagnosticRecord, Record, StreamRecord
 from h2ws.analysis.sinks.export import FORMATS
+from h2ws.analysis.sinks.reader import read_table
+from h2ws.analysis.sinks.writers import PartitionedSink, TableSink, escape_text
 from tests.test_pcap import ACK, PSH, SYN, ether, ip_tcp, write_pcap
 
 SECRET = "PLANTED-s3cr3t-TOKEN"
@@ -195,3 +197,42 @@ def test_snap_length_truncation_is_one_tallied_line(tmp_path: Path) -> None:
     lines = [line for line in done.stderr.splitlines() if "truncated_packet" in line]
     assert len(lines) == 1, done.stderr
     assert f"{packets} x truncated_packet" in lines[0] or "x truncated_packet" in lines[0]
+
+
+# Points 3 and 5: recording never stops on a value a table cannot hold.
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("partitioned", [False, True], ids=["extract", "live"])
+def test_recording_survives_non_utf8_and_out_of_range_timestamps(
+    tmp_path: Path, fmt: str, partitioned: bool
+) -> None:
+    """A path carrying bytes that were not UTF-8 (as mitmproxy gives it: surrogateescape) and a
+    timestamp past year 9999: escaped / null with a diagnostic, and every later row written;
+    no ``.partial`` left behind."""
+    rows: list[Record] = [
+        StreamRecord(conn_id="c:1", path="/x\udcff\udcfe"),
+        ConnectionRecord(conn_id="c:1", ts_start=1e300, ts_end=float("inf")),
+        ConnectionRecord(conn_id="c:2", ts_start=5.0),
+        StreamRecord(conn_id="c:2", path="/later"),
+    ]
+    out = tmp_path / "out"
+    if partitioned:
+        live = PartitionedSink(out, fmt)
+        live.write_all(rows[:2])
+        live.flush()
+        live.write_all(rows[2:])
+        live.close()
+    else:
+        with TableSink(out, fmt) as sink:
+            sink.write_all(rows)
+    assert not list(out.rglob("*.partial"))
+    tables = {t: read_table(out, t).to_pylist() for t in TABLES}
+    assert [s["path"] for s in tables["streams"]] == ["/x\\xff\\xfe", "/later"]
+    conns = {c["conn_id"]: c for c in tables["connections"]}
+    assert conns["c:1"]["ts_start"] is None and conns["c:1"]["ts_end"] is None
+    assert conns["c:2"]["ts_start"] is not None
+    codes = [d["code"] for d in tables["diagnostics"]]
+    assert codes.count("timestamp_out_of_range") == 2, codes
+
+
+def test_escape_text_is_the_bytes_as_backslash_x() -> None:
+    assert escape_text(b"/a\xff\xc3\xa9".decode("utf-8", "surrogateescape")) == "/a\\xff\u00e9"
