@@ -236,3 +236,53 @@ def test_recording_survives_non_utf8_and_out_of_range_timestamps(
 
 def test_escape_text_is_the_bytes_as_backslash_x() -> None:
     assert escape_text(b"/a\xff\xc3\xa9".decode("utf-8", "surrogateescape")) == "/a\\xff\u00e9"
+
+
+# Point 4: damaged flow files.
+def write_flow_file(path: Path, damage: int | None = None) -> Path:
+    """Three HTTP flows (mitmproxy's own test flows), the ``damage``-th with a key its state
+    loading needs removed (``KeyError`` inside mitmproxy), written as ``mitmdump -w`` does."""
+    from mitmproxy.io import tnetstring
+    from mitmproxy.test import tflow
+
+    with path.open("wb") as f:
+        for i in range(3):
+            flow = tflow.tflow(resp=True)
+            flow.request.path = f"/flow{i}"
+            state = flow.get_state()
+            if i == damage:
+                del state["request"]["host"]
+            tnetstring.dump(state, f)
+    return path
+
+
+def test_damaged_flow_is_one_line_and_a_diagnostic(tmp_path: Path) -> None:
+    flows = write_flow_file(tmp_path / "flows.mitm", damage=1)
+    out = tmp_path / "out"
+    done = extract(flows, out, "jsonl")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "flow_unreadable" in line]
+    assert len(lines) == 1 and "flows.mitm" in lines[0], done.stderr
+    assert [s["path"] for s in read_table(out, "streams").to_pylist()] == ["/flow0", "/flow2"]
+    codes = [d["code"] for d in read_table(out, "diagnostics").to_pylist()]
+    assert "flow_unreadable" in codes
+    assert not list(out.rglob("*.partial"))
+
+
+def test_mutated_flow_files_never_raise(tmp_path: Path) -> None:
+    """Byte mutations of a valid flow file (fixed seed): every one reads to rows and
+    diagnostics, none raises."""
+    import random
+
+    from h2ws.analysis.sources.flowfile import flow_records
+
+    good = write_flow_file(tmp_path / "good.mitm").read_bytes()
+    rng = random.Random(13)
+    bad = tmp_path / "bad.mitm"
+    for _ in range(300):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        bad.write_bytes(bytes(data))
+        list(flow_records(bad))
