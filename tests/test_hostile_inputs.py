@@ -286,3 +286,18 @@ def test_mutated_flow_files_never_raise(tmp_path: Path) -> None:
             data[rng.randrange(len(data))] = rng.randrange(256)
         bad.write_bytes(bytes(data))
         list(flow_records(bad))
+
+
+def test_addon_header_limit_options_reach_the_decoder(tmp_path: Path) -> None:
+    """The h2ws_max_header_* options of the addon are the limits its decoding uses."""
+    from mitmproxy.test import taddons
+
+    from h2ws.addon.observer import H2wsAddon
+
+    addon = H2wsAddon()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, h2ws_max_header_block_bytes=1000, h2ws_max_hpack_table_bytes=2048)
+        limits = addon.decoders.options.headers
+        assert (limits.max_block_bytes, limits.max_table_bytes) == (1000, 2048)
+        with pytest.raises(Exception, match="must be positive"):
+            tctx.configure(addon, h2ws_max_continuations=0)
