@@ -196,7 +196,7 @@ def test_snap_length_truncation_is_one_tallied_line(tmp_path: Path) -> None:
     done = extract(capture, tmp_path / "out", "csv")
     lines = [line for line in done.stderr.splitlines() if "truncated_packet" in line]
     assert len(lines) == 1, done.stderr
-    assert f"{packets} x truncated_packet" in lines[0] or "x truncated_packet" in lines[0]
+    assert f"{packets} x truncated_packet" in lines[0], lines
 
 
 # Points 3 and 5: recording never stops on a value a table cannot hold.
