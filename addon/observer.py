@@ -34,7 +34,7 @@ from h2ws.addon.flows import HookQueue, Step, WebSocketMirror, trigger_event
 from h2ws.addon.layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
 from h2ws.addon.legs import LegRecorder
 from h2ws.addon.recorder import LiveDecoders, TableWriter
-from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.options import DecodeOptions, HeaderLimits
 from h2ws.analysis.records import Direction, PayloadPolicy, Record
 from h2ws.analysis.sinks.writers import FORMATS
 from h2ws.analysis.sources.mitmflows import HttpFlowRecorder
@@ -63,6 +63,16 @@ def _wider(a: PayloadPolicy, b: PayloadPolicy) -> PayloadPolicy:
     if rank[a.mode] != rank[b.mode]:
         return a if rank[a.mode] > rank[b.mode] else b
     return PayloadPolicy(a.mode, max(a.preview_bytes, b.preview_bytes))
+
+
+def _header_limit_options(limits: HeaderLimits) -> list[tuple[str, int, str]]:
+    """The addon options of :class:`HeaderLimits`: name, default, what it bounds."""
+    return [
+        ("h2ws_max_header_block_bytes", limits.max_block_bytes, "Largest HTTP/2 header block"),
+        ("h2ws_max_continuations", limits.max_continuations, "Most CONTINUATIONs in a block"),
+        ("h2ws_max_header_list_bytes", limits.max_list_bytes, "Largest decoded header list"),
+        ("h2ws_max_hpack_table_bytes", limits.max_table_bytes, "Cap on the HPACK table size"),
+    ]
 
 
 @dataclass(slots=True)
@@ -193,6 +203,11 @@ class H2wsAddon:
             64 * 2**20,
             "Largest WebSocket message decoded (after inflate); bounds decompression bombs.",
         )
+        # HTTP/2 header block limits of h2ws's own decoding (docs/schema.md, "Limits"); over
+        # one, a block is skipped with a diagnostic and the connection decodes on.
+        limits = HeaderLimits()
+        for name, default, what in _header_limit_options(limits):
+            loader.add_option(name, int, default, f"{what} (h2ws's decoding; docs/schema.md).")
         loader.add_option(
             "h2ws_flush_interval",
             int,
@@ -208,6 +223,9 @@ class H2wsAddon:
             raise _options_error("h2ws_flush_interval must be at least 1 second")
         if "h2ws_max_message_bytes" in updated and opts.h2ws_max_message_bytes < 1:
             raise _options_error("h2ws_max_message_bytes must be positive")
+        for name, _, _ in _header_limit_options(HeaderLimits()):
+            if name in updated and getattr(opts, name) < 1:
+                raise _options_error(f"{name} must be positive")
         if "h2ws_mode" in updated:
             self._intercept = opts.h2ws_mode == "intercept"
             intercept.STATE.enabled = self._intercept
@@ -246,6 +264,12 @@ class H2wsAddon:
             # Frame rows only matter when written: without tables, no row per frame.
             frames=opts.h2ws_frames and bool(opts.h2ws_out),
             redact=opts.h2ws_redact,
+            headers=HeaderLimits(
+                max_block_bytes=opts.h2ws_max_header_block_bytes,
+                max_continuations=opts.h2ws_max_continuations,
+                max_list_bytes=opts.h2ws_max_header_list_bytes,
+                max_table_bytes=opts.h2ws_max_hpack_table_bytes,
+            ),
         )
 
     def _open_tables(self) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.options import DecodeOptions, HeaderLimits
 from h2ws.analysis.core.websocket import PayloadPolicy
 from h2ws.analysis.sinks.writers import FORMATS, TableSink
 from h2ws.analysis.sources.inputs import DuplicateInput, input_names
@@ -157,6 +157,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes,
         frames=not args.no_frames,
         redact=not args.no_redact,
+        headers=HeaderLimits(
+            max_block_bytes=args.max_header_block_bytes,
+            max_continuations=args.max_continuations,
+            max_list_bytes=args.max_header_list_bytes,
+            max_table_bytes=args.max_hpack_table_bytes,
+        ),
     )
     paths = [Path(name) for name in args.captures]
     try:
@@ -355,6 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest WebSocket message decoded (after inflate); bounds decompression bombs "
         "(default: 64 MiB)",
     )
+    # HTTP/2 header block limits (docs/schema.md, "Limits"); over one, a block is skipped with
+    # a diagnostic and the run goes on.
+    limits = HeaderLimits()
+    for flag, default, what in (
+        ("--max-header-block-bytes", limits.max_block_bytes, "largest HTTP/2 header block"),
+        ("--max-continuations", limits.max_continuations, "most CONTINUATION frames in a block"),
+        ("--max-header-list-bytes", limits.max_list_bytes, "largest decoded header list"),
+        ("--max-hpack-table-bytes", limits.max_table_bytes, "cap on the HPACK table size"),
+    ):
+        extract.add_argument(
+            flag, type=int, default=default, metavar="N", help=f"{what} (default {default})"
+        )
     extract.add_argument("--no-frames", action="store_true", help="leave the frames table empty")
     extract.add_argument(
         "--no-redact",

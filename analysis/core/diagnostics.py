@@ -7,6 +7,7 @@ HTTP/1.1, WebSocket -- reports what it could not decode, or what deserves a note
 
 from __future__ import annotations
 
+from h2ws.analysis.core.headers import redact_text
 from h2ws.analysis.records import DiagnosticRecord
 
 
@@ -21,7 +22,10 @@ def diagnostic(
     stream_id: int | None = None,
 ) -> DiagnosticRecord:
     """A diagnostic row: ``layer`` (capture | tcp | tls | h2 | http1 | ws | rfc8441),
-    ``severity`` (info | warning | error), a stable ``code`` and one line of ``message``."""
+    ``severity`` (info | warning | error), a stable ``code`` and one line of ``message``.
+
+    The message is passed through :func:`~h2ws.analysis.core.headers.redact_text`: it often
+    quotes a library's error, which may quote the credential that broke it."""
     return DiagnosticRecord(
         conn_id=conn_id,
         stream_id=stream_id,
@@ -29,5 +33,5 @@ def diagnostic(
         layer=layer,
         severity=severity,
         code=code,
-        message=message,
+        message=redact_text(message),
     )

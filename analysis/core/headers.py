@@ -7,12 +7,36 @@ one place that decides how they are shown, so that privacy rules cannot drift ap
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 
 #: Headers whose values identify a user; replaced by a marker that keeps only the length.
 REDACTED_HEADERS = frozenset({"cookie", "set-cookie", "authorization", "proxy-authorization"})
 
 HeaderList = list[tuple[str, str]]
+
+# A credential header quoted inside some text: its name, the separator, then the value up to
+# the end of the line -- a real CR/LF, an escaped one (``\\r`` in a bytes repr) or a quote.
+_QUOTED_HEADER = re.compile(
+    r"(?i)\b((?:proxy-)?authorization|(?:set-)?cookie)(\s*[:=]\s*)"
+    r"(?:[^\r\n'\"\\]|\\(?![rn]))+"
+)
+# An authentication scheme and its credentials (RFC 9110 §11), wherever they appear.
+_SCHEME_TOKEN = re.compile(r"(?i)\b(bearer|basic|digest|negotiate)\s+[A-Za-z0-9._~+/=-]{4,}")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every credential it quotes replaced by ``<redacted>``.
+
+    For text h2ws did not write itself -- a library's error message (h11 quotes a malformed
+    header line: ``illegal header line: ... 'Authorization : Bearer ...'``), a GOAWAY's debug
+    data, an exception repr -- which lands in ``diagnostics.message``, the ``error`` columns
+    and on stderr.  Applied whatever ``--no-redact`` says: that option is about header columns.
+    """
+    if not text:
+        return text
+    text = _QUOTED_HEADER.sub(r"\1\2<redacted>", text)
+    return _SCHEME_TOKEN.sub(r"\1 <redacted>", text)
 
 
 def decode_headers(raw: Iterable[tuple[bytes | str, bytes | str]]) -> HeaderList:

@@ -21,7 +21,14 @@ from typing import Any
 import h11
 
 from h2ws.analysis.core.diagnostics import diagnostic
-from h2ws.analysis.core.headers import HeaderList, decode_headers, first, joined, to_json
+from h2ws.analysis.core.headers import (
+    HeaderList,
+    decode_headers,
+    first,
+    joined,
+    redact_text,
+    to_json,
+)
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.core.websocket import WebSocketStream
 from h2ws.analysis.records import Direction, Record, StreamRecord
@@ -37,6 +44,12 @@ class _Exchange:
     record: StreamRecord
     upgrade: str | None  # lower-cased Upgrade token the client asked for
     request_headers: HeaderList
+    #: the request line and headers as h11 parsed them (bytes): the stand-in request given to
+    #: the response parser is made of these, since a decoded value (U+FFFD for a non-ASCII
+    #: byte) is not something h11 can send.
+    raw_method: bytes = b"GET"
+    raw_target: bytes = b"/"
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()
     #: the WebSocket, once the server switched to it
     ws: WebSocketStream | None = None
     done: bool = False
@@ -179,17 +192,24 @@ class Http1Decoder:
             ts_open=ts,
         )
         self.exchanges += 1
-        return _Exchange(record=rec, upgrade=upgrade, request_headers=headers)
+        return _Exchange(
+            record=rec,
+            upgrade=upgrade,
+            request_headers=headers,
+            raw_method=bytes(event.method),
+            raw_target=bytes(event.target),
+            raw_headers=tuple((bytes(n), bytes(v)) for n, v in event.headers),
+        )
 
     def _send_stand_in_request(self, exchange: _Exchange) -> None:
-        rec = exchange.record
-        headers: list[tuple[str, str]] = [("host", rec.authority or "unknown")]
-        for name in ("connection", "upgrade"):
-            value = first(exchange.request_headers, name)
-            if value is not None:
-                headers.append((name, value))
+        """What the response parser must know of the request: method, Host, Connection and
+        Upgrade, byte for byte as received (h11 accepted them, so it can send them)."""
+        raw = exchange.raw_headers
+        headers = [(n, v) for n, v in raw if n.lower() in (b"host", b"connection", b"upgrade")]
+        if not any(n.lower() == b"host" for n, _ in headers):
+            headers.insert(0, (b"host", b"unknown"))
         self._responses.send(
-            h11.Request(method=rec.method or "GET", target=rec.path or "/", headers=headers)
+            h11.Request(method=exchange.raw_method, target=exchange.raw_target, headers=headers)
         )
         self._responses.send(h11.EndOfMessage())
 
@@ -268,7 +288,8 @@ class Http1Decoder:
     def _switch(self, exchange: _Exchange, ts: float) -> None:
         self._queue.remove(exchange)
         status = exchange.record.status or 0
-        upgrade_headers: list[tuple[str, str]] = [("upgrade", exchange.upgrade or "")]
+        upgrade_value = next((v for n, v in exchange.raw_headers if n.lower() == b"upgrade"), b"")
+        upgrade_headers: list[tuple[bytes, bytes]] = [(b"upgrade", upgrade_value)]
         stand_in: Any = (
             h11.InformationalResponse(status_code=101, headers=upgrade_headers)
             if status == 101
@@ -334,6 +355,7 @@ class Http1Decoder:
         self._out.append(rec)
 
     def _fail(self, ts: float | None, code: str, message: str) -> None:
+        message = redact_text(message)  # h11 quotes the offending line, credentials and all
         self.failed = True
         self.error = self.error or message
         self._out.append(diagnostic(self.conn_id, "http1", "error", code, message, ts=ts))

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from h2ws.analysis.records import TABLES, Record, arrow_schema, columns
+from h2ws.analysis.records import TABLES, DiagnosticRecord, Record, arrow_schema, columns
 
 if TYPE_CHECKING:
     from h2ws.analysis.records import PayloadPolicy
@@ -121,16 +121,53 @@ _WRITERS: dict[str, type[_ParquetWriter | _CsvWriter | _JsonlWriter]] = {
 }
 
 
-def _timestamps(values: Sequence[float | None], type_: pa.DataType) -> pa.Array:
+#: The timestamps a table holds: years 1 to 9999 (what Python, JSON Lines' ISO 8601 text and
+#: every reader can show).  Outside it a timestamp is written as null, with a diagnostic
+#: (``timestamp_out_of_range``) -- never wrapped to INT64_MIN.
+TS_MIN_SECONDS = -62_135_596_800.0  # 0001-01-01T00:00:00Z
+TS_MAX_SECONDS = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
+
+def _timestamps(values: Sequence[float | None], type_: pa.DataType) -> tuple[pa.Array, int]:
     """POSIX seconds as ``timestamp[us]``, rounded half to even as ``pyarrow.compute.round``
     would, by numpy (None becomes NaN there, then null): a tenth of the time of the compute
-    functions, and a quarter of reading the floats with pyarrow."""
-    micros = np.rint(np.array(values, dtype=np.float64) * 1_000_000.0)
+    functions, and a quarter of reading the floats with pyarrow.  Also returns how many values
+    were outside ``TS_MIN_SECONDS``..``TS_MAX_SECONDS`` (or infinite) and became null."""
+    seconds = np.array(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        outside = ~(np.isnan(seconds) | ((seconds >= TS_MIN_SECONDS) & (seconds <= TS_MAX_SECONDS)))
+    bad = int(outside.sum())
+    if bad:
+        seconds[outside] = np.nan
+    micros = np.rint(seconds * 1_000_000.0)
     nulls = np.isnan(micros)
     if not nulls.any():
-        return pa.array(micros.astype(np.int64), type_)
+        return pa.array(micros.astype(np.int64), type_), 0
     micros[nulls] = 0
-    return pa.array(micros.astype(np.int64), type_, mask=nulls)
+    return pa.array(micros.astype(np.int64), type_, mask=nulls), bad
+
+
+def escape_text(value: str) -> str:
+    """A value a table cannot hold as UTF-8 -- lone surrogates, which is how mitmproxy and
+    ``surrogateescape`` carry bytes that were not UTF-8 (``GET /x\\xff``) -- with each such
+    byte written as the four characters ``\\xNN`` (docs/schema.md, "Limits")."""
+    raw = value.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _escaped(values: list[Any]) -> list[Any]:
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                try:
+                    v = escape_text(v)
+                except UnicodeEncodeError:  # a surrogate that no byte escaped
+                    v = v.encode("utf-8", "replace").decode("utf-8")
+        out.append(v)
+    return out
 
 
 def _array(values: list[Any], type_: pa.DataType) -> pa.Array:
@@ -186,6 +223,9 @@ class _TableBuffer:
         self._converted_rows = 0
         #: rows already taken in batches
         self.taken = 0
+        #: where a problem with a row is reported (the sink's diagnostics table); rows that
+        #: cannot be converted at all are left out, one diagnostic each, and the rest written
+        self.report: Callable[[DiagnosticRecord], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -220,13 +260,30 @@ class _TableBuffer:
         return pa.Table.from_batches(batches, schema=self.schema)
 
     def _to_batch(self) -> pa.RecordBatch:
-        """The pending rows as a batch; the rows are let go."""
+        """The pending rows as a batch; the rows are let go.
+
+        Recording never stops on one bad value: if the batch cannot be converted, text that is
+        not UTF-8 is escaped (:func:`escape_text`) and then each row is converted on its own;
+        a row that still fails is left out with a ``row_not_written`` diagnostic.
+        """
         values = self.pending_values
+        try:
+            return self._convert(values)
+        except (pa.ArrowException, UnicodeError, ValueError, TypeError, OverflowError):
+            return self._convert_rows(values)
+        finally:
+            values.clear()
+
+    def _columns(self, values: list[Any]) -> list[list[Any]]:
         if self._getters is None:
             width = self.width
-            columns = [values[i::width] for i in range(width)]
-        else:
-            columns = [list(map(getter, values)) for getter in self._getters]
+            return [values[i::width] for i in range(width)]
+        return [list(map(getter, values)) for getter in self._getters]
+
+    def _convert(self, values: list[Any], escape: bool = False) -> pa.RecordBatch:
+        columns = self._columns(values)
+        if escape:
+            columns = [_escaped(column) for column in columns]
         if self.payload is not None and self.payload.mode != "full":
             names = self.names
             p, t = names.index("payload"), names.index("payload_truncated")
@@ -241,10 +298,40 @@ class _TableBuffer:
             elif seconds is not None and column == seconds[0]:
                 arrays.append(seconds[1])  # messages of one frame: ts_last is ts_first
             else:
-                seconds = (column, _timestamps(column, field.type))
-                arrays.append(seconds[1])
-        values.clear()
+                array, bad = _timestamps(column, field.type)
+                if bad:
+                    self._note(
+                        "timestamp_out_of_range",
+                        f"{self.table}.{field.name}: {bad} timestamp(s) outside years 1-9999"
+                        " written as null",
+                    )
+                seconds = (column, array)
+                arrays.append(array)
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _convert_rows(self, values: list[Any]) -> pa.RecordBatch:
+        """The slow path of :meth:`_to_batch`: escaped, then row by row if need be."""
+        try:
+            return self._convert(values, escape=True)
+        except (pa.ArrowException, UnicodeError, ValueError, TypeError, OverflowError):
+            pass
+        width = self.width
+        batches = []
+        for i in range(0, len(values), width):
+            row = values[i : i + width]
+            try:
+                batches.append(self._convert(row, escape=True))
+            except (pa.ArrowException, UnicodeError, ValueError, TypeError, OverflowError) as e:
+                self._note("row_not_written", f"{self.table}: a row left out: {type(e).__name__}")
+        if not batches:
+            return pa.RecordBatch.from_pylist([], schema=self.schema)
+        return pa.Table.from_batches(batches, schema=self.schema).combine_chunks().to_batches()[0]
+
+    def _note(self, code: str, message: str) -> None:
+        if self.report is not None:
+            self.report(
+                DiagnosticRecord(layer="capture", severity="warning", code=code, message=message)
+            )
 
 
 def warm_up() -> None:
@@ -255,6 +342,15 @@ def warm_up() -> None:
         buffer = _TableBuffer(table)
         buffer.append(record_type())
         buffer.take_table()
+
+
+def _wire_reports(buffers: dict[str, _TableBuffer]) -> None:
+    """Problems converting a table's rows go to the diagnostics table (its rows wait as records,
+    so appending one while another table converts is safe; diagnostics is converted last)."""
+    diagnostics = buffers["diagnostics"]
+    for buffer in buffers.values():
+        buffer.report = diagnostics.pending_values.append
+    diagnostics.report = None  # a diagnostic that cannot be written is not reported in a loop
 
 
 class TableSink:
@@ -275,6 +371,7 @@ class TableSink:
         #: rows are converted to Arrow this many at a time, which bounds the records alive
         self._convert_rows = min(CONVERT_ROWS, batch_rows)
         self._buffers = {t: _TableBuffer(t) for t in TABLES}
+        _wire_reports(self._buffers)
         #: record type -> (its table's buffer, its pending values, how many make it due)
         self._by_type = {
             TABLES[t]: (b, b.pending_values, b.width * self._convert_rows)
@@ -391,6 +488,7 @@ class PartitionedSink:
         self.out_dir = Path(out_dir)
         self.fmt = fmt
         self._buffers = {t: _TableBuffer(t, payload) for t in TABLES}
+        _wire_reports(self._buffers)
         #: (pending values, how many make it due, buffer) of every table, looked up cheaply
         self._due = [(b.pending_values, b.width * CONVERT_ROWS, b) for b in self._buffers.values()]
         #: record type -> the function that appends its row: the one lookup per record

@@ -20,7 +20,9 @@ file is read.  The decoder core never imports this module.
 Diagnostic codes (layer ``capture`` unless said otherwise):
 
 - ``not_a_flow_file`` (error): the file cannot be read as mitmproxy flows (or mitmproxy is not
-  installed); ``flow_file_truncated`` (warning): it ends inside a flow.
+  installed); ``flow_file_truncated`` (warning): it ends inside a flow; ``flow_unreadable``
+  (error): one flow that mitmproxy cannot load (or whose model is damaged) was skipped, the
+  flows after it were read.
 - ``flowfile_no_raw`` (warning): a relayed connection was saved without its raw chunks
   (``h2ws_keep_raw=false``); it cannot be decoded again from the file.
 - ``connection_error`` (tcp, warning): mitmproxy reported an error on the connection.
@@ -79,9 +81,18 @@ def is_flow_file(path: str | Path) -> bool:
 
 
 def _read_flows(path: Path) -> Iterator[Any]:
-    """Flows of the file, in file order; problems become one diagnostic, never an exception."""
+    """Flows of the file, in file order; problems become one diagnostic, never an exception.
+
+    This is the loop of mitmproxy's ``FlowReader.stream`` (mitmproxy/io/io.py) written out with
+    its parts (``tnetstring.load``, ``compat.migrate_flow``, ``Flow.from_state``) so that one
+    damaged flow -- mitmproxy's state loading raises ``KeyError``, ``AssertionError``, ... on a
+    mutated file -- is one ``flow_unreadable`` diagnostic and the flows after it are still read.
+    A file whose framing (tnetstring) breaks stops there: nothing after it can be found again.
+    HAR files (``{``) go through ``FlowReader.stream`` itself.
+    """
     try:
-        from mitmproxy import exceptions, io
+        from mitmproxy import flow, io
+        from mitmproxy.io import compat, tnetstring
     except ImportError:
         yield diagnostic(
             None,
@@ -93,18 +104,46 @@ def _read_flows(path: Path) -> Iterator[Any]:
         return
     try:
         with open(path, "rb") as f:
-            reader = io.FlowReader(f)
-            try:
-                yield from reader.stream()
-            except exceptions.FlowReadException as exc:
-                truncated = "truncated" in str(exc).lower() or "eof" in str(exc).lower()
-                yield diagnostic(
-                    None,
-                    "capture",
-                    "warning" if truncated else "error",
-                    "flow_file_truncated" if truncated else "not_a_flow_file",
-                    f"{path.name}: {exc}",
-                )
+            head = f.peek(4) if hasattr(f, "peek") else b""
+            if head.startswith((b"{", b"\xef\xbb\xbf{")):
+                try:
+                    yield from io.FlowReader(f).stream()
+                except Exception as exc:  # a damaged file is a diagnostic
+                    yield diagnostic(
+                        None, "capture", "error", "not_a_flow_file", f"{path.name}: {exc!r}"
+                    )
+                return
+            index = 0
+            while True:
+                try:
+                    loaded = tnetstring.load(f)
+                except (ValueError, TypeError, IndexError, RecursionError) as exc:
+                    if str(exc) == "not a tnetstring: empty file":
+                        return  # the end of the file, between flows
+                    truncated = index > 0 and f.read(1) == b""
+                    yield diagnostic(
+                        None,
+                        "capture",
+                        "warning" if truncated else "error",
+                        "flow_file_truncated" if truncated else "not_a_flow_file",
+                        f"{path.name}: after flow {index}: {exc}",
+                    )
+                    return
+                index += 1
+                try:
+                    if not isinstance(loaded, dict):
+                        raise ValueError(f"not a flow: {type(loaded).__name__}")
+                    one = flow.Flow.from_state(compat.migrate_flow(loaded))
+                except Exception as exc:  # mitmproxy raises anything here
+                    yield diagnostic(
+                        None,
+                        "capture",
+                        "error",
+                        "flow_unreadable",
+                        f"{path.name}: flow {index} skipped: {type(exc).__name__}: {exc}"[:500],
+                    )
+                    continue
+                yield one
     except OSError as exc:
         yield diagnostic(None, "capture", "error", "not_a_flow_file", f"{path.name}: {exc}")
 
@@ -143,11 +182,26 @@ def flow_records(
         if stats is not None:
             stats["flows"] += 1
         kind = getattr(flow, "type", None)
+        try:
+            if kind == "tcp":
+                # events first: a flow whose model is damaged fails here, before any row
+                events = list(tcp_flow_events(flow, "flowfile", path.name))
+            elif kind == "http" and not is_mirror(flow):
+                rows = list(_replay_http(http_rows, flow))
+        except Exception as exc:  # one damaged flow, the others go on
+            yield diagnostic(
+                None,
+                "capture",
+                "error",
+                "flow_unreadable",
+                f"{path.name}: a {kind} flow skipped: {type(exc).__name__}: {exc}"[:500],
+            )
+            continue
         if kind == "tcp":
-            for event in tcp_flow_events(flow, "flowfile", path.name):
+            for event in events:
                 yield from pipeline.handle(event)
         elif kind == "http" and not is_mirror(flow):
-            yield from _replay_http(http_rows, flow)
+            yield from rows
     yield from pipeline.finish()
     yield from http_rows.finish(None, "closed")
 

@@ -43,6 +43,11 @@ class WorkerDied(RuntimeError):
     """A process of ``--jobs`` ended without its result; nothing was merged."""
 
 
+#: Capture-level codes that concern one packet each: tallied like decoding problems (one line
+#: with a count), not one line per packet -- a capture cut to a snap length has one per packet.
+PER_PACKET_CODES = frozenset({"truncated_packet", "malformed_packet", "ip_fragment"})
+
+
 @dataclass
 class Tally:
     """What ``extract`` prints at the end: counts, and the first message of every problem."""
@@ -54,9 +59,10 @@ class Tally:
     notices: list[str] = field(default_factory=list)
 
     def report(self, diag: DiagnosticRecord) -> None:
-        """Capture-level problems get a line each; decoding problems are tallied.  An input
-        that could not be read at all counts in ``stats["unreadable"]``."""
-        if diag.layer == "capture":
+        """Capture-level problems get a line each, except per-packet ones, which are tallied
+        like decoding problems.  An input that could not be read at all counts in
+        ``stats["unreadable"]``."""
+        if diag.layer == "capture" and diag.code not in PER_PACKET_CODES:
             self.notices.append(f"{diag.message} ({diag.code})")
             if diag.code in UNREADABLE:
                 self.stats["unreadable"] += 1

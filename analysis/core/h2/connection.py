@@ -35,7 +35,7 @@ from h2ws.analysis.core.h2 import rfc8441
 from h2ws.analysis.core.h2.framing import DirectionState, error_code_name, setting_name
 from h2ws.analysis.core.h2.header_blocks import HeaderBlockError, PendingBlock, UnknownIndexError
 from h2ws.analysis.core.h2.streams import StreamLayer
-from h2ws.analysis.core.headers import HeaderList
+from h2ws.analysis.core.headers import HeaderList, redact_text
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.records import Direction, Record
 
@@ -239,6 +239,7 @@ class H2Decoder(StreamLayer):
         Unlike a framing error this does not stop the direction: frames still decode, and later
         blocks decode exactly as far as they use only what is known of the table.
         """
+        why = redact_text(why)
         if lost:
             state.hpack_lost = True
         kind = "request" if state.name == "c2s" else "response"
@@ -307,6 +308,7 @@ class H2Decoder(StreamLayer):
         self, state: DirectionState, ts: float | None, code: str, message: str
     ) -> None:
         """Framing/HPACK state of this direction is lost: stop it, mark open streams."""
+        message = redact_text(message)
         state.failed = True
         state.buffer = bytearray()  # not clear(): a memoryview of the old one may still be live
         state.pending_block = None
