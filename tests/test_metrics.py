@@ -912,3 +912,49 @@ def test_bench_metrics_runs_on_a_small_synthetic_dataset(tmp_path: Path) -> None
     assert rows["flow_control_stalls"] > 0
     d = M.connect(next(tmp_path.glob("metrics-*")))
     assert set(M.websocket_transport_choice(d)["verdict"]) == {"rfc8441"}
+
+
+def _overview(values: dict[str, float | None]) -> pd.DataFrame:
+    return pd.DataFrame({"metric": list(values), "value": list(values.values())})
+
+
+def test_headline_says_what_each_set_up_time_measures() -> None:
+    rows = _overview(
+        {
+            "HTTP/2 connections": 3.0,
+            "RFC 8441 WebSockets": 12.0,
+            "HTTP requests": 18.0,
+            "TCP connections HTTP/1.1 would have needed": 15.0,
+            "TCP connections the RFC 8441 WebSockets rode on": 3.0,
+            "TLS handshakes avoided": 12.0,
+            "median RFC 8441 WebSocket open (CONNECT → 200)": 2.1,
+            "median HTTP/1.1 WebSocket open from its connection's first byte": 23.1,
+            "median HTTP/1.1 WebSocket open (Upgrade → 101)": 1.0,
+            "HTTP/1.1 WebSockets seen": None,
+        }
+    )
+    sentence, figures = M.headline(rows)
+    assert sentence == (
+        "3 HTTP/2 connections carried 12 WebSockets (RFC 8441) and 18 HTTP requests; "
+        "HTTP/1.1 would have needed 12 more TCP connections and 12 more TLS handshakes for "
+        "those WebSockets; WebSocket set-up took 2.1 ms over HTTP/2 (CONNECT → 200) vs 23.1 ms "
+        "over HTTP/1.1 (new connection's first byte → 101; medians)."
+    )
+    assert ("12", "TCP connections HTTP/1.1 would have added") in figures
+    caption = "WebSocket set-up over HTTP/1.1 (new connection's first byte → 101, median)"
+    assert ("23.1 ms", caption) in figures
+    # without the connection's first byte, the Upgrade span is shown and labelled as such
+    fallback = rows[
+        rows["metric"] != "median HTTP/1.1 WebSocket open from its connection's first byte"
+    ]
+    sentence, figures = M.headline(fallback)
+    assert "1.0 ms over HTTP/1.1 (Upgrade → 101; medians)" in sentence
+    assert ("1.0 ms", "WebSocket set-up over HTTP/1.1 (Upgrade → 101, median)") in figures
+    # numbers the tables do not hold are left out, never shown as 0
+    sentence, figures = M.headline(_overview({"HTTP/2 connections": 1.0}))
+    assert sentence == "1 HTTP/2 connection carried 0 WebSockets (RFC 8441) and 0 HTTP requests."
+    assert [caption for _, caption in figures] == [
+        "HTTP/2 connections",
+        "RFC 8441 WebSockets",
+        "HTTP requests beside them",
+    ]
