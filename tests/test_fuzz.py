@@ -37,7 +37,7 @@ def test_short_fuzz_run_finds_no_crash_or_hang() -> None:
     assert not result["crashes"] and not result["hangs"], result
     assert set(result["per_target"]) == set(TARGETS)  # every entry point was reached
     assert result["seconds"] < 120, result
-    assert result["peak_rss_mb"] < 600, result  # measured 476 MB in a clean CI run: see the stop note
+    assert result["peak_rss_mb"] < 600, result  # 476 MB measured in clean CI
 
 
 def test_a_raising_target_is_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
