@@ -9,6 +9,8 @@
 // lifetime.  `GET /hello` answers "hello from node\n".  Faults, for the live tests:
 //   /ws/reset-after/K  after echoing K messages, reset the stream (RST_STREAM CANCEL)
 //   /ws/cut-after/K    after echoing K messages, send half a frame and drop the connection
+//   /ws/end-after/K    after echoing K messages, send half a frame and end the stream
+//                      (END_STREAM in the middle of a message; the connection goes on)
 // With `--events FILE` it also serves the intercept-mode browser page (`GET /intercept`,
 // intercept_page.html; `GET /result` answers "ok") and notes every request and WebSocket as a
 // JSON line, as browser_app.py does (type, path, http_version, client_port, test_header, query).
@@ -33,7 +35,7 @@ const server = args.tls
 
 function websocket(stream, path) {
   stream.respond({ ':status': 200 });
-  const fault = path.match(/^\/ws\/(reset|cut)-after\/(\d+)/);
+  const fault = path.match(/^\/ws\/(reset|cut|end)-after\/(\d+)/);
   const after = fault ? Number(fault[2]) : Infinity;
   let echoed = 0;
   let closed = false;
@@ -51,8 +53,11 @@ function websocket(stream, path) {
     echoed += 1;
     if (echoed < after) return;
     closed = true;
+    const half = Buffer.concat([Buffer.from([0x82, 126, 0x03, 0xe8]), Buffer.alloc(10, 7)]);
     if (fault[1] === 'reset') {
       stream.close(http2.constants.NGHTTP2_CANCEL);
+    } else if (fault[1] === 'end') {
+      stream.end(half);
     } else {
       // A binary frame announcing 1000 bytes, 10 of them sent: the connection ends mid-message.
       stream.write(Buffer.concat([Buffer.from([0x82, 126, 0x03, 0xe8]), Buffer.alloc(10, 7)]),
