@@ -34,6 +34,7 @@ for (let i = 2; i < process.argv.length; i++) {
 setTimeout(() => { process.stderr.write('fault client: timed out\n'); process.exit(5); }, 15000).unref();
 
 let rawSocket = null;
+const MIRROR_END = ['isolation', 'cut-more'].includes(args.scenario);
 const scheme = args.tls ? 'https' : 'http';
 const authority = `${args.tls ? args.servername : '127.0.0.1'}:${args.port}`;
 const session = http2.connect(`${scheme}://${authority}`, {
@@ -61,8 +62,11 @@ function openWs(path) {
   });
   stream.on('response', (h) => { entry.status = h[':status']; entry.stream_id = stream.id; });
   stream.on('data', (d) => reader.feed(d));
-  // The peer ended its side (END_STREAM): end ours too, as an RFC 8441 peer does.
-  stream.on('end', () => { entry.remote_end = true; if (!stream.writableEnded) stream.end(); });
+  // The peer ended its side (END_STREAM): end ours too, as an RFC 8441 peer does (only in the
+  // scenarios written for intercept mode; the others keep their original byte sequence).
+  if (MIRROR_END) {
+    stream.on('end', () => { entry.remote_end = true; if (!stream.writableEnded) stream.end(); });
+  }
   stream.on('error', () => {});
   const ended = new Promise((resolve) => stream.on('close', () => {
     entry.end = entry.end ?? `closed:rst_code=${stream.rstCode}`;
