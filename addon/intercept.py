@@ -72,7 +72,8 @@ PROTOCOL = b":protocol"
 #: client data held while the server has not yet accepted the WebSocket (RFC 8441 allows none;
 #: a client that sends more than this before the 2xx gets its stream reset)
 EARLY_DATA_LIMIT = 1 << 20
-#: ``flow.metadata`` key of intercept mode: ``upstream`` (``h2`` or ``http/1.1``)
+#: ``flow.metadata`` key of intercept mode: ``upstream`` (``h2`` or ``http/1.1``), ``stream_id``
+#: (the WebSocket's stream id on the client's connection)
 METADATA_KEY = "h2ws"
 
 
@@ -407,6 +408,7 @@ class WebSocketStream:
         s.flow = event.replay_flow or http.HTTPFlow(s.context.client, s.context.server)
         s.flow.request = event.request
         s.flow.live = True
+        self._meta()["stream_id"] = self.sid  # the client's stream id (``h2ws extract``)
         if (yield from s.check_invalid(True)):
             return
         if not (yield from self._destination()):

@@ -265,16 +265,19 @@ class HttpFlowRecorder:
         request = flow.request
         req_headers = _header_list(request.headers)
         upgrade = first(req_headers, "upgrade")
+        # intercept mode keeps an extended CONNECT's ``:protocol`` as its first header field
+        protocol = first(req_headers, ":protocol") or upgrade
+        saved_id = h2ws_meta(flow).get("stream_id")
         websocket = flow.websocket is not None or (upgrade or "").lower() == "websocket"
         if websocket:
             conn.record.websockets += 1
         rec = StreamRecord(
             conn_id=flow.client_conn.id,
-            stream_id=None,
+            stream_id=saved_id if isinstance(saved_id, int) else None,
             exchange=number,
             kind="websocket" if websocket else "connect" if request.method == "CONNECT" else "http",
             method=request.method,
-            protocol=upgrade,
+            protocol=protocol,
             scheme=request.scheme,
             authority=request.authority or request.host_header or None,
             path=request.path,
@@ -329,7 +332,7 @@ class HttpFlowRecorder:
         payload, truncated = self.options.payload.trim(content, length, False)
         return MessageRecord(
             conn_id=state.stream.conn_id,
-            stream_id=None,
+            stream_id=state.stream.stream_id,
             exchange=state.stream.exchange,
             direction=direction,
             index=index,

@@ -1,14 +1,17 @@
-"""The page a browser loads for the observer-fidelity tests, served by hypercorn over TLS.
+"""The pages a browser loads for the observer-fidelity and intercept tests, served by hypercorn.
 
 ``GET /`` returns a page that opens a same-origin ``wss://`` WebSocket to ``/ws/browser``,
 sends one message and, once it is echoed, reports ``GET /result?echo=…`` and closes the
-WebSocket.  Everything else is ``testkit/peers/echo_app.py``.  The server notes what it saw in a
-JSON lines file (``--events``): the HTTP version of every request and of the WebSocket (ASGI
-``http_version``: ``2`` for RFC 8441, ``1.1`` for an Upgrade), so a test knows what reached
-the server whatever sat in between.
+WebSocket.  ``GET /intercept?expect=…`` is the intercept-mode page (``intercept_page.html``:
+fetches, then a WebSocket whose messages a test addon changes).  Everything else is
+``testkit/peers/echo_app.py``.  The server notes what it saw in a JSON lines file
+(``--events``): the HTTP version of every request and of the WebSocket (ASGI ``http_version``:
+``2`` for RFC 8441, ``1.1`` for an Upgrade), so a test knows what reached the server whatever
+sat in between.
 
-    python -m h2ws.testkit.live.browser_app --certfile C --keyfile K --events E.jsonl
+    python -m h2ws.testkit.live.browser_app [--certfile C --keyfile K] --events E.jsonl
 
+serves TLS (ALPN h2, http/1.1) with a certificate, cleartext HTTP/1.1 (and h2c) without; it
 prints ``READY <port>`` and stops when stdin closes or after the lifetime.
 """
 
@@ -19,6 +22,7 @@ import asyncio
 import json
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from h2ws.testkit.peers import echo_app
@@ -40,6 +44,9 @@ ws.onerror = () => fetch("/result?error=1");
 """
 
 
+INTERCEPT_PAGE = (Path(__file__).resolve().parent / "intercept_page.html").read_bytes()
+
+
 def make_app(events_path: str) -> Any:
     def note(scope: dict[str, Any], **extra: Any) -> None:
         row = {
@@ -55,11 +62,12 @@ def make_app(events_path: str) -> Any:
             f.write(json.dumps(row) + "\n")
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in ("/", "/result"):
+        if scope["type"] == "http" and scope["path"] in ("/", "/intercept", "/result"):
             query = scope.get("query_string", b"").decode("latin-1")
             note(scope, query=query)
-            body = PAGE if scope["path"] == "/" else b"ok\n"
-            ctype = b"text/html; charset=utf-8" if scope["path"] == "/" else b"text/plain"
+            page = {"/": PAGE, "/intercept": INTERCEPT_PAGE}.get(scope["path"])
+            body = page if page is not None else b"ok\n"
+            ctype = b"text/html; charset=utf-8" if page is not None else b"text/plain"
             await send(
                 {
                     "type": "http.response.start",
@@ -81,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     from hypercorn.config import Config
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--certfile", required=True)
-    parser.add_argument("--keyfile", required=True)
+    parser.add_argument("--certfile")
+    parser.add_argument("--keyfile")
     parser.add_argument("--events", required=True)
     parser.add_argument("--lifetime", type=float, default=60.0)
     args = parser.parse_args(argv)
@@ -94,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     config.errorlog = "-"
     config.loglevel = "WARNING"
     config.graceful_timeout = 1.0
-    config.certfile = args.certfile
-    config.keyfile = args.keyfile
-    config.alpn_protocols = ["h2", "http/1.1"]
+    if args.certfile:
+        config.certfile = args.certfile
+        config.keyfile = args.keyfile
+        config.alpn_protocols = ["h2", "http/1.1"]
     config.bind = [f"fd://{sock.detach()}"]
     app = make_app(args.events)
 

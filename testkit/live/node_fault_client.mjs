@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Faults on RFC 8441 WebSockets, from a Node.js 20 `http2` client, for the live tests.
 //
-//   node node_fault_client.mjs --port P --scenario reset|cut|abort --log out.json
+//   node node_fault_client.mjs --port P --scenario reset|cut|abort|isolation|cut-more --log out.json
 //        [--tls --ca ca.pem --servername localhost]
 //
 // reset: on one connection /ws/echo (2 messages, close handshake), /ws/reset-after/1 (2
@@ -10,6 +10,13 @@
 //        connection.
 // abort: /ws/echo: one message and its echo, then half a frame, then the client resets its TCP
 //        connection (RST).
+// isolation: on one connection /ws/echo stays open (one message echoed before, one after)
+//        while /ws/reset-after/1 is reset by the server, /ws/end-after/1 ends mid-message
+//        (END_STREAM), /ws/bad gets a malformed frame from the client (reserved opcode 0x3)
+//        and GET /hello runs; then /ws/echo's close handshake and another GET /hello.
+// cut-more: /ws/cut-after/1 as in cut, but waits only for that stream to end, then GET /hello
+//        and /ws/echo (one message, close handshake) on the same client connection (through an
+//        intercepting proxy, the client connection outlives the server's).
 // The log lists, per WebSocket, what was sent and received and how the stream ended.
 import fs from 'node:fs';
 import http2 from 'node:http2';
@@ -27,6 +34,7 @@ for (let i = 2; i < process.argv.length; i++) {
 setTimeout(() => { process.stderr.write('fault client: timed out\n'); process.exit(5); }, 15000).unref();
 
 let rawSocket = null;
+const MIRROR_END = ['isolation', 'cut-more'].includes(args.scenario);
 const scheme = args.tls ? 'https' : 'http';
 const authority = `${args.tls ? args.servername : '127.0.0.1'}:${args.port}`;
 const session = http2.connect(`${scheme}://${authority}`, {
@@ -54,6 +62,11 @@ function openWs(path) {
   });
   stream.on('response', (h) => { entry.status = h[':status']; entry.stream_id = stream.id; });
   stream.on('data', (d) => reader.feed(d));
+  // The peer ended its side (END_STREAM): end ours too, as an RFC 8441 peer does (only in the
+  // scenarios written for intercept mode; the others keep their original byte sequence).
+  if (MIRROR_END) {
+    stream.on('end', () => { entry.remote_end = true; if (!stream.writableEnded) stream.end(); });
+  }
   stream.on('error', () => {});
   const ended = new Promise((resolve) => stream.on('close', () => {
     entry.end = entry.end ?? `closed:rst_code=${stream.rstCode}`;
@@ -107,6 +120,47 @@ if (args.scenario === 'reset') {
   cut.send(OP.text, 'one'); cut.send(OP.text, 'two');
   await new Promise((resolve) => session.on('close', resolve));
   done();
+} else if (args.scenario === 'isolation') {
+  const echo = openWs('/ws/echo');
+  echo.send(OP.text, 'first');
+  await echo.next();
+  const reset = openWs('/ws/reset-after/1');
+  reset.send(OP.text, 'one'); reset.send(OP.text, 'two');
+  const end = openWs('/ws/end-after/1');
+  end.send(OP.text, 'one'); end.send(OP.text, 'two');
+  const bad = openWs('/ws/bad');
+  bad.send(OP.text, 'ok');
+  await bad.next();
+  // A masked frame with the reserved opcode 0x3: a protocol error (RFC 6455 5.2).
+  bad.stream.write(Buffer.from([0x83, 0x82, 1, 2, 3, 4, 0x70, 0x6b]));
+  bad.entry.sent.push({ opcode: 'reserved-0x3', payload_b64: '' });
+  const hello = get('/hello');
+  await Promise.all([reset.ended, end.ended, bad.ended, hello]);
+  echo.send(OP.text, 'second');
+  await echo.next();
+  echo.send(OP.close, Buffer.concat([Buffer.from([0x03, 0xe8]), Buffer.from('bye')]));
+  await echo.next();
+  echo.entry.end = 'close_handshake';
+  await get('/hello');
+  echo.stream.close(http2.constants.NGHTTP2_CANCEL);
+  await echo.ended;
+  session.close(() => done());
+  setTimeout(() => done(), 1000);
+} else if (args.scenario === 'cut-more') {
+  const cut = openWs('/ws/cut-after/1');
+  cut.send(OP.text, 'one'); cut.send(OP.text, 'two');
+  await cut.ended;
+  await get('/hello');
+  const echo = openWs('/ws/echo');
+  echo.send(OP.text, 'after the cut');
+  await echo.next();
+  echo.send(OP.close, Buffer.concat([Buffer.from([0x03, 0xe8]), Buffer.from('bye')]));
+  await echo.next();
+  echo.entry.end = 'close_handshake';
+  echo.stream.close(http2.constants.NGHTTP2_CANCEL);
+  await echo.ended;
+  session.close(() => done());
+  setTimeout(() => done(), 1000);
 } else {
   const ws = openWs('/ws/echo');
   ws.send(OP.text, 'one');

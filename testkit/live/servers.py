@@ -26,16 +26,20 @@ class NodeServer(ReadyServer):
 
 
 class PageServer(ReadyServer):
-    """``browser_app.py`` (hypercorn, TLS, ALPN h2 and http/1.1): the browsers' page and
-    WebSocket; ``events()`` is what the server saw (HTTP versions, the page's result)."""
+    """``browser_app.py`` (hypercorn; TLS with ALPN h2 and http/1.1, or cleartext without a
+    certificate): the browsers' page and WebSocket; ``events()`` is what the server saw (HTTP
+    versions, client ports, the page's result)."""
 
-    def __init__(self, workdir: Path, certificate: Certificate, lifetime: float = 120.0) -> None:
+    def __init__(
+        self, workdir: Path, certificate: Certificate | None, lifetime: float = 120.0
+    ) -> None:
         self.events_path = workdir / "server-events.jsonl"
         cmd = [
             sys.executable, "-m", "h2ws.testkit.live.browser_app",
-            "--certfile", str(certificate.cert), "--keyfile", str(certificate.key),
             "--events", str(self.events_path), "--lifetime", str(lifetime),
         ]  # fmt: skip
+        if certificate is not None:
+            cmd += ["--certfile", str(certificate.cert), "--keyfile", str(certificate.key)]
         super().__init__(cmd, workdir / "page-server.err", "page server")
 
     def events(self) -> list[dict[str, Any]]:
@@ -50,3 +54,15 @@ class PageServer(ReadyServer):
 
     def result(self) -> dict[str, Any] | None:
         return next((e for e in self.events() if e.get("path") == "/result"), None)
+
+
+class NodePageServer(NodeServer, PageServer):
+    """``node_server.mjs`` with ``--events``: the Node.js ``http2`` server (TLS, ALPN h2,
+    RFC 8441) serving the intercept page, noting what it saw as ``PageServer`` does."""
+
+    def __init__(self, workdir: Path, certificate: Certificate, lifetime: float = 120.0) -> None:
+        self.events_path = workdir / "server-events.jsonl"
+        cmd = ["node", str(NODE_SERVER), "--lifetime", str(lifetime), "--tls",
+               "--cert", str(certificate.cert), "--key", str(certificate.key),
+               "--events", str(self.events_path)]  # fmt: skip
+        ReadyServer.__init__(self, cmd, workdir / "node-page-server.err", "node page server")
