@@ -134,3 +134,9 @@ def capture_tls_node(peers_dir: Path, echo_server_tls: EchoServer) -> Scenario:
         scenario.capture, scenario.keylog, scenario.capture.with_suffix(".pcapng")
     )
     return scenario
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The packaging test (minutes of pip and build, no shared peers) runs last: between two
+    users of a session-scoped peer it would eat into that peer's bounded lifetime."""
+    items.sort(key=lambda item: item.get_closest_marker("packaging") is not None)
