@@ -31,7 +31,12 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from h2ws.analysis import metrics
+from h2ws.analysis.metrics.compute import PER_CONNECTION, compute_all
+from h2ws.analysis.metrics.fallback import connect_protocol_support, websocket_transport_choice
+from h2ws.analysis.metrics.interleaving import bytes_share_over_time
+from h2ws.analysis.metrics.latency import latency_cdf, round_trip_times
+from h2ws.analysis.metrics.load import Tables, connect
+from h2ws.analysis.metrics.messages import message_size_cdf, message_stats
 
 HERE = Path(__file__).resolve().parent
 T0_US = 1_700_000_000_000_000
@@ -201,22 +206,22 @@ def _timed_cpu(run: Callable[[], Any]) -> tuple[float, float, Any]:
 
 def bench(out: Path) -> list[dict[str, Any]]:
     """Time each metric on a fresh DuckDB connection over ``out``."""
-    cases: dict[str, Callable[[metrics.Tables], pd.DataFrame]] = dict(metrics.PER_CONNECTION)
+    cases: dict[str, Callable[[Tables], pd.DataFrame]] = dict(PER_CONNECTION)
     cases |= {
-        "message_stats": metrics.message_stats,
-        "message_size_cdf": metrics.message_size_cdf,
-        "latency_cdf": metrics.latency_cdf,
-        "round_trip_times": metrics.round_trip_times,
-        "bytes_share_over_time": metrics.bytes_share_over_time,
-        "websocket_transport_choice": metrics.websocket_transport_choice,
-        "connect_protocol_support": metrics.connect_protocol_support,
+        "message_stats": message_stats,
+        "message_size_cdf": message_size_cdf,
+        "latency_cdf": latency_cdf,
+        "round_trip_times": round_trip_times,
+        "bytes_share_over_time": bytes_share_over_time,
+        "websocket_transport_choice": websocket_transport_choice,
+        "connect_protocol_support": connect_protocol_support,
     }
     threads = duckdb.sql("SELECT current_setting('threads')").fetchall()[0][0]
     print(f"DuckDB threads: {threads}")
     rows = []
     print(f"{'metric':28s} {'wall':>7s}   {'cpu':>7s}   {'rows out':>10s}")
     for name, metric in cases.items():
-        db = metrics.connect(out)
+        db = connect(out)
         wall, cpu, result = _timed_cpu(lambda metric=metric, db=db: metric(db))
         rows.append(
             {
@@ -228,8 +233,8 @@ def bench(out: Path) -> list[dict[str, Any]]:
         )
         print(f"{name:28s} {wall:7.2f} s {cpu:7.2f} s  {len(result):>10,}", flush=True)
         db.close()
-    db = metrics.connect(out)
-    wall, cpu, _ = _timed_cpu(lambda: metrics.compute_all(db))
+    db = connect(out)
+    wall, cpu, _ = _timed_cpu(lambda: compute_all(db))
     rows.append(
         {
             "metric": "compute_all (the report)",

@@ -13,8 +13,37 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from h2ws.analysis import metrics as M
 from h2ws.analysis.cli import main as cli_main
+from h2ws.analysis.metrics.closes import close_cause_counts, stream_endings, websocket_closes
+from h2ws.analysis.metrics.compute import PER_CONNECTION, compute_all
+from h2ws.analysis.metrics.concurrency import concurrency_per_connection, concurrency_timeline
+from h2ws.analysis.metrics.fallback import (
+    TRANSPORT_VERDICTS,
+    connect_protocol_support,
+    websocket_transport_choice,
+)
+from h2ws.analysis.metrics.flow_control import flow_control_stalls
+from h2ws.analysis.metrics.head_of_line import (
+    head_of_line_exposure,
+    head_of_line_summary,
+    large_transfers,
+)
+from h2ws.analysis.metrics.interleaving import (
+    bytes_share_over_time,
+    fairness_over_time,
+    fairness_per_connection,
+    frame_interleaving,
+)
+from h2ws.analysis.metrics.latency import latency_cdf, message_interarrival, round_trip_times
+from h2ws.analysis.metrics.load import connect, from_frames
+from h2ws.analysis.metrics.messages import message_size_cdf, message_stats
+from h2ws.analysis.metrics.overview import headline, overview
+from h2ws.analysis.metrics.setup_time import websocket_setup
+from h2ws.analysis.metrics.sharing import (
+    rfc8441_savings,
+    streams_per_connection,
+    websocket_sharing,
+)
 from h2ws.analysis.records import TABLES, columns
 from h2ws.analysis.sinks.writers import TableSink
 from tests.report_fixtures import scenario
@@ -28,7 +57,7 @@ SAMPLE = ROOT / "samples" / "h2c_hypercorn_ws.pcap"
 
 def db(**tables: list[dict[str, Any]]) -> Any:
     """Hand-made tables as lists of rows; timestamps in seconds."""
-    return M.from_frames(**{name: pd.DataFrame(rows) for name, rows in tables.items()})
+    return from_frames(**{name: pd.DataFrame(rows) for name, rows in tables.items()})
 
 
 def row(frame: pd.DataFrame, **where: Any) -> pd.Series:
@@ -76,14 +105,14 @@ def test_from_frames_fills_schema_and_rejects_unknown_tables() -> None:
     ts = d.execute("SELECT ts_open FROM streams").fetchone()[0]
     assert ts.timestamp() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown tables"):
-        M.from_frames(packets=pd.DataFrame())
+        from_frames(packets=pd.DataFrame())
 
 
 def test_connect_reports_a_directory_without_tables(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        M.connect(tmp_path / "missing")
+        connect(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="no h2ws tables"):
-        M.connect(tmp_path)
+        connect(tmp_path)
 
 
 # -- streams and coalescing ------------------------------------------------------------------
@@ -101,7 +130,7 @@ def test_streams_per_connection_counts_kinds_and_authorities() -> None:
             stream("a", 11, "connect", 1, 2, authority="z.test"),
         ],
     )
-    out = M.streams_per_connection(d)
+    out = streams_per_connection(d)
     a = row(out, conn_id="a")
     assert (a.streams, a.websockets, a.websockets_accepted, a.http, a.other) == (6, 2, 1, 3, 1)
     assert a.authorities == 3 and a.authority_list == "x.test, y.test, z.test"
@@ -112,9 +141,9 @@ def test_streams_per_connection_counts_kinds_and_authorities() -> None:
 
 def test_streams_of_a_connection_not_written_yet_still_count() -> None:
     d = db(streams=[stream("live:0", 1, "websocket", 5, 7), stream("live:0", 3, "http", 6, 8)])
-    out = M.streams_per_connection(d)
+    out = streams_per_connection(d)
     assert row(out, conn_id="live:0").streams == 2
-    assert row(M.concurrency_per_connection(d), conn_id="live:0").duration_s == pytest.approx(3)
+    assert row(concurrency_per_connection(d), conn_id="live:0").duration_s == pytest.approx(3)
 
 
 # -- concurrency ---------------------------------------------------------------------------
@@ -129,18 +158,18 @@ def test_concurrency_back_to_back_streams_do_not_overlap() -> None:
             stream("a", 5, "http", 10, 20),  # opens when stream 1 closes
         ],
     )
-    c = row(M.concurrency_per_connection(d), conn_id="a")
+    c = row(concurrency_per_connection(d), conn_id="a")
     assert c.peak_streams == 2  # not 3: closes and opens at t=10 net out
     assert c.peak_websockets == 1
     assert c.stream_seconds == pytest.approx(30)
     assert c.mean_open_streams == pytest.approx(1.5)
     assert c.multiplexed_share == pytest.approx(0.5)  # [5, 15) has two streams open
     assert c.mean_open_streams_busy == pytest.approx(1.5)
-    tl = M.concurrency_timeline(d, ["a"])
+    tl = concurrency_timeline(d, ["a"])
     assert tl["t_s"].tolist() == [0, 5, 10, 15, 20]
     assert tl["open_streams"].tolist() == [1, 2, 2, 1, 0]
     assert tl["open_websockets"].tolist() == [0, 1, 1, 0, 0]
-    assert M.concurrency_timeline(d, []).empty
+    assert concurrency_timeline(d, []).empty
 
 
 def test_concurrency_busy_mean_ignores_idle_time() -> None:
@@ -148,7 +177,7 @@ def test_concurrency_busy_mean_ignores_idle_time() -> None:
         connections=[conn("a", 0, 100)],
         streams=[stream("a", 1, "http", 0, 10), stream("a", 3, "http", 0, 10)],
     )
-    c = row(M.concurrency_per_connection(d), conn_id="a")
+    c = row(concurrency_per_connection(d), conn_id="a")
     assert c.mean_open_streams == pytest.approx(0.2)
     assert c.mean_open_streams_busy == pytest.approx(2.0)
 
@@ -167,7 +196,7 @@ def test_websocket_sharing_measures_the_union_of_other_streams() -> None:
             stream("h1", None, "websocket", 0, 5, exchange=0),
         ],
     )
-    out = M.websocket_sharing(d)
+    out = websocket_sharing(d)
     ws = row(out, conn_id="a", stream_id=1)
     assert ws.lifetime_s == pytest.approx(10)
     assert ws.shared_s == pytest.approx(4)  # not 5 (2 + 3): overlapping time counts once
@@ -203,7 +232,7 @@ def test_rfc8441_savings_counts_connections_handshakes_round_trips() -> None:
             stream("h1", None, "websocket", 0, 5, exchange=0),
         ],
     )
-    out = M.rfc8441_savings(d)
+    out = rfc8441_savings(d)
     assert sorted(out["conn_id"]) == ["tls12", "tls13"]
     a = row(out, conn_id="tls12")
     assert (a.http1_connections, a.connections_avoided, a.tcp_handshakes_avoided) == (4, 3, 3)
@@ -229,7 +258,7 @@ def test_websocket_setup_measures_http1_from_its_connection_start() -> None:
             stream("h2", 3, "websocket", 2.0, 9, ts_response=2.02),
         ],
     )
-    out = M.websocket_setup(d)
+    out = websocket_setup(d)
     assert len(out) == 3  # WebSockets only
     a = row(out, conn_id="h1a")
     assert bool(a.first_on_connection)
@@ -269,7 +298,7 @@ def test_frame_interleaving_counts_switches_between_stream_frames_only() -> None
         ("s2c", "HEADERS", 3),
     ]
     frames = [frame("a", i, i * 0.1, d, t, s, 10) for i, (d, t, s) in enumerate(seq)]
-    out = M.frame_interleaving(db(connections=[conn("a", 0, 1)], frames=frames))
+    out = frame_interleaving(db(connections=[conn("a", 0, 1)], frames=frames))
     s2c = row(out, conn_id="a", direction="s2c")
     assert (s2c.frames, s2c.streams, s2c.switches) == (6, 2, 3)
     assert s2c.switch_rate == pytest.approx(3 / 5)
@@ -289,21 +318,21 @@ def test_bytes_share_and_jain_index() -> None:
         streams=[stream("a", 1, "http", 0, 1), stream("a", 3, "websocket", 0, 1)],
         frames=frames,
     )
-    share = M.bytes_share_over_time(d, bins=2)
+    share = bytes_share_over_time(d, bins=2)
     first = share[share["bin"] == 0].set_index("stream_id")
     assert first.loc[1, "share"] == pytest.approx(0.75)
     assert first.loc[3, "kind"] == "websocket"
     assert set(share["bin_s"]) == {0.5}
-    fair = M.fairness_over_time(d, bins=2)
+    fair = fairness_over_time(d, bins=2)
     assert row(fair, bin=0).jain == pytest.approx(400**2 / (2 * (300**2 + 100**2)))  # 0.8
     assert row(fair, bin=1).jain == pytest.approx(1.0)
-    per = row(M.fairness_per_connection(d, bins=2), conn_id="a", direction="s2c")
+    per = row(fairness_per_connection(d, bins=2), conn_id="a", direction="s2c")
     assert (per.bins, per.contended_bins) == (2, 1)
     assert per.mean_jain == pytest.approx(0.8)  # the one-stream bin does not count
-    wide = M.fairness_over_time(d, bin_s=10.0)
+    wide = fairness_over_time(d, bin_s=10.0)
     assert len(wide) == 1 and wide["streams"].iloc[0] == 2
     with pytest.raises(ValueError):
-        M.bytes_share_over_time(d, bins=0)
+        bytes_share_over_time(d, bins=0)
 
 
 # -- latency -------------------------------------------------------------------------------
@@ -341,13 +370,13 @@ def test_round_trip_times_pair_repeated_payloads_in_order() -> None:
         streams=[stream("a", 1, "websocket", 0, 5)],
         messages=messages,
     )
-    rtt = M.round_trip_times(d)
+    rtt = round_trip_times(d)
     echo = rtt[rtt["pair"] == "echo"].sort_values("request_index")
     assert echo["request_index"].tolist() == [0, 1]
     assert echo["rtt_ms"].tolist() == pytest.approx([500, 800])  # k-th with k-th, not 500, 400
     ping = row(rtt, pair="ping/pong")
     assert ping.request_direction == "s2c" and ping.rtt_ms == pytest.approx(250)
-    cdf = M.latency_cdf(d, points=3)
+    cdf = latency_cdf(d, points=3)
     median = row(cdf, measure="echo", fraction=0.5)
     assert median.samples == 2 and median.ms in (500, 800)
 
@@ -356,12 +385,12 @@ def test_message_interarrival_and_sizes() -> None:
     messages = [msg("a", 1, "s2c", i, 1.0 + 0.1 * i, length=10 * (i + 1)) for i in range(5)]
     messages.append(msg("a", 1, "s2c", 5, 5.0, "close", length=2))
     d = db(connections=[conn("a", 0, 6)], messages=messages)
-    ia = row(M.message_interarrival(d), conn_id="a", direction="s2c")
+    ia = row(message_interarrival(d), conn_id="a", direction="s2c")
     assert ia.messages == 5
     assert ia.median_ms == pytest.approx(100)  # the close frame is not a data message
-    sizes = M.message_size_cdf(d, points=5)
+    sizes = message_size_cdf(d, points=5)
     assert sizes["length_bytes"].tolist() == [10, 20, 30, 40, 50]
-    stats = row(M.message_stats(d), opcode="text")
+    stats = row(message_stats(d), opcode="text")
     assert (stats.messages, stats.bytes, stats.max_bytes) == (5, 150, 50)
 
 
@@ -383,7 +412,7 @@ def test_flow_control_stalls_replay_the_windows() -> None:
         streams=[stream("a", 1, "http", 0.5, 2), stream("a", 3, "http", 0.5, 2)],
         frames=f,
     )
-    out = M.flow_control_stalls(d)
+    out = flow_control_stalls(d)
     assert len(out) == 2
     first, second = out.iloc[0], out.iloc[1]
     assert (first.stream_id, first.direction, first.limited_by) == (1, "s2c", "stream")
@@ -391,7 +420,7 @@ def test_flow_control_stalls_replay_the_windows() -> None:
     assert first.t_s == pytest.approx(1.1)
     assert second.waited_ms == pytest.approx(50)
     # the same frames with the default 65,535-byte window: nothing blocks
-    assert M.flow_control_stalls(db(connections=[conn("a", 0, 3)], frames=f)).empty
+    assert flow_control_stalls(db(connections=[conn("a", 0, 3)], frames=f)).empty
 
 
 def test_flow_control_stalls_on_the_connection_window() -> None:
@@ -404,7 +433,7 @@ def test_flow_control_stalls_on_the_connection_window() -> None:
         frame("a", 4, 1.6, "s2c", "DATA", 3, 10),
     ]
     d = db(connections=[conn("a", 0, 3, settings_c2s=settings)], frames=f)
-    stall = row(M.flow_control_stalls(d), stream_id=3)
+    stall = row(flow_control_stalls(d), stream_id=3)
     assert stall.limited_by == "connection"
     assert stall.waited_ms == pytest.approx(400)  # until the connection-level update
 
@@ -421,14 +450,14 @@ def test_head_of_line_exposure_splits_round_trips_by_large_bodies() -> None:
         frames=big,
         messages=messages,
     )
-    hol = M.head_of_line_exposure(d, large_bytes=100_000)
+    hol = head_of_line_exposure(d, large_bytes=100_000)
     echo = hol[hol["measure"] == "echo"].set_index("exposed")
     assert echo.loc[True, "samples"] == 1 and echo.loc[True, "median_ms"] == pytest.approx(200)
     assert echo.loc[False, "samples"] == 3
     assert echo.loc[False, "median_ms"] == pytest.approx(11)
     # a smaller body is not "large"
-    assert not M.head_of_line_exposure(d, large_bytes=200_000)["exposed"].any()
-    t = row(M.large_transfers(d, 100_000), stream_id=5)
+    assert not head_of_line_exposure(d, large_bytes=200_000)["exposed"].any()
+    t = row(large_transfers(d, 100_000), stream_id=5)
     assert t.bytes == 110_000 and t.in_flight_ms == pytest.approx(1000)
 
 
@@ -445,7 +474,7 @@ def test_head_of_line_exposure_without_frames_uses_stream_times() -> None:
         ],
         messages=messages,
     )
-    assert row(M.head_of_line_exposure(d), measure="echo").exposed
+    assert row(head_of_line_exposure(d), measure="echo").exposed
 
 
 def test_head_of_line_compares_each_connection_with_itself() -> None:
@@ -470,18 +499,18 @@ def test_head_of_line_compares_each_connection_with_itself() -> None:
         frames=big,
         messages=messages,
     )
-    hol = M.head_of_line_exposure(d, large_bytes=100_000)
+    hol = head_of_line_exposure(d, large_bytes=100_000)
     echo = hol[hol["measure"] == "echo"]
     assert set(echo[echo["comparable"]]["conn_id"]) == {"a"}
     assert row(echo, conn_id="b").median_ms == pytest.approx(100)  # there, but not comparable
-    summary = row(M.head_of_line_summary(hol), measure="echo")
+    summary = row(head_of_line_summary(hol), measure="echo")
     assert summary.connections == 1
     assert (summary.samples_exposed, summary.samples_unexposed) == (1, 3)
     assert summary.median_exposed_ms == pytest.approx(5)
     assert summary.median_unexposed_ms == pytest.approx(1)
     assert summary.slowdown == pytest.approx(5)
-    overview = M.overview({"head_of_line_exposure": hol}).set_index("metric")["value"]
-    slowdown = next(v for k, v in overview.items() if "echo round trip slowdown" in k)
+    ov = overview({"head_of_line_exposure": hol}).set_index("metric")["value"]
+    slowdown = next(v for k, v in ov.items() if "echo round trip slowdown" in k)
     assert slowdown == pytest.approx(5)
 
 
@@ -553,7 +582,7 @@ def test_websocket_closes_classify_and_flag_misbehaviours() -> None:
         messages=messages,
         frames=frames,
     )
-    out = M.websocket_closes(d)
+    out = websocket_closes(d)
     clean = row(out, conn_id="a", stream_id=1)
     assert clean.cause == "close both ways, then END_STREAM"
     assert pd.isna(clean.misbehaviours) and clean.close_code == 1000
@@ -573,9 +602,9 @@ def test_websocket_closes_classify_and_flag_misbehaviours() -> None:
     h1 = row(out, conn_id="h")
     assert h1.cause == "close both ways, then TCP close"
     assert pd.isna(h1.end_stream_c2s) and pd.isna(h1.misbehaviours)  # no frames on HTTP/1.1
-    counts = M.close_cause_counts(d)
+    counts = close_cause_counts(d)
     assert counts["websockets"].sum() == 6
-    ends = M.stream_endings(d)
+    ends = stream_endings(d)
     assert row(ends, conn_id="a", stream_end="end_stream").streams == 3
 
 
@@ -637,7 +666,7 @@ def test_websocket_transport_choice_verdicts() -> None:
             h1ws("cdn1", 2, "cdn.test"),  # another address, but an authority x2 served
         ],
     )
-    out = M.websocket_transport_choice(d).set_index("conn_id")
+    out = websocket_transport_choice(d).set_index("conn_id")
     verdicts = out["verdict"].to_dict()
     assert verdicts == {
         "x2": "rfc8441",
@@ -652,8 +681,8 @@ def test_websocket_transport_choice_verdicts() -> None:
         "rotated": "http1_despite_setting",
     }
     assert out.loc["x1", "h2_conn_id"] == "x2" and pd.isna(out.loc["z1", "h2_conn_id"])
-    assert set(verdicts.values()) <= set(M.TRANSPORT_VERDICTS)
-    support = M.connect_protocol_support(d).set_index("conn_id")
+    assert set(verdicts.values()) <= set(TRANSPORT_VERDICTS)
+    support = connect_protocol_support(d).set_index("conn_id")
     assert support.loc["x2", "advertised_after_ms"] == pytest.approx(1000)
     assert (support.loc["x2", "http1_websockets"], support.loc["x2", "websockets"]) == (5, 1)
     assert support.loc["x2", "http1_websockets_while_advertised"] == 3
@@ -673,11 +702,11 @@ def test_overview_weights_by_time_not_by_connection() -> None:
             stream("short", 5, "http", 0, 1),
         ],
     )
-    ov = M.overview(M.compute_all(d)).set_index("metric")["value"]
+    ov = overview(compute_all(d)).set_index("metric")["value"]
     # 103 stream-seconds over 101 connection-seconds; the mean of means would be 2.0
     assert ov["time-weighted mean open streams per HTTP/2 connection"] == pytest.approx(103 / 101)
     assert ov["TCP connections"] == 2 and ov["streams (all kinds)"] == 4
-    partial = M.overview({"streams_per_connection": M.streams_per_connection(d)})
+    partial = overview({"streams_per_connection": streams_per_connection(d)})
     assert set(partial["section"]) == {"connections", "streams", "sharing"}
 
 
@@ -697,8 +726,8 @@ def scenario_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_scenario_tables_answer_every_question(scenario_out: Path) -> None:
     e = scenario.EXPECTED
-    d = M.connect(scenario_out)
-    r = M.compute_all(d)
+    d = connect(scenario_out)
+    r = compute_all(d)
     main = "scenario.pcap:0"
     spc = row(r["streams_per_connection"], conn_id=main)
     assert (spc.websockets, spc.http, spc.authorities) == (
@@ -713,7 +742,7 @@ def test_scenario_tables_answer_every_question(scenario_out: Path) -> None:
     sav = row(r["rfc8441_savings"], conn_id=main)
     assert (sav.http1_connections, sav.connections_avoided) == (4, 3)
     assert 19 < sav.rtt_estimate_ms < 25  # the simulated RTT is 20 ms
-    rtt = M.round_trip_times(d)
+    rtt = round_trip_times(d)
     assert (rtt["pair"] == "echo").sum() == e["chat_messages"] + 3 * 5  # + HTTP/1.1 echoes
     assert (rtt["pair"] == "ping/pong").sum() == e["chat_pings"]
     stalls = r["flow_control_stalls"]
@@ -739,7 +768,7 @@ def test_sample_capture_close_without_end_stream(tmp_path: Path) -> None:
     if not SAMPLE.exists():
         missing_sample("sample capture missing")
     assert cli_main(["extract", str(SAMPLE), "-o", str(tmp_path)]) == 0
-    closes = M.websocket_closes(M.connect(tmp_path))
+    closes = websocket_closes(connect(tmp_path))
     assert closes["misbehaviours"].iloc[0] == "close_without_end_stream:s2c"
     assert closes["close_code"].iloc[0] == 1000
 
@@ -774,8 +803,8 @@ def test_both_layouts_and_many_captures_give_the_same_answers(
 ) -> None:
     parted = tmp_path / "parted"
     _split_into_parts(scenario_out, parted)
-    single = M.compute_all(M.connect(scenario_out))
-    split = M.compute_all(M.connect(parted))
+    single = compute_all(connect(scenario_out))
+    split = compute_all(connect(parted))
     for name in single:
         pd.testing.assert_frame_equal(
             _comparable(single[name]), _comparable(split[name]), check_dtype=False, obj=name
@@ -785,7 +814,7 @@ def test_both_layouts_and_many_captures_give_the_same_answers(
     shutil.copytree(scenario_out, many / "capture-a")
     if SAMPLE.exists():
         assert cli_main(["extract", str(SAMPLE), "-o", str(many / "capture-b")]) == 0
-    both = M.streams_per_connection(M.connect(many))
+    both = streams_per_connection(connect(many))
     assert set(both["capture"]) >= {"scenario.pcap"}
     assert len(both) == len(single["streams_per_connection"]) + (1 if SAMPLE.exists() else 0)
 
@@ -794,8 +823,8 @@ def test_csv_tables_read_too(scenario_out: Path, tmp_path: Path) -> None:
     pcap = tmp_path / "scenario.pcap"
     scenario.build(pcap)
     assert cli_main(["extract", str(pcap), "-o", str(tmp_path / "csv"), "--format", "csv"]) == 0
-    from_csv = M.websocket_closes(M.connect(tmp_path / "csv"))
-    from_parquet = M.websocket_closes(M.connect(scenario_out))
+    from_csv = websocket_closes(connect(tmp_path / "csv"))
+    from_parquet = websocket_closes(connect(scenario_out))
     assert from_csv["cause"].tolist() == from_parquet["cause"].tolist()
 
 
@@ -826,28 +855,28 @@ def test_dask_on_a_local_cluster_equals_duckdb(scenario_out: Path, tmp_path: Pat
     ):
         per_conn = namespace["per_connection_metrics"](str(parted), shards=3)
         per_capture = namespace["per_capture_metrics"]([str(scenario_out)])
-    expected = M.compute_all(M.connect(scenario_out))
+    expected = compute_all(connect(scenario_out))
     for name, frame in per_conn.items():
         pd.testing.assert_frame_equal(
             _comparable(expected[name]), _comparable(frame), check_dtype=False, obj=name
         )
-    assert set(per_conn) == set(M.PER_CONNECTION)
+    assert set(per_conn) == set(PER_CONNECTION)
     pd.testing.assert_frame_equal(
         _comparable(per_capture["websocket_closes"]),
         _comparable(expected["websocket_closes"]),
         check_dtype=False,
     )
-    ov_dask = M.overview(per_conn).set_index("metric")["value"]
-    ov_duck = M.overview({k: expected[k] for k in M.PER_CONNECTION}).set_index("metric")["value"]
+    ov_dask = overview(per_conn).set_index("metric")["value"]
+    ov_duck = overview({k: expected[k] for k in PER_CONNECTION}).set_index("metric")["value"]
     pd.testing.assert_series_equal(ov_dask, ov_duck)
 
 
 def test_empty_tables_give_empty_answers(tmp_path: Path) -> None:
     with TableSink(tmp_path):
         pass  # every table written, empty
-    out = M.compute_all(M.connect(tmp_path))
+    out = compute_all(connect(tmp_path))
     assert all(frame.empty for frame in out.values())
-    assert M.overview(out)["value"].notna().any()  # counts are 0, not missing
+    assert overview(out)["value"].notna().any()  # counts are 0, not missing
 
 
 # -- live peers (tests/peers: Node.js http2 and wsproto clients against hypercorn) -----------
@@ -863,7 +892,7 @@ def test_live_peers_share_one_connection_and_the_baseline_does_not(
     out = tmp_path / "out"
     args = [str(capture_h2c_node.capture), str(capture_h1_baseline.capture)]
     assert cli_main(["extract", *args, "-o", str(out)]) == 0
-    r = M.compute_all(M.connect(out))
+    r = compute_all(connect(out))
     spc = r["streams_per_connection"]
     h2 = spc[spc["http_version"] == "h2c"]
     assert len(h2) == 1
@@ -878,7 +907,7 @@ def test_live_peers_share_one_connection_and_the_baseline_does_not(
     assert len(h1) == 2 and h1["conn_id"].nunique() == 2
     verdicts = r["websocket_transport_choice"].set_index("conn_id")["verdict"]
     assert all(v.startswith("http1_") for v in verdicts[h1["conn_id"]])
-    rtt = M.round_trip_times(M.connect(out))
+    rtt = round_trip_times(connect(out))
     assert (rtt["pair"] == "echo").sum() >= NODE_WEBSOCKETS
 
 
@@ -910,8 +939,8 @@ def test_bench_metrics_runs_on_a_small_synthetic_dataset(tmp_path: Path) -> None
     rows = {r["metric"]: r["rows_out"] for r in result["metrics"]}
     assert rows["round_trip_times"] == 10_000 + 10 * 16  # every echo and ping + the HTTP pairs
     assert rows["flow_control_stalls"] > 0
-    d = M.connect(next(tmp_path.glob("metrics-*")))
-    assert set(M.websocket_transport_choice(d)["verdict"]) == {"rfc8441"}
+    d = connect(next(tmp_path.glob("metrics-*")))
+    assert set(websocket_transport_choice(d)["verdict"]) == {"rfc8441"}
 
 
 def _overview(values: dict[str, float | None]) -> pd.DataFrame:
@@ -933,7 +962,7 @@ def test_headline_says_what_each_set_up_time_measures() -> None:
             "HTTP/1.1 WebSockets seen": None,
         }
     )
-    sentence, figures = M.headline(rows)
+    sentence, figures = headline(rows)
     assert sentence == (
         "3 HTTP/2 connections carried 12 WebSockets (RFC 8441) and 18 HTTP requests; "
         "HTTP/1.1 would have needed 12 more TCP connections and 12 more TLS handshakes for "
@@ -947,11 +976,11 @@ def test_headline_says_what_each_set_up_time_measures() -> None:
     fallback = rows[
         rows["metric"] != "median HTTP/1.1 WebSocket open from its connection's first byte"
     ]
-    sentence, figures = M.headline(fallback)
+    sentence, figures = headline(fallback)
     assert "1.0 ms over HTTP/1.1 (Upgrade → 101; medians)" in sentence
     assert ("1.0 ms", "WebSocket set-up over HTTP/1.1 (Upgrade → 101, median)") in figures
     # numbers the tables do not hold are left out, never shown as 0
-    sentence, figures = M.headline(_overview({"HTTP/2 connections": 1.0}))
+    sentence, figures = headline(_overview({"HTTP/2 connections": 1.0}))
     assert sentence == "1 HTTP/2 connection carried 0 WebSockets (RFC 8441) and 0 HTTP requests."
     assert [caption for _, caption in figures] == [
         "HTTP/2 connections",

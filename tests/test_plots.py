@@ -18,8 +18,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from h2ws.analysis import metrics as M
 from h2ws.analysis.cli import main as cli_main
+from h2ws.analysis.metrics.compute import compute_all
+from h2ws.analysis.metrics.concurrency import concurrency_timeline
+from h2ws.analysis.metrics.interleaving import bytes_share_over_time, fairness_over_time
+from h2ws.analysis.metrics.load import connect
+from h2ws.analysis.metrics.timeline import busiest_connections, connection_timeline
 from h2ws.analysis.report import plots as P
 from tests.report_fixtures import scenario
 
@@ -29,19 +33,19 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("plots")
     scenario.build(base / "scenario.pcap")
     assert cli_main(["extract", str(base / "scenario.pcap"), "-o", str(base / "out")]) == 0
-    db = M.connect(base / "out")
-    results = M.compute_all(db)
-    busiest = M.busiest_connections(db, 2)
-    streams, messages = M.connection_timeline(db, busiest[0])
+    db = connect(base / "out")
+    results = compute_all(db)
+    busiest = busiest_connections(db, 2)
+    streams, messages = connection_timeline(db, busiest[0])
     return {
         "db": db,
         "results": results,
         "busiest": busiest,
         "streams": streams,
         "messages": messages,
-        "timeline": M.concurrency_timeline(db, busiest),
-        "share": M.bytes_share_over_time(db),
-        "fairness": M.fairness_over_time(db),
+        "timeline": concurrency_timeline(db, busiest),
+        "share": bytes_share_over_time(db),
+        "fairness": fairness_over_time(db),
     }
 
 
@@ -182,8 +186,8 @@ def test_distinct_streams_get_distinct_colours() -> None:
 
 
 def test_connection_timeline_thins_messages(data: dict[str, Any]) -> None:
-    _, thin = M.connection_timeline(data["db"], data["busiest"][0], max_messages=10)
-    _, full = M.connection_timeline(data["db"], data["busiest"][0])
+    _, thin = connection_timeline(data["db"], data["busiest"][0], max_messages=10)
+    _, full = connection_timeline(data["db"], data["busiest"][0])
     assert 5 <= len(thin) <= 12 < len(full)
     assert thin["t_s"].is_monotonic_increasing
 

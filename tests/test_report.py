@@ -16,8 +16,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from h2ws.analysis import metrics as M
 from h2ws.analysis.cli import main as cli_main
+from h2ws.analysis.metrics.closes import websocket_closes
+from h2ws.analysis.metrics.compute import compute_all
+from h2ws.analysis.metrics.concurrency import concurrency_per_connection
+from h2ws.analysis.metrics.fallback import connect_protocol_support, websocket_transport_choice
+from h2ws.analysis.metrics.flow_control import flow_control_stalls
+from h2ws.analysis.metrics.head_of_line import head_of_line_exposure
+from h2ws.analysis.metrics.interleaving import fairness_over_time, frame_interleaving
+from h2ws.analysis.metrics.latency import round_trip_times
+from h2ws.analysis.metrics.load import connect
+from h2ws.analysis.metrics.overview import overview
+from h2ws.analysis.metrics.setup_time import websocket_setup
+from h2ws.analysis.metrics.sharing import (
+    rfc8441_savings,
+    streams_per_connection,
+    websocket_sharing,
+)
 from h2ws.analysis.report.runner import (
     DEFAULT_NOTEBOOK,
     execute_notebook,
@@ -101,9 +116,9 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def test_report_computes_the_metrics_of_all_captures(many: Path, report: dict[str, Any]) -> None:
     got = notebook_results(report["nb"])
-    expected = M.compute_all(M.connect(many))
+    expected = compute_all(connect(many))
     # what the notebook computed is what the metrics compute on the same tables
-    assert got["overview"] == _records(M.overview(expected))
+    assert got["overview"] == _records(overview(expected))
     for name in [
         "streams_per_connection",
         "websocket_closes",
@@ -114,11 +129,11 @@ def test_report_computes_the_metrics_of_all_captures(many: Path, report: dict[st
         assert got[name] == _records(expected[name]), name
     spc = pd.DataFrame(got["streams_per_connection"])
     assert set(spc["capture"]) == {"scenario.pcap"} | ({SAMPLE.name} if SAMPLE.exists() else set())
-    overview = {r["metric"]: r["value"] for r in got["overview"]}
-    assert overview["TCP connections"] == scenario.EXPECTED["connections"] + SAMPLE.exists()
-    assert overview["TCP handshakes avoided"] == 3  # scenario: 3 WebSockets + GETs on one
-    assert overview["WebSockets: http1_despite_setting"] == 1
-    assert overview["flow-control stalls"] >= 2
+    shown = {r["metric"]: r["value"] for r in got["overview"]}
+    assert shown["TCP connections"] == scenario.EXPECTED["connections"] + SAMPLE.exists()
+    assert shown["TCP handshakes avoided"] == 3  # scenario: 3 WebSockets + GETs on one
+    assert shown["WebSockets: http1_despite_setting"] == 1
+    assert shown["flow-control stalls"] >= 2
     closes = pd.DataFrame(got["websocket_closes"])
     if SAMPLE.exists():  # the real hypercorn server never ends the stream after closing
         real = closes[closes["conn_id"] == f"{SAMPLE.name}:0"].iloc[0]
@@ -158,21 +173,21 @@ def test_question_notebooks_on_a_partitioned_dataset(many: Path, tmp_path: Path)
     _split_into_parts(many / "scenario", parted)
     with ThreadPoolExecutor(max_workers=4) as pool:
         runs = list(pool.map(lambda p: execute_notebook(p, {"out_dir": str(parted)}), QUESTIONS))
-    db = M.connect(parted)
+    db = connect(parted)
     direct = {
-        "streams_per_connection": M.streams_per_connection(db),
-        "concurrency_per_connection": M.concurrency_per_connection(db),
-        "websocket_sharing": M.websocket_sharing(db),
-        "rfc8441_savings": M.rfc8441_savings(db),
-        "websocket_setup": M.websocket_setup(db),
-        "frame_interleaving": M.frame_interleaving(db),
-        "fairness_over_time": M.fairness_over_time(db),
-        "round_trip_times": M.round_trip_times(db),
-        "flow_control_stalls": M.flow_control_stalls(db),
-        "head_of_line_exposure": M.head_of_line_exposure(db),
-        "websocket_closes": M.websocket_closes(db),
-        "websocket_transport_choice": M.websocket_transport_choice(db),
-        "connect_protocol_support": M.connect_protocol_support(db),
+        "streams_per_connection": streams_per_connection(db),
+        "concurrency_per_connection": concurrency_per_connection(db),
+        "websocket_sharing": websocket_sharing(db),
+        "rfc8441_savings": rfc8441_savings(db),
+        "websocket_setup": websocket_setup(db),
+        "frame_interleaving": frame_interleaving(db),
+        "fairness_over_time": fairness_over_time(db),
+        "round_trip_times": round_trip_times(db),
+        "flow_control_stalls": flow_control_stalls(db),
+        "head_of_line_exposure": head_of_line_exposure(db),
+        "websocket_closes": websocket_closes(db),
+        "websocket_transport_choice": websocket_transport_choice(db),
+        "connect_protocol_support": connect_protocol_support(db),
     }
     published: dict[str, Any] = {}
     for path, nb in zip(QUESTIONS, runs, strict=True):

@@ -83,9 +83,9 @@ def plot_connection_timeline(
     """One connection: its streams as horizontal bars coloured by kind (open → close), its
     WebSocket messages as ticks on their stream (client→server above the middle of its bar,
     server→client below), and flow-control stalls (``stalls`` from
-    :func:`~h2ws.analysis.metrics.flow_control_stalls`, optional) as red spans.
+    :func:`~h2ws.analysis.metrics.flow_control.flow_control_stalls`, optional) as red spans.
 
-    ``streams`` and ``messages`` are :func:`~h2ws.analysis.metrics.connection_timeline`'s.
+    ``streams`` and ``messages`` are :func:`~h2ws.analysis.metrics.timeline.connection_timeline`'s.
     Shows the first ``max_streams`` streams by open time.
     """
     name = str(streams["conn_id"].iloc[0]) if len(streams) else "?"
@@ -173,7 +173,7 @@ def plot_connection_timeline(
 
 def plot_concurrency(timeline: pd.DataFrame, title: str | None = None) -> Figure:
     """Open streams and open WebSockets over time, one panel per connection (a step plot of
-    :func:`~h2ws.analysis.metrics.concurrency_timeline`)."""
+    :func:`~h2ws.analysis.metrics.concurrency.concurrency_timeline`)."""
     conns = list(dict.fromkeys(timeline["conn_id"])) if len(timeline) else []
     fig = _figure(12, 1.0 + 2.4 * max(len(conns), 1))
     title = title or "Concurrency: streams open at the same time on one TCP connection"
@@ -228,9 +228,10 @@ def plot_concurrency(timeline: pd.DataFrame, title: str | None = None) -> Figure
 
 def plot_connections_saved(savings: pd.DataFrame, setup: pd.DataFrame) -> Figure:
     """RFC 8441 against HTTP/1.1: connections, handshakes and round trips for the WebSockets
-    seen (left, :func:`~h2ws.analysis.metrics.rfc8441_savings`), and how long WebSockets took
-    to open on each transport as captured (right, :func:`~h2ws.analysis.metrics.websocket_setup`;
-    medians with the 25th-75th percentile range)."""
+    seen (left, :func:`~h2ws.analysis.metrics.sharing.rfc8441_savings`), and how long
+    WebSockets took to open on each transport as captured (right,
+    :func:`~h2ws.analysis.metrics.setup_time.websocket_setup`; medians with the 25th-75th
+    percentile range)."""
     fig = _figure(13, 4.6)
     left, right = fig.subplots(1, 2, width_ratios=[1.3, 1])
     title_l = "TCP connections and handshakes: RFC 8441 vs one connection per WebSocket"
@@ -313,7 +314,7 @@ def plot_connections_saved(savings: pd.DataFrame, setup: pd.DataFrame) -> Figure
 
 def plot_message_size_cdf(size_cdf: pd.DataFrame) -> Figure:
     """CDF of WebSocket data-message sizes per transport and direction
-    (:func:`~h2ws.analysis.metrics.message_size_cdf`)."""
+    (:func:`~h2ws.analysis.metrics.messages.message_size_cdf`)."""
     fig = _figure(10, 4.2)
     ax = fig.add_subplot()
     title = "WebSocket message sizes"
@@ -348,7 +349,7 @@ def plot_message_size_cdf(size_cdf: pd.DataFrame) -> Figure:
 
 def plot_latency_cdf(latency_cdf: pd.DataFrame) -> Figure:
     """CDFs of round-trip times and message inter-arrival times
-    (:func:`~h2ws.analysis.metrics.latency_cdf`)."""
+    (:func:`~h2ws.analysis.metrics.latency.latency_cdf`)."""
     fig = _figure(10, 4.2)
     ax = fig.add_subplot()
     title = "Latency: round trips and message inter-arrival"
@@ -387,8 +388,9 @@ def plot_interleaving(
 ) -> Figure:
     """How one connection's bytes were shared between its streams over time: the share of each
     stream per time bin (stacked bars, top), and Jain's fairness index per bin with the number
-    of streams sending (bottom).  From :func:`~h2ws.analysis.metrics.bytes_share_over_time` and
-    :func:`~h2ws.analysis.metrics.fairness_over_time`."""
+    of streams sending (bottom).  From
+    :func:`~h2ws.analysis.metrics.interleaving.bytes_share_over_time` and
+    :func:`~h2ws.analysis.metrics.interleaving.fairness_over_time`."""
     fig = _figure(12, 6)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
     arrow = "client→server" if direction == "c2s" else "server→client"
@@ -484,7 +486,7 @@ def plot_interleaving(
 
 def plot_close_causes(counts: pd.DataFrame) -> Figure:
     """How WebSockets ended: close handshake against what ended the stream or connection, per
-    transport, with the close codes (:func:`~h2ws.analysis.metrics.close_cause_counts`)."""
+    transport, with the close codes (:func:`~h2ws.analysis.metrics.closes.close_cause_counts`)."""
     causes = list(dict.fromkeys(counts["cause"])) if len(counts) else []
     fig = _figure(11, 1.8 + 0.45 * max(len(causes), 2))
     ax = fig.add_subplot()
@@ -537,9 +539,10 @@ def plot_close_causes(counts: pd.DataFrame) -> Figure:
 
 def plot_head_of_line(hol: pd.DataFrame) -> Figure:
     """WebSocket round trips and gaps with and without a large HTTP body in flight on the same
-    connection (:func:`~h2ws.analysis.metrics.head_of_line_exposure`): medians, sample-weighted
-    over the connections that have samples both ways (``comparable``: each connection against
-    itself, never HTTP/1.1 WebSockets' round trips as the baseline), and the largest p95."""
+    connection (:func:`~h2ws.analysis.metrics.head_of_line.head_of_line_exposure`): medians,
+    sample-weighted over the connections that have samples both ways (``comparable``: each
+    connection against itself, never HTTP/1.1 WebSockets' round trips as the baseline), and the
+    largest p95."""
     fig = _figure(10, 4.2)
     ax = fig.add_subplot()
     title = "Head-of-line exposure: WebSocket latency while a large HTTP body was in flight"
