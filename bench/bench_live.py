@@ -100,7 +100,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def count_messages(out: Path) -> int:
-    from h2ws.analysis.sinks.export import read_table
+    from h2ws.analysis.sinks.reader import read_table
 
     try:
         table = read_table(out, "messages")

@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from h2ws.analysis.sinks.export import read_table  # noqa: E402
+from h2ws.analysis.sinks.reader import read_table  # noqa: E402
 from h2ws.testkit.live.clients import node_client_cmd  # noqa: E402
 from h2ws.testkit.live.proxy import Mitmdump  # noqa: E402
 from h2ws.testkit.peers.runner import EchoServer, make_certificate, python_client_cmd  # noqa: E402

@@ -20,9 +20,8 @@ from h2ws.analysis.core.h2 import PREFACE
 from h2ws.analysis.core.headers import redact_text
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.records import TABLES, ConnectionRecord, DiagnosticRecord, Record, StreamRecord
-from h2ws.analysis.sinks.export import FORMATS
 from h2ws.analysis.sinks.reader import read_table
-from h2ws.analysis.sinks.writers import PartitionedSink, TableSink, escape_text
+from h2ws.analysis.sinks.writers import FORMATS, PartitionedSink, TableSink, escape_text
 from tests.test_pcap import ACK, PSH, SYN, ether, ip_tcp, write_pcap
 
 SECRET = "PLANTED-s3cr3t-TOKEN"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from h2ws.analysis.sinks.export import read_table
+from h2ws.analysis.sinks.reader import read_table
 from h2ws.testkit.peers.plan import payload_of
 
 TABLES = ("connections", "streams", "frames", "messages", "diagnostics")
