@@ -62,11 +62,6 @@ class HeaderBlockDecoder:
         self.table = hpack_fast.DynamicTable(self._allowed, unknown=not known)
 
     @property
-    def allowed_table_size(self) -> int:
-        """The largest table size the encoder may set (RFC 7541 §4.2)."""
-        return self._allowed
-
-    @property
     def reliable(self) -> bool:
         """Whether every entry of the table is known (no state was lost, or it was rebuilt)."""
         table = self.table

@@ -5,8 +5,10 @@ Why not ``hpack.Decoder``: it copies the rest of the block for every literal fie
 -- a 1 MiB block of small literals took ~38 s -- and its error texts quote the whole remaining
 block (header values, credentials included).  This decoder reads the block once through a
 memoryview and copies only the bytes of each string.  It still uses hpack's pieces where they
-are not the problem: the static table (``hpack.table.HeaderTable.STATIC_TABLE``), the entry
-size (``table_entry_size``) and the Huffman decoder (``hpack.huffman_table.decode_huffman``).
+are not the problem: the static table (``hpack.table.HeaderTable.STATIC_TABLE``) and the
+Huffman decoder (``hpack.huffman_table.decode_huffman``).  The entry size (RFC 7541 §4.1: name
++ value + 32) is computed in :class:`DynamicTable` itself, not by hpack's ``table_entry_size``,
+because an entry of a partly unknown table may lack its name or value.
 
 Agreement with hpack is tested, not assumed: ``tests/test_hostile_hpack.py`` encodes random
 header lists with ``hpack.Encoder`` (random table sizes, Huffman on and off, never-indexed
@@ -33,7 +35,7 @@ from collections import deque
 
 from hpack.exceptions import HPACKError
 from hpack.huffman_table import decode_huffman
-from hpack.table import HeaderTable, table_entry_size
+from hpack.table import HeaderTable
 
 STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
 STATIC_LEN = len(STATIC_TABLE)
@@ -258,8 +260,3 @@ def decode_block(
     if unknown:
         raise UnknownDynamicIndex(fields, unknown)
     return fields  # type: ignore[return-value]  # no None in it once ``unknown`` is empty
-
-
-def table_size_of(name: bytes, value: bytes) -> int:
-    """hpack's entry size (RFC 7541 §4.1), re-exported for the limits' documentation."""
-    return table_entry_size(name, value)
