@@ -159,3 +159,35 @@ def test_json_lines_are_read_in_batches_not_whole(
     all_peak, _ = peak_reading(n)
     assert batched.equals(whole) and batched.num_rows == n
     assert batched_peak * 5 < all_peak, (batched_peak, all_peak)
+
+
+def test_json_lines_read_with_columns_never_hold_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``read_table(..., columns=[...])`` of JSON Lines (what ``h2ws summary`` does) drops the
+    other columns line by line: the Python objects alive while reading hold no payloads, far
+    below those of reading every column, and the table equals the projection of the whole."""
+    import tracemalloc
+
+    from h2ws.analysis.sinks import reader
+
+    with TableSink(tmp_path, "jsonl") as sink:
+        for i in range(2_000):
+            sink.write(_message(i)._replace(payload=bytes([i % 256]) * 8_192))
+    wanted = ["direction", "opcode", "length", "compressed"]
+    whole = read_table(tmp_path, "messages")
+    monkeypatch.setattr(reader, "JSONL_BATCH_ROWS", 500)
+
+    def peak_reading(columns: list[str] | None) -> tuple[int, pa.Table]:
+        tracemalloc.start()
+        try:
+            table = read_table(tmp_path, "messages", columns)
+            return tracemalloc.get_traced_memory()[1], table
+        finally:
+            tracemalloc.stop()
+
+    projected_peak, projected = peak_reading(wanted)
+    all_peak, _ = peak_reading(None)
+    assert projected.equals(whole.select(wanted))
+    assert projected.column_names == wanted
+    assert projected_peak * 5 < all_peak, (projected_peak, all_peak)

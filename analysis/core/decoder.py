@@ -2,6 +2,8 @@
 
 It learns what a connection speaks from its first bytes — never from its port — and routes every
 chunk to the HTTP/2 or HTTP/1.1 decoder, switching from HTTP/1.1 to HTTP/2 on ``Upgrade: h2c``.
+RFC sections: the client connection preface (RFC 9113 §3.4), ALPN ``h2`` / ``http/1.1`` (RFC
+9113 §3.2), the ``Upgrade: h2c`` switch (RFC 7540 §3.2).
 When the connection ends it emits its ``connections`` row.
 """
 

@@ -1,8 +1,9 @@
 """Reading a table back from an output directory, whichever format and layout wrote it.
 
 One job: :func:`read_table`.  Parquet and CSV are read by pyarrow; JSON Lines are read in
-batches of :data:`JSONL_BATCH_ROWS` lines, each turned into an Arrow batch before the next is
-read, so the Python objects of a whole file never exist at once.
+batches of :data:`JSONL_BATCH_ROWS` lines, each turned into an Arrow batch of only the wanted
+columns before the next is read, so the Python objects of a whole file never exist at once and
+an unwanted column (``payload``) is never kept.
 """
 
 from __future__ import annotations
@@ -33,14 +34,19 @@ def _text_schema(schema: pa.Schema) -> pa.Schema:
 def _jsonl_batches(
     path: Path, table: str, schema: pa.Schema, batch_rows: int
 ) -> Iterator[pa.RecordBatch]:
-    """The rows of a JSON Lines file, ``batch_rows`` lines at a time."""
-    timestamps = [name for name, kind in columns(table) if kind == "timestamp"]
+    """The rows of a JSON Lines file, ``batch_rows`` lines at a time, with the columns of
+    ``schema`` only."""
+    wanted = set(schema.names)
+    timestamps = [name for name, kind in columns(table) if kind == "timestamp" and name in wanted]
+    project = wanted != set(arrow_schema(table).names)
     rows: list[dict[str, object]] = []
     with path.open(encoding="utf-8") as f:
         for line in f:
             if not line.strip():
                 continue
             row = json.loads(line)
+            if project:  # drop e.g. ``payload`` at once: a batch never holds it
+                row = {name: value for name, value in row.items() if name in wanted}
             for name in timestamps:
                 value = row.get(name)
                 if value is not None:
@@ -61,10 +67,10 @@ def _read_file(path: Path, table: str, wanted: Sequence[str] | None = None) -> p
     if path.suffix == ".csv":
         options = pacsv.ConvertOptions(column_types=text_schema, include_columns=wanted)
         return pacsv.read_csv(path, convert_options=options)
-    whole = pa.Table.from_batches(
-        list(_jsonl_batches(path, table, text_schema, JSONL_BATCH_ROWS)), schema=text_schema
-    )
-    return whole if wanted is None else whole.select(list(wanted))
+    if wanted is not None:
+        text_schema = pa.schema([text_schema.field(name) for name in wanted])
+    batches = _jsonl_batches(path, table, text_schema, JSONL_BATCH_ROWS)
+    return pa.Table.from_batches(list(batches), schema=text_schema)
 
 
 def read_table(

@@ -1,5 +1,10 @@
 """Capture files in, TCP segments out: classic pcap and pcapng, streamed in bounded memory.
 
+Covers the link layers of the supported link types (Ethernet with VLAN tags, MPLS and PPPoE,
+null/loopback, Linux cooked, raw IP), IPv4 (RFC 791) and IPv6 with its extension headers
+(RFC 8200), and the TCP header (RFC 9293 §3.1); pcapng blocks per the pcapng specification,
+Decryption Secrets Blocks included.
+
 The file is read in chunks of :data:`CHUNK` bytes and headers are decoded with ``struct`` at
 offsets into the chunk; only a TCP payload is ever copied.  dpkt's readers and packet classes
 do the same job, but (measured) decoding every packet into dpkt objects made reading several
