@@ -6,6 +6,9 @@
 - sources never import the addon;
 - sinks import records, never the core, the sources or the addon;
 - metrics and reports read tables, never the core (nor the sources or the addon);
+- metrics never import the report, the CLI or mitmproxy (the report draws on the metrics, not
+  the other way round), and ``metrics/__init__.py`` imports nothing: callers import the
+  metric modules themselves, there is no re-export shim;
 - nothing outside ``tests/`` imports ``tests``.
 
 Each rule reads every module's imports by AST (also those inside functions and ``TYPE_CHECKING``
@@ -124,6 +127,37 @@ def test_metrics_and_reports_read_tables_never_the_core() -> None:
     found = modules("analysis/metrics", "analysis/report")
     forbidden = ("h2ws.analysis.core", "h2ws.analysis.sources", "h2ws.addon")
     assert violations(found, forbidden) == []
+
+
+def test_metrics_never_import_the_report_nor_the_cli() -> None:
+    forbidden = ("h2ws.analysis.report", "h2ws.analysis.cli", "h2ws.addon", "mitmproxy")
+    assert violations(modules("analysis/metrics"), forbidden) == []
+
+
+def test_the_metrics_package_is_no_re_export_shim() -> None:
+    init = REPO / "analysis" / "metrics" / "__init__.py"
+    assert shim_imports(init.read_text(encoding="utf-8")) == set()
+    assert len(modules("analysis/metrics")) > 10  # one module per question
+
+
+def shim_imports(source: str) -> set[str]:
+    """What a package's ``__init__`` imports (``from __future__`` aside): a re-export shim."""
+    return imports(source, "h2ws.analysis.metrics", is_package=True) - {
+        "__future__",
+        "__future__.annotations",
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "caught"),
+    [
+        ('"""Docs only."""\nfrom __future__ import annotations\n', False),
+        ("from .load import connect", True),
+        ("from h2ws.analysis.metrics.overview import *", True),
+    ],
+)
+def test_a_re_export_shim_is_caught(source: str, caught: bool) -> None:
+    assert bool(shim_imports(source)) is caught
 
 
 def test_nothing_outside_tests_imports_tests() -> None:
