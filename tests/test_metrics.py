@@ -37,7 +37,7 @@ from h2ws.analysis.metrics.interleaving import (
 from h2ws.analysis.metrics.latency import latency_cdf, message_interarrival, round_trip_times
 from h2ws.analysis.metrics.load import connect, from_frames
 from h2ws.analysis.metrics.messages import message_size_cdf, message_stats
-from h2ws.analysis.metrics.overview import headline, overview
+from h2ws.analysis.metrics.overview import RULES, SECTIONS, headline, overview
 from h2ws.analysis.metrics.setup_time import websocket_setup
 from h2ws.analysis.metrics.sharing import (
     rfc8441_savings,
@@ -213,8 +213,8 @@ def test_websocket_sharing_measures_the_union_of_other_streams() -> None:
 # -- what HTTP/1.1 would have cost ---------------------------------------------------------
 
 
-def test_rfc8441_savings_counts_connections_handshakes_round_trips() -> None:
-    d = db(
+def _savings_tables() -> Any:
+    return db(
         connections=[
             conn("tls12", 0, 10, http_version="h2", tls=True, tls_version="TLSv1.2"),
             conn("tls13", 0, 10, http_version="h2", tls=True, tls_version="TLSv1.3"),
@@ -232,7 +232,10 @@ def test_rfc8441_savings_counts_connections_handshakes_round_trips() -> None:
             stream("h1", None, "websocket", 0, 5, exchange=0),
         ],
     )
-    out = rfc8441_savings(d)
+
+
+def test_rfc8441_savings_counts_connections_handshakes_round_trips() -> None:
+    out = rfc8441_savings(_savings_tables())
     assert sorted(out["conn_id"]) == ["tls12", "tls13"]
     a = row(out, conn_id="tls12")
     assert (a.http1_connections, a.connections_avoided, a.tcp_handshakes_avoided) == (4, 3, 3)
@@ -708,6 +711,42 @@ def test_overview_weights_by_time_not_by_connection() -> None:
     assert ov["TCP connections"] == 2 and ov["streams (all kinds)"] == 4
     partial = overview({"streams_per_connection": streams_per_connection(d)})
     assert set(partial["section"]) == {"connections", "streams", "sharing"}
+
+
+def test_overview_rules_are_one_per_metric_and_read_what_compute_all_returns() -> None:
+    results = compute_all(_savings_tables())
+    names = [rule.metric for rule in RULES]
+    assert len(names) == len(set(names)), "a metric's wording appears in two rules"
+    assert {rule.source for rule in RULES} <= set(results)
+    assert {rule.section for rule in RULES} <= set(SECTIONS)
+    assert list(overview(results)["metric"]) == sorted(
+        names, key=lambda m: SECTIONS.index(next(r.section for r in RULES if r.metric == m))
+    )
+
+
+def test_overview_counts_add_up_over_connections() -> None:
+    """Every count of the overview (not a peak, a maximum or a mean) is the sum of the same
+    count over each connection's rows alone: the over-all numbers aggregate per-connection rows,
+    which is what makes partitioned tables give the same answers."""
+    results = compute_all(_savings_tables())
+    whole = overview(results).set_index("metric")["value"]
+    counts = [
+        r.metric
+        for r in RULES
+        if r.unit in ("connections", "streams", "handshakes", "round trips", "stalls")
+        and not any(word in r.metric for word in ("peak", "most", "mean"))
+    ]
+    conn_ids = sorted(results["streams_per_connection"]["conn_id"])
+    parts = [
+        overview(
+            {n: f[f["conn_id"] == c] for n, f in results.items() if "conn_id" in f.columns}
+        ).set_index("metric")["value"]
+        for c in conn_ids
+    ]
+    for metric in counts:
+        assert whole[metric] == sum(p[metric] for p in parts), metric
+    # the case can tell a sum from a maximum: two connections avoided handshakes
+    assert sum(p["TCP handshakes avoided"] > 0 for p in parts) == 2
 
 
 # -- real captures, both layouts -------------------------------------------------------------
