@@ -29,6 +29,7 @@ handshakes, exactly as in regular mode.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -42,8 +43,11 @@ from mitmproxy.proxy import commands, events, mode_specs
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layer import CommandGenerator, Layer, NextLayer
 from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer, modes
+from mitmproxy.proxy.layers.tcp import TcpMessageInjected
 
 from h2ws.analysis.core.h2 import PREFACE
+
+logger = logging.getLogger(__name__)
 
 #: NextLayers created by AwaitPreface: they must decide, not wait again.
 _NO_DEFER: weakref.WeakSet[NextLayer] = weakref.WeakSet()
@@ -191,11 +195,33 @@ class AwaitPreface(Layer):
         yield from rest
 
 
+class RelayTCPLayer(TCPLayer):
+    """mitmproxy's TCP layer (``h2ws_tcp_hooks=true``), refusing messages injected into the
+    connection's mirror flows: see :func:`refuse_mirror_injection`."""
+
+    def relay_messages(self, event: events.Event) -> CommandGenerator[None]:
+        yield from refuse_mirror_injection(self, event)
+
+
+def refuse_mirror_injection(layer: TCPLayer, event: events.Event) -> CommandGenerator[None]:
+    """Wraps ``TCPLayer.relay_messages``: ``inject.websocket`` on a mirror flow of a relayed
+    connection reaches this connection's TCP layer, whose original fails an assertion on it
+    (which would end the connection); the bytes of the relay are the peers' own, so the
+    message is refused with a warning and the relay goes on."""
+    if isinstance(event, events.MessageInjected) and not isinstance(event, TcpMessageInjected):
+        logger.warning(
+            "h2ws: a message injected into a read-only mirror flow was refused "
+            "(observe mode relays the bytes as they came; h2ws_mode=intercept can inject)"
+        )
+        return
+    yield from TCPLayer.relay_messages(layer, event)
+
+
 class ChunkSink(Protocol):
     def relayed_chunk(self, flow: tcp.TCPFlow, message: tcp.TCPMessage) -> None: ...
 
 
-class ObservedTCPLayer(TCPLayer):
+class ObservedTCPLayer(RelayTCPLayer):
     """mitmproxy's TCP layer, relaying verbatim, that hands each chunk to h2ws directly.
 
     The stock layer triggers a ``tcp_message`` hook per chunk and waits for it before sending
@@ -214,7 +240,7 @@ class ObservedTCPLayer(TCPLayer):
 
     def relay_messages(self, event: events.Event) -> CommandGenerator[None]:
         if not isinstance(event, events.DataReceived):
-            yield from super().relay_messages(event)
+            yield from refuse_mirror_injection(self, event)
             return
         from_client = event.connection == self.context.client
         send_to = self.context.server if from_client else self.context.client
@@ -228,4 +254,11 @@ def relay_kind(context: Context) -> str:
     return "h2" if context.client.tls else "h2c"
 
 
-__all__ = ["AwaitPreface", "ObservedTCPLayer", "legs_differ", "relay_kind", "relay_layer"]
+__all__ = [
+    "AwaitPreface",
+    "ObservedTCPLayer",
+    "RelayTCPLayer",
+    "legs_differ",
+    "relay_kind",
+    "relay_layer",
+]
