@@ -67,7 +67,6 @@ from mitmproxy.websocket import WebSocketData, WebSocketMessage
 from wsproto.frame_protocol import CloseReason, Opcode
 
 from h2ws.addon import readonly
-from h2ws.addon.readonly import MirrorHTTPFlow
 from h2ws.analysis.records import MessageRecord, Record, StreamRecord
 from h2ws.analysis.sources.mitmmodel import METADATA_KEY
 
@@ -392,7 +391,7 @@ class FlowMirror:
             timestamp_start=ts,
             timestamp_end=ts if websocket else None,
         )
-        flow = MirrorHTTPFlow(tcp_flow.client_conn, server, live=False)
+        flow = readonly.mirror_flow(tcp_flow.client_conn, server)
         flow.request = request
         flow.metadata[METADATA_KEY] = {
             "mirror": True,

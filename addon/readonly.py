@@ -9,7 +9,7 @@ mirror flow (``flows.HookQueue``):
 - a change of the request or response (method, URL, headers, content, status, a response set
   by a ``request`` hook) or of the hook's WebSocket message (content, type) is undone, and
   ``message.drop()`` is undone (``dropped`` stays False);
-- ``flow.kill()`` is ignored (:class:`MirrorHTTPFlow`; stock mitmproxy raises "Flow is not
+- ``flow.kill()`` is ignored (:func:`mirror_flow`; stock mitmproxy raises "Flow is not
   killable" for a flow that is not live) and ``flow.intercept()`` never marks the flow, so
   mitmproxy's ``intercept`` option leaves ``intercepted`` False;
 - each of these gets ONE warning per flow and hook, naming the hook; repeated edits of every
@@ -23,10 +23,11 @@ editor, which mitmproxy itself allows on any flow that is not live).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import connection, http
 from mitmproxy.websocket import WebSocketMessage
 
 logger = logging.getLogger(__name__)
@@ -36,24 +37,25 @@ _REFUSED = "_h2ws_refused"
 _WARNED = "_h2ws_warned"
 
 
-class MirrorHTTPFlow(http.HTTPFlow):
-    """An ``HTTPFlow`` that cannot be killed or intercepted while it is a mirror.
+def mirror_flow(client: connection.Client, server: connection.Server) -> http.HTTPFlow:
+    """A new mirror ``HTTPFlow`` (not live) whose ``kill`` and ``intercept`` only note the
+    attempt, which the hook's guard then reports.
 
-    ``kill`` and ``intercept`` only note the attempt (the hook's guard warns); a replayed copy
-    (``is_replay``) is an ordinary flow again.  Saved (``-w``) and shown as a plain HTTP flow.
+    Per instance, not a subclass: mitmproxy names a flow's type after its class (and saves and
+    loads flows by that name), and a copy (mitmweb's duplicate, a replay) must be an ordinary
+    flow again.
     """
+    flow = http.HTTPFlow(client, server, live=False)
 
-    def kill(self) -> None:
-        if self.is_replay:
-            super().kill()  # type: ignore[no-untyped-call]
-            return
-        self.__dict__.setdefault(_REFUSED, set()).add("kill()")
+    def refuse(what: str) -> Callable[[], None]:
+        def refused() -> None:
+            flow.__dict__.setdefault(_REFUSED, set()).add(what)
 
-    def intercept(self) -> None:
-        if self.is_replay:
-            super().intercept()  # type: ignore[no-untyped-call]
-            return
-        self.__dict__.setdefault(_REFUSED, set()).add("intercept")
+        return refused
+
+    flow.__dict__["kill"] = refuse("kill()")
+    flow.__dict__["intercept"] = refuse("intercept")
+    return flow
 
 
 def _state(message: http.Message | None) -> Any:
@@ -147,4 +149,4 @@ def _warn(hook: str, flow: http.HTTPFlow, undone: list[str]) -> None:
     )
 
 
-__all__ = ["MirrorHTTPFlow", "Snapshot", "after", "before"]
+__all__ = ["Snapshot", "after", "before", "mirror_flow"]
