@@ -51,13 +51,6 @@ from mitmproxy import exceptions, http, tcp
 from mitmproxy import flow as mflow
 from mitmproxy.hooks import Hook, UpdateHook
 from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers.http._hooks import (
-    HttpErrorHook,
-    HttpRequestHeadersHook,
-    HttpRequestHook,
-    HttpResponseHeadersHook,
-    HttpResponseHook,
-)
 from mitmproxy.proxy.layers.websocket import (
     WebsocketEndHook,
     WebsocketMessageHook,
@@ -67,6 +60,13 @@ from mitmproxy.websocket import WebSocketData, WebSocketMessage
 from wsproto.frame_protocol import CloseReason, Opcode
 
 from h2ws.addon import readonly
+from h2ws.addon.intercept import (
+    HttpErrorHook,
+    HttpRequestHeadersHook,
+    HttpRequestHook,
+    HttpResponseHeadersHook,
+    HttpResponseHook,
+)
 from h2ws.analysis.records import MessageRecord, Record, StreamRecord
 from h2ws.analysis.sources.mitmmodel import METADATA_KEY
 

@@ -36,7 +36,6 @@ from typing import Protocol
 
 from mitmproxy import ctx, tcp
 from mitmproxy.addons.next_layer import NeedsMoreData
-from mitmproxy.addons.next_layer import NextLayer as BuiltinNextLayer
 from mitmproxy.connection import Connection
 from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import commands, events, mode_specs
@@ -45,14 +44,13 @@ from mitmproxy.proxy.layer import CommandGenerator, Layer, NextLayer
 from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer, modes
 from mitmproxy.proxy.layers.tcp import TcpMessageInjected
 
+from h2ws.addon import intercept
 from h2ws.analysis.core.h2 import PREFACE
 
 logger = logging.getLogger(__name__)
 
 #: NextLayers created by AwaitPreface: they must decide, not wait again.
 _NO_DEFER: weakref.WeakSet[NextLayer] = weakref.WeakSet()
-#: Used for its ignore_hosts/allow_hosts logic only (it reads mitmproxy's options).
-_BUILTIN = BuiltinNextLayer()
 
 
 def _data(nextlayer: NextLayer, conn: Connection) -> bytes:
@@ -69,7 +67,7 @@ def _ignored(context: Context, nextlayer: NextLayer, data: bytes) -> bool | None
     if not (ctx.options.ignore_hosts or ctx.options.allow_hosts):
         return False
     try:
-        return bool(_BUILTIN._ignore_connection(context, data, _data(nextlayer, context.server)))
+        return intercept.builtin_ignores(context, data, _data(nextlayer, context.server))
     except NeedsMoreData:
         return None
 
