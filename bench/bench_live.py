@@ -23,6 +23,10 @@ What runs (all on 127.0.0.1, all bounded in time):
   is the median of the differences within each repetition (with their range): on a shared
   machine a single run's throughput moves by 10 % or more.
 
+Intercept mode (issue #11) needs TLS on both legs (mitmproxy's own HTTP/2 layers refuse h2c,
+which intercept mode relays like observe mode): the echo server also serves RFC 8441 over TLS,
+and intercept and observe mode each run over it, with tables and without.
+
 Throughput counts WebSocket payload bytes, both directions.  ``CPU us/MB`` is the proxy
 process's CPU time (all threads) per MB relayed: on a shared machine it is steadier than
 throughput, which a neighbour's burst moves by 10 % or more.  Round-trip percentiles come from a
