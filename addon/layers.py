@@ -1,10 +1,10 @@
 """Which mitmproxy layer relays a connection: HTTP/2 goes byte for byte through the TCP layer.
 
-Observe mode's choice of layers depends on mitmproxy's proxy internals (``mitmproxy.proxy``:
-the layer classes, ``NextLayer``, the built-in ``next_layer`` addon) here only; revisit it when
-mitmproxy changes.  The addon's other uses of those internals are ``intercept.py`` (intercept
-mode's patches of the HTTP/2 and HTTP layers), ``flows.py`` (mitmproxy's HTTP and WebSocket hook
-classes, its hook dispatch fast path) and ``observer.py`` (context and layer types in hooks).
+Observe mode's choice of layers depends on mitmproxy's public proxy API (``mitmproxy.proxy``:
+the layer classes, ``NextLayer``) here; the private parts it needs (the built-in
+``next_layer`` addon's ignore_hosts verdict) are ``intercept.py``'s, the one module that uses
+mitmproxy's private modules and attributes (``tests/test_layout.py`` holds the others to that).
+``flows.py`` triggers mitmproxy's hook classes (the HTTP ones re-exported by ``intercept.py``).
 
 The addon's ``next_layer`` hook runs before mitmproxy's built-in one (script addons come first)
 and sets a layer only when it takes the connection; otherwise the built-in decides as usual.
