@@ -409,10 +409,12 @@ class H2wsAddon:
             )
             steps: list[Step] = []
             if conn.live and self._flows:
-                # Before the tables trim the payloads (in place).
-                steps = self.mirror.hooks_for(
-                    flow, conn.conn_id, self.decoders.open_streams(conn.conn_id), records
-                )
+                # Before the tables trim the payloads (in place); a failure of the mirror must
+                # not cost the tables their rows.
+                with self._guard("mirror"):
+                    steps = self.mirror.hooks_for(
+                        flow, conn.conn_id, self.decoders.open_streams(conn.conn_id), records
+                    )
             self._emit(records)
             return steps
         return []
