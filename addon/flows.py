@@ -1,16 +1,29 @@
-"""RFC 8441 WebSockets of relayed connections as read-only mitmproxy WebSocket flows.
+"""The streams of relayed connections as read-only mitmproxy flows (observe mode).
 
 The relay hands mitmproxy a TCP flow only, so without this the console, mitmweb, ``-w`` and
-every other addon's ``websocket_*`` hooks would not see the WebSockets inside it.  For each
-extended-CONNECT WebSocket stream the decoder core finds, :class:`WebSocketMirror` builds an
-``HTTPFlow`` with ``flow.websocket`` filled and yields the hooks mitmproxy's own WebSocket layer
-would trigger, in the same order: ``requestheaders``, ``request``, ``responseheaders``,
-``response``, ``websocket_start``, ``websocket_message`` per data message, ``websocket_end``
-(``error`` for a stream that ended before its response).
+every other addon's hooks would see neither the requests nor the WebSockets inside it.  For each
+HTTP/2 stream the decoder core finds, :class:`FlowMirror` builds an ``HTTPFlow`` and yields the
+hooks mitmproxy's own layers would trigger, in the same order:
 
-The flows are read-only: ``live`` is false (nothing can be intercepted, dropped or injected:
-the bytes went through already), and ``flow.metadata["h2ws"]`` says ``mirror`` with the
-connection and stream ids, so that h2ws never records them a second time.  Their messages carry
+- an ordinary request: ``requestheaders`` (when its headers are seen), ``request`` (when the
+  response starts, or the stream ends), ``responseheaders``, ``response`` (when the stream
+  ended with END_STREAM both ways), or ``error`` (reset, connection closed, no response);
+- an RFC 8441 WebSocket: ``requestheaders``, ``request``, ``responseheaders``, ``response``,
+  ``websocket_start``, ``websocket_message`` per data message, ``websocket_end`` (``error``
+  for a stream that ended before its response).
+
+The decoder keeps no HTTP bodies: a request or response that had body bytes has content
+``None`` (mitmproxy's "content missing"; the tables have the byte counts), one without has
+``b""``; ``flow.metadata["h2ws"]["bodies_kept"]`` is False on such flows.  Only HTTP/2 is
+relayed (HTTP/1.1 goes through mitmproxy's own layers as ordinary flows), so only streams with
+a stream id are mirrored.
+
+The flows are read-only: ``live`` is false, and :mod:`.readonly` undoes what an addon changes
+in a hook, with one warning per flow and hook (the bytes went through already); an injected
+message is refused by the relay layer (``layers.py``).  ``flow.metadata["h2ws"]`` says
+``mirror`` with the connection and stream ids, so that h2ws never records them a second time,
+and ``raw_kept`` (``h2ws_keep_raw``): without the raw chunks ``h2ws extract`` reads a saved
+file's mirror flows instead of their connection's bytes.  WebSocket messages carry
 the payload the decoder kept (``h2ws_flow_payload``), and a long-lived flow keeps only its latest
 ``h2ws_flow_bytes`` of payload (``messages_dropped`` in the metadata counts the others): the
 tables, not the flows, are the complete record.  :class:`HookQueue` triggers the hooks without
@@ -38,13 +51,6 @@ from mitmproxy import exceptions, http, tcp
 from mitmproxy import flow as mflow
 from mitmproxy.hooks import Hook, UpdateHook
 from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers.http._hooks import (
-    HttpErrorHook,
-    HttpRequestHeadersHook,
-    HttpRequestHook,
-    HttpResponseHeadersHook,
-    HttpResponseHook,
-)
 from mitmproxy.proxy.layers.websocket import (
     WebsocketEndHook,
     WebsocketMessageHook,
@@ -53,6 +59,14 @@ from mitmproxy.proxy.layers.websocket import (
 from mitmproxy.websocket import WebSocketData, WebSocketMessage
 from wsproto.frame_protocol import CloseReason, Opcode
 
+from h2ws.addon import readonly
+from h2ws.addon.intercept import (
+    HttpErrorHook,
+    HttpRequestHeadersHook,
+    HttpRequestHook,
+    HttpResponseHeadersHook,
+    HttpResponseHook,
+)
 from h2ws.analysis.records import MessageRecord, Record, StreamRecord
 from h2ws.analysis.sources.mitmmodel import METADATA_KEY
 
@@ -235,8 +249,12 @@ class HookQueue:
                 step = queue.popleft()
                 try:
                     hook = step.apply()
-                    await self.trigger(hook)
                     flow = hook.args()[0]
+                    snapshot = readonly.before(hook.name, flow)
+                    try:
+                        await self.trigger(hook)
+                    finally:
+                        readonly.after(snapshot)
                     if step.droppable:
                         self._stale[flow.id] = flow
                         self._schedule_update()
@@ -256,6 +274,8 @@ class HookQueue:
 class _Mirrored:
     flow: http.HTTPFlow
     stream: StreamRecord
+    websocket: bool
+    requested: bool = False
     responded: bool = False
     started: bool = False
     closed: bool = False
@@ -276,13 +296,24 @@ def _drop_oldest(mirrored: _Mirrored, messages: list[WebSocketMessage], max_byte
     meta["messages_dropped"] = meta.get("messages_dropped", 0) + dropped
 
 
-class WebSocketMirror:
+def _content(body_bytes: int) -> bytes | None:
+    """A body h2ws did not keep: mitmproxy's "content missing" (None), or empty if it was."""
+    return b"" if body_bytes == 0 else None
+
+
+#: the stream kinds mirrored (``connect`` tunnels and pushes are not requests of the client)
+_MIRRORED_KINDS = ("http", "websocket")
+
+
+class FlowMirror:
     """The mirrored flows of all relayed connections, by (conn id, stream id)."""
 
-    def __init__(self, max_bytes: int = 0) -> None:
+    def __init__(self, max_bytes: int = 0, raw_kept: bool = False) -> None:
         self._flows: dict[tuple[str, int], _Mirrored] = {}
         #: payload bytes a flow keeps; older messages are dropped beyond it (0: keep all)
         self.max_bytes = max_bytes
+        #: ``h2ws_keep_raw``: the TCP flows keep their chunks (saved in each flow's metadata)
+        self.raw_kept = raw_kept
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -302,21 +333,22 @@ class WebSocketMirror:
         """
         records = list(records)
         out: list[Step] = []
-        candidates = [s for s in open_streams if s.kind == "websocket"]
-        candidates += [r for r in records if isinstance(r, StreamRecord) and r.kind == "websocket"]
+        candidates = [s for s in open_streams if s.kind in _MIRRORED_KINDS]
+        candidates += [
+            r for r in records if isinstance(r, StreamRecord) and r.kind in _MIRRORED_KINDS
+        ]
         for stream in candidates:
             if stream.stream_id is None:
                 continue
             key = (conn_id, stream.stream_id)
             mirrored = self._flows.get(key)
             if mirrored is None:
-                mirrored = self._flows[key] = self._new_flow(tcp_flow, stream)
-                out += [
-                    Step(HttpRequestHeadersHook(mirrored.flow)),
-                    Step(HttpRequestHook(mirrored.flow)),
-                ]
+                mirrored = self._flows[key] = self._new_flow(tcp_flow, stream, self.raw_kept)
+                out.append(Step(HttpRequestHeadersHook(mirrored.flow)))
+                if mirrored.websocket:  # no body: the request is complete with its headers
+                    out += self._request(mirrored)
             if not mirrored.responded and stream.status is not None:
-                out += self._respond(mirrored, stream)
+                out += self._request(mirrored) + self._respond(mirrored, stream)
         for record in records:
             if isinstance(record, MessageRecord) and record.stream_id is not None:
                 mirrored = self._flows.get((conn_id, record.stream_id))
@@ -325,7 +357,7 @@ class WebSocketMirror:
             elif isinstance(record, StreamRecord) and record.stream_id is not None:
                 mirrored = self._flows.pop((conn_id, record.stream_id), None)
                 if mirrored is not None:
-                    out += self._end(mirrored, record)
+                    out += self._request(mirrored) + self._end(mirrored, record)
         return out
 
     def close_connection(self, conn_id: str) -> list[Step]:
@@ -333,32 +365,33 @@ class WebSocketMirror:
         out: list[Step] = []
         for key in [k for k in self._flows if k[0] == conn_id]:
             mirrored = self._flows.pop(key)
-            out += self._end(mirrored, mirrored.stream)
+            out += self._request(mirrored) + self._end(mirrored, mirrored.stream)
         return out
 
     # ------------------------------------------------------------------------------ steps
 
     @staticmethod
-    def _new_flow(tcp_flow: tcp.TCPFlow, stream: StreamRecord) -> _Mirrored:
+    def _new_flow(tcp_flow: tcp.TCPFlow, stream: StreamRecord, raw_kept: bool) -> _Mirrored:
         server = tcp_flow.server_conn
         host, port = (server.address[0], server.address[1]) if server.address else ("", 0)
         ts = stream.ts_open or 0.0
         authority = stream.authority or ""
+        websocket = stream.kind == "websocket"
         request = http.Request(
             host=str(host),
             port=int(port),
-            method=(stream.method or "CONNECT").encode(),
+            method=(stream.method or ("CONNECT" if websocket else "GET")).encode(),
             scheme=(stream.scheme or "https").encode(),
             authority=authority.encode("utf-8", "surrogateescape"),
             path=(stream.path or "/").encode("utf-8", "surrogateescape"),
             http_version=b"HTTP/2.0",
             headers=_headers(stream.request_headers),
-            content=b"",
+            content=b"" if websocket else None,  # as mitmproxy's at requestheaders
             trailers=None,
             timestamp_start=ts,
-            timestamp_end=ts,
+            timestamp_end=ts if websocket else None,
         )
-        flow = http.HTTPFlow(tcp_flow.client_conn, server, live=False)
+        flow = readonly.mirror_flow(tcp_flow.client_conn, server)
         flow.request = request
         flow.metadata[METADATA_KEY] = {
             "mirror": True,
@@ -366,8 +399,30 @@ class WebSocketMirror:
             "stream_id": stream.stream_id,
             "protocol": stream.protocol,
             "tcp_flow": tcp_flow.id,
+            "raw_kept": raw_kept,
         }
-        return _Mirrored(flow, stream)
+        if not websocket:
+            flow.metadata[METADATA_KEY]["bodies_kept"] = False
+        return _Mirrored(flow, stream, websocket)
+
+    @staticmethod
+    def _request(mirrored: _Mirrored) -> list[Step]:
+        """The ``request`` hook, once: the request body (if any) has gone by when the response
+        starts or the stream ends."""
+        if mirrored.requested:
+            return []
+        mirrored.requested = True
+        flow, stream = mirrored.flow, mirrored.stream
+        if mirrored.websocket:
+            return [Step(HttpRequestHook(flow))]
+        content = _content(stream.bytes_c2s)
+        ts = stream.ts_response or stream.ts_close or stream.ts_open
+
+        def complete() -> None:
+            flow.request.data.content = content
+            flow.request.timestamp_end = ts
+
+        return [Step(HttpRequestHook(flow), complete)]
 
     @staticmethod
     def _respond(mirrored: _Mirrored, stream: StreamRecord) -> list[Step]:
@@ -379,16 +434,18 @@ class WebSocketMirror:
             status_code=stream.status or 0,
             reason=b"",
             headers=_headers(stream.response_headers),
-            content=b"",
+            content=b"" if mirrored.websocket else None,
             trailers=None,
             timestamp_start=ts,
-            timestamp_end=ts,
+            timestamp_end=ts if mirrored.websocket else None,
         )
 
         def set_response() -> None:
             flow.response = response
 
         steps = [Step(HttpResponseHeadersHook(flow), set_response)]
+        if not mirrored.websocket:
+            return steps  # ``response`` when the stream ends (``_end``)
         if not stream.ws_accepted:
             return [*steps, Step(HttpResponseHook(flow))]
         mirrored.started = True
@@ -438,6 +495,8 @@ class WebSocketMirror:
     def _end(mirrored: _Mirrored, stream: StreamRecord) -> list[Step]:
         flow = mirrored.flow
         pending = list(mirrored.pending)
+        if not mirrored.websocket:
+            return FlowMirror._end_request(mirrored, stream)
 
         def finish() -> None:
             for change in pending:
@@ -464,3 +523,25 @@ class WebSocketMirror:
         if not mirrored.responded:
             return [Step(HttpErrorHook(flow), finish)]
         return []
+
+    @staticmethod
+    def _end_request(mirrored: _Mirrored, stream: StreamRecord) -> list[Step]:
+        """An ordinary request's end: ``response`` when both sides ended the stream, as
+        mitmproxy's own layer does, else ``error``."""
+        flow = mirrored.flow
+        complete = mirrored.responded and stream.stream_end == "end_stream"
+        content = _content(stream.bytes_s2c)
+
+        def finish() -> None:
+            flow.metadata[METADATA_KEY]["stream_end"] = stream.stream_end
+            if flow.response is not None:
+                flow.response.data.content = content
+                flow.response.timestamp_end = stream.ts_close
+            if not complete:
+                when = "before the response" if flow.response is None else "mid-response"
+                flow.error = mflow.Error(
+                    f"stream ended {when}: {stream.stream_end}", stream.ts_close or time.time()
+                )
+
+        hook = HttpResponseHook(flow) if complete else HttpErrorHook(flow)
+        return [Step(hook, finish)]

@@ -5,7 +5,9 @@ Stock mitmproxy 12.3 never advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and refus
 The patches below make every RFC 8441 WebSocket a live mitmproxy WebSocket flow on the page's
 HTTP/2 connection, while every other request keeps mitmproxy's code path unchanged.
 
-This is the ONLY module of h2ws that changes mitmproxy's behaviour.  Each patch names the
+This is the ONLY module of h2ws that changes mitmproxy's behaviour, and the only one that uses
+mitmproxy's private modules and attributes (observe mode's too: see "for observe mode" below;
+``tests/test_layout.py`` holds the others to mitmproxy's public modules).  Each patch names the
 mitmproxy function it wraps and why; :func:`apply` refuses mitmproxy versions that
 ``compat.py`` does not support, and every patch is inert unless :data:`STATE` enables it (so
 observe mode and plain mitmproxy are untouched even with the module imported).
@@ -45,14 +47,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mitmproxy import http
+from mitmproxy.addons.next_layer import NextLayer as BuiltinNextLayer
 from mitmproxy.connection import Connection, Server
 from mitmproxy.net.http import url
 from mitmproxy.proxy import commands, events, layer, tunnel
+from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import http as mhttp
 from mitmproxy.proxy.layers import tls, websocket
 from mitmproxy.proxy.layers.http import _base, _http2, _http3
 from mitmproxy.proxy.layers.http import _events as hev
 from mitmproxy.proxy.layers.http._hooks import (
+    HttpErrorHook,
     HttpRequestHeadersHook,
     HttpRequestHook,
     HttpResponseHeadersHook,
@@ -807,6 +812,22 @@ class WebSocketStream:
         return meta
 
 
+# ------------------------------------------------------------------------------ for observe mode
+# The other private parts of mitmproxy the addon uses live here too, behind the same version
+# check: ``flows.py`` triggers mitmproxy's HTTP hook classes (``_hooks``, re-exported below),
+# ``layers.py`` asks the built-in ``next_layer`` addon for its ignore_hosts verdict.
+
+#: used for its ignore_hosts/allow_hosts logic only (it reads mitmproxy's options)
+_BUILTIN = BuiltinNextLayer()
+
+
+def builtin_ignores(context: Context, data_client: bytes, data_server: bytes) -> bool:
+    """Calls ``mitmproxy.addons.next_layer.NextLayer._ignore_connection`` (private): whether
+    mitmproxy's ``ignore_hosts``/``allow_hosts`` leave this connection alone.  Raises
+    ``NeedsMoreData`` as the original does when the client's first bytes do not tell yet."""
+    return bool(_BUILTIN._ignore_connection(context, data_client, data_server))
+
+
 # ------------------------------------------------------------------------------ applying
 
 _PATCHES: list[tuple[Any, str, Any]] = [
@@ -854,8 +875,14 @@ def revert() -> None:
 __all__ = [
     "EARLY_DATA_LIMIT",
     "STATE",
+    "HttpErrorHook",
+    "HttpRequestHeadersHook",
+    "HttpRequestHook",
+    "HttpResponseHeadersHook",
+    "HttpResponseHook",
     "WebSocketStream",
     "apply",
+    "builtin_ignores",
     "is_extended_connect",
     "protocol_of",
     "revert",

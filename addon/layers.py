@@ -1,10 +1,10 @@
 """Which mitmproxy layer relays a connection: HTTP/2 goes byte for byte through the TCP layer.
 
-Observe mode's choice of layers depends on mitmproxy's proxy internals (``mitmproxy.proxy``:
-the layer classes, ``NextLayer``, the built-in ``next_layer`` addon) here only; revisit it when
-mitmproxy changes.  The addon's other uses of those internals are ``intercept.py`` (intercept
-mode's patches of the HTTP/2 and HTTP layers), ``flows.py`` (mitmproxy's HTTP and WebSocket hook
-classes, its hook dispatch fast path) and ``observer.py`` (context and layer types in hooks).
+Observe mode's choice of layers depends on mitmproxy's public proxy API (``mitmproxy.proxy``:
+the layer classes, ``NextLayer``) here; the private parts it needs (the built-in
+``next_layer`` addon's ignore_hosts verdict) are ``intercept.py``'s, the one module that uses
+mitmproxy's private modules and attributes (``tests/test_layout.py`` holds the others to that).
+``flows.py`` triggers mitmproxy's hook classes (the HTTP ones re-exported by ``intercept.py``).
 
 The addon's ``next_layer`` hook runs before mitmproxy's built-in one (script addons come first)
 and sets a layer only when it takes the connection; otherwise the built-in decides as usual.
@@ -29,26 +29,28 @@ handshakes, exactly as in regular mode.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from mitmproxy import ctx, tcp
 from mitmproxy.addons.next_layer import NeedsMoreData
-from mitmproxy.addons.next_layer import NextLayer as BuiltinNextLayer
 from mitmproxy.connection import Connection
 from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import commands, events, mode_specs
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layer import CommandGenerator, Layer, NextLayer
 from mitmproxy.proxy.layers import ClientTLSLayer, ServerTLSLayer, TCPLayer, modes
+from mitmproxy.proxy.layers.tcp import TcpMessageInjected
 
+from h2ws.addon import intercept
 from h2ws.analysis.core.h2 import PREFACE
+
+logger = logging.getLogger(__name__)
 
 #: NextLayers created by AwaitPreface: they must decide, not wait again.
 _NO_DEFER: weakref.WeakSet[NextLayer] = weakref.WeakSet()
-#: Used for its ignore_hosts/allow_hosts logic only (it reads mitmproxy's options).
-_BUILTIN = BuiltinNextLayer()
 
 
 def _data(nextlayer: NextLayer, conn: Connection) -> bytes:
@@ -65,7 +67,7 @@ def _ignored(context: Context, nextlayer: NextLayer, data: bytes) -> bool | None
     if not (ctx.options.ignore_hosts or ctx.options.allow_hosts):
         return False
     try:
-        return bool(_BUILTIN._ignore_connection(context, data, _data(nextlayer, context.server)))
+        return intercept.builtin_ignores(context, data, _data(nextlayer, context.server))
     except NeedsMoreData:
         return None
 
@@ -191,11 +193,33 @@ class AwaitPreface(Layer):
         yield from rest
 
 
+class RelayTCPLayer(TCPLayer):
+    """mitmproxy's TCP layer (``h2ws_tcp_hooks=true``), refusing messages injected into the
+    connection's mirror flows: see :func:`refuse_mirror_injection`."""
+
+    def relay_messages(self, event: events.Event) -> CommandGenerator[None]:
+        yield from refuse_mirror_injection(self, event)
+
+
+def refuse_mirror_injection(layer: TCPLayer, event: events.Event) -> CommandGenerator[None]:
+    """Wraps ``TCPLayer.relay_messages``: ``inject.websocket`` on a mirror flow of a relayed
+    connection reaches this connection's TCP layer, whose original fails an assertion on it
+    (which would end the connection); the bytes of the relay are the peers' own, so the
+    message is refused with a warning and the relay goes on."""
+    if isinstance(event, events.MessageInjected) and not isinstance(event, TcpMessageInjected):
+        logger.warning(
+            "h2ws: a message injected into a read-only mirror flow was refused "
+            "(observe mode relays the bytes as they came; h2ws_mode=intercept can inject)"
+        )
+        return
+    yield from TCPLayer.relay_messages(layer, event)
+
+
 class ChunkSink(Protocol):
     def relayed_chunk(self, flow: tcp.TCPFlow, message: tcp.TCPMessage) -> None: ...
 
 
-class ObservedTCPLayer(TCPLayer):
+class ObservedTCPLayer(RelayTCPLayer):
     """mitmproxy's TCP layer, relaying verbatim, that hands each chunk to h2ws directly.
 
     The stock layer triggers a ``tcp_message`` hook per chunk and waits for it before sending
@@ -214,7 +238,7 @@ class ObservedTCPLayer(TCPLayer):
 
     def relay_messages(self, event: events.Event) -> CommandGenerator[None]:
         if not isinstance(event, events.DataReceived):
-            yield from super().relay_messages(event)
+            yield from refuse_mirror_injection(self, event)
             return
         from_client = event.connection == self.context.client
         send_to = self.context.server if from_client else self.context.client
@@ -228,4 +252,11 @@ def relay_kind(context: Context) -> str:
     return "h2" if context.client.tls else "h2c"
 
 
-__all__ = ["AwaitPreface", "ObservedTCPLayer", "legs_differ", "relay_kind", "relay_layer"]
+__all__ = [
+    "AwaitPreface",
+    "ObservedTCPLayer",
+    "RelayTCPLayer",
+    "legs_differ",
+    "relay_kind",
+    "relay_layer",
+]

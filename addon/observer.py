@@ -2,8 +2,8 @@
 
 Hooks are small and delegate: ``layers.relay_layer`` picks mitmproxy's TCP layer for HTTP/2
 connections (so SETTINGS, stream ids and interleaving stay the peers' own), ``LiveDecoders``
-decodes a copy of every relayed chunk with the same core as captures, ``WebSocketMirror`` shows
-their RFC 8441 WebSockets as read-only WebSocket flows, ``HttpFlowRecorder`` records what
+decodes a copy of every relayed chunk with the same core as captures, ``FlowMirror`` shows
+their requests and RFC 8441 WebSockets as read-only flows, ``HttpFlowRecorder`` records what
 mitmproxy relays itself (the HTTP/1.1 WebSocket baseline) from its hooks, and ``TableWriter``
 writes the tables incrementally.
 
@@ -30,8 +30,14 @@ from mitmproxy.proxy.layers import TCPLayer
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from h2ws.addon import intercept
-from h2ws.addon.flows import HookQueue, Step, WebSocketMirror, trigger_event
-from h2ws.addon.layers import ObservedTCPLayer, legs_differ, relay_kind, relay_layer
+from h2ws.addon.flows import FlowMirror, HookQueue, Step, trigger_event
+from h2ws.addon.layers import (
+    ObservedTCPLayer,
+    RelayTCPLayer,
+    legs_differ,
+    relay_kind,
+    relay_layer,
+)
 from h2ws.addon.legs import LegRecorder
 from h2ws.addon.recorder import LiveDecoders, TableWriter
 from h2ws.analysis.core.options import DecodeOptions, HeaderLimits
@@ -89,7 +95,7 @@ class H2wsAddon:
 
     def __init__(self) -> None:
         self.decoders = LiveDecoders(DecodeOptions())
-        self.mirror = WebSocketMirror()
+        self.mirror = FlowMirror()
         self.hooks = HookQueue(self._trigger)
         self.tables: TableWriter | None = None
         self._conns: dict[str, _Conn] = {}  # by TCP flow id
@@ -233,6 +239,7 @@ class H2wsAddon:
             self.decoders.options = self._decode_options()  # for connections from now on
             self.mirror.max_bytes = max(0, opts.h2ws_flow_bytes)
             self._keep_raw = opts.h2ws_keep_raw
+            self.mirror.raw_kept = opts.h2ws_keep_raw
             self._flows = opts.h2ws_flows
         if "h2ws_out" in updated or "h2ws_format" in updated:
             self._open_tables()
@@ -348,7 +355,11 @@ class H2wsAddon:
                 "h2ws: cleartext HTTP/2 with prior knowledge (h2c) is relayed verbatim as in "
                 "observe mode: mitmproxy's layers do not take it (no interception on it)"
             )
-        layer = TCPLayer(context) if ctx.options.h2ws_tcp_hooks else ObservedTCPLayer(context, self)
+        layer: TCPLayer
+        if ctx.options.h2ws_tcp_hooks:
+            layer = RelayTCPLayer(context)
+        else:
+            layer = ObservedTCPLayer(context, self)
         assert layer.flow is not None
         layer.flow.metadata[METADATA_KEY] = {"relay": relay_kind(context)}
         return layer
@@ -398,10 +409,12 @@ class H2wsAddon:
             )
             steps: list[Step] = []
             if conn.live and self._flows:
-                # Before the tables trim the payloads (in place).
-                steps = self.mirror.hooks_for(
-                    flow, conn.conn_id, self.decoders.open_streams(conn.conn_id), records
-                )
+                # Before the tables trim the payloads (in place); a failure of the mirror must
+                # not cost the tables their rows.
+                with self._guard("mirror"):
+                    steps = self.mirror.hooks_for(
+                        flow, conn.conn_id, self.decoders.open_streams(conn.conn_id), records
+                    )
             self._emit(records)
             return steps
         return []

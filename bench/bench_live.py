@@ -23,6 +23,10 @@ What runs (all on 127.0.0.1, all bounded in time):
   is the median of the differences within each repetition (with their range): on a shared
   machine a single run's throughput moves by 10 % or more.
 
+Intercept mode (issue #11) needs TLS on both legs (mitmproxy's own HTTP/2 layers refuse h2c,
+which intercept mode relays like observe mode): the echo server also serves RFC 8441 over TLS,
+and intercept and observe mode each run over it, with tables and without.
+
 Throughput counts WebSocket payload bytes, both directions.  ``CPU us/MB`` is the proxy
 process's CPU time (all threads) per MB relayed: on a shared machine it is steadier than
 throughput, which a neighbour's burst moves by 10 % or more.  Round-trip percentiles come from a
@@ -54,9 +58,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from h2ws.testkit.live.proxy import Mitmdump  # noqa: E402
-from h2ws.testkit.peers.runner import ReadyServer  # noqa: E402
+from h2ws.testkit.peers.runner import Certificate, ReadyServer, make_certificate  # noqa: E402
 
-LIVE = ROOT / "tests" / "live"
+LIVE = ROOT / "testkit" / "live"
 SERVER = LIVE / "bench_echo_server.mjs"
 LOAD = LIVE / "ws_load.mjs"
 
@@ -69,15 +73,19 @@ class Route:
     proto: str  # h2 | h1
     proxy: Mitmdump | None = None
     port: int = 0
+    #: the CA to trust: the client speaks TLS (h2 only)
+    ca: Path | None = None
     runs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # size -> results
     latency: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def load(port: int, proto: str, size: int, count: int, window: int, sockets: int,
-         seconds: float = 0) -> dict[str, Any]:  # fmt: skip
+         seconds: float = 0, ca: Path | None = None) -> dict[str, Any]:  # fmt: skip
     cmd = ["node", str(LOAD), "--port", str(port), "--proto", proto, "--size", str(size),
            "--count", str(count), "--window", str(window), "--sockets", str(sockets),
            "--seconds", str(seconds)]  # fmt: skip
+    if ca is not None:
+        cmd += ["--ca", str(ca)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 240)
     if proc.returncode != 0:
         raise RuntimeError(f"load client failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
@@ -110,12 +118,13 @@ def count_messages(out: Path) -> int:
     return sum(1 for op in ops if op == "binary")
 
 
-def start_server(work: Path) -> tuple[ReadyServer, int, int]:
-    """The echo server; it prints ``READY <h2 port> <h1 port>``."""
-    server = ReadyServer(["node", str(SERVER), "--lifetime", "3600"], work / "server.err",
+def start_server(work: Path, cert: Certificate) -> tuple[ReadyServer, int, int, int]:
+    """The echo server; it prints ``READY <h2 port> <h1 port> <h2 over TLS port>``."""
+    server = ReadyServer(["node", str(SERVER), "--lifetime", "3600", "--cert", str(cert.cert),
+                          "--key", str(cert.key)], work / "server.err",
                          "echo server").start()  # fmt: skip
-    h2_port, h1_port = (int(p) for p in server.ready.split())
-    return server, h2_port, h1_port
+    h2_port, h1_port, tls_port = (int(p) for p in server.ready.split())
+    return server, h2_port, h1_port, tls_port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,15 +150,20 @@ def main(argv: list[str] | None = None) -> int:
         f"h2ws live benchmark — {platform.node()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
     )
-    server, h2_port, h1_port = start_server(work)
+    cert = make_certificate(work / "tls")
+    server, h2_port, h1_port, tls_port = start_server(work, cert)
     tables = work / "tables"
 
-    def proxy(name: str, port: int, addon: bool = True, **options: object) -> Mitmdump:
+    def proxy(
+        name: str, port: int, addon: bool = True, tls: bool = False, **options: object
+    ) -> Mitmdump:
+        scheme = "https" if tls else "http"
         return Mitmdump(
             work / name,
             addon=addon,
-            mode=f"reverse:http://127.0.0.1:{port}",
+            mode=f"reverse:{scheme}://127.0.0.1:{port}",
             options=options,
+            upstream_ca=cert.ca if tls else None,
             args=["--set", "flow_detail=0"],
             lifetime=7200,
             name=name,
@@ -163,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         Route("addon + tables, no frames", "h2",
               proxy("noframes", h2_port, h2ws_out=work / "noframes", h2ws_frames=False)),
         Route("addon + tables, RFC 8441", "h2", proxy("tables", h2_port, h2ws_out=tables)),
+        # TLS on both legs: intercept mode's HTTP/2 is mitmproxy's own (h2c is relayed)
+        Route("direct h2 TLS", "h2", port=tls_port, ca=cert.ca),
+        Route("intercept, TLS", "h2", proxy("icpt", tls_port, tls=True)),
+        Route("intercept + tables, TLS", "h2",
+              proxy("icpt_t", tls_port, tls=True, h2ws_out=work / "icpt_t")),
+        Route("observe, TLS", "h2", proxy("obs", tls_port, tls=True, h2ws_mode="observe")),
+        Route("observe + tables, TLS", "h2",
+              proxy("obs_t", tls_port, tls=True, h2ws_mode="observe", h2ws_out=work / "obs_t")),
     ]  # fmt: skip
     failures: list[str] = []
     try:
@@ -170,25 +192,30 @@ def main(argv: list[str] | None = None) -> int:
             if p.proxy is not None:
                 p.proxy.start()
                 p.port = p.proxy.port
-            load(p.port, p.proto, 4096, 200, args.window, args.sockets)  # warm-up
+                if p.proxy.upstream_ca is not None:
+                    p.ca = p.proxy.ca_cert  # the client trusts mitmproxy's CA
+            load(p.port, p.proto, 4096, 200, args.window, args.sockets, ca=p.ca)  # warm-up
         for size in sizes:
             for rep in range(args.reps):
                 # The three addon paths run one right after the other, each first in turn:
                 # the recording overhead is measured within each repetition (see ``paired``).
-                others, addons = paths[:3], paths[3:]
+                others, addons, tls = paths[:3], paths[3:6], paths[6:]
                 order = others + addons[rep % 3 :] + addons[: rep % 3]
+                order += tls[rep % 2 :] + tls[: rep % 2]
                 for p in order:
                     pid = p.proxy.proc.pid if p.proxy is not None and p.proxy.proc else None
                     cpu = cpu_seconds(pid) if pid else 0.0
-                    result = load(p.port, p.proto, size, 0, args.window, args.sockets, args.seconds)
+                    result = load(
+                        p.port, p.proto, size, 0, args.window, args.sockets, args.seconds, p.ca
+                    )
                     if pid:
                         # The proxy's CPU per MB relayed: steadier than throughput on a shared
                         # machine, and what the recording overhead costs in the first place.
                         result["cpu_us_per_mb"] = (cpu_seconds(pid) - cpu) / result["bytes"] * 1e12
                     p.runs.setdefault(size, []).append(result)
             for p in paths:
-                p.latency[size] = load(p.port, p.proto, size, 500, 1, 1)
-        rss = rss_run(paths[-1], args) if args.long > 0 else None
+                p.latency[size] = load(p.port, p.proto, size, 500, 1, 1, ca=p.ca)
+        rss = rss_run(paths[5], args) if args.long > 0 else None
     finally:
         for p in paths:
             if p.proxy is not None:
@@ -196,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
 
     # The addon's tables hold every data message of every run through it.
-    expected = sum(r["messages"] * 2 for runs in paths[-1].runs.values() for r in runs)
+    expected = sum(r["messages"] * 2 for runs in paths[5].runs.values() for r in runs)
     expected += 2 * 200 * args.sockets  # warm-up
-    expected += sum(r["messages"] * 2 for r in paths[-1].latency.values())
+    expected += sum(r["messages"] * 2 for r in paths[5].latency.values())
     expected += 2 * rss["messages"] if rss else 0
     got = count_messages(tables)
     if got != expected:
@@ -298,6 +325,22 @@ def report(
             f"addon / direct = {a / d:4.2f}x; CPU per MB with tables {cpu:+.1f} % "
             f"(runs {cpu_low:+.1f} to {cpu_high:+.1f}; "
             f"{paired(addon, nofr, size, 'cpu_us_per_mb')[0]:+.1f} % without frame rows)"
+        )
+    print("intercept and observe mode, TLS on both legs (throughput, RTT p50 / p99):")
+    stock_h1 = by_name["stock mitmdump, h1"]
+    for size in sizes:
+        icpt, obs = by_name["intercept, TLS"], by_name["observe, TLS"]
+        i, o_, st = (median(p.runs[size], "mbps") for p in (icpt, obs, stock_h1))
+        i_over, _, _ = paired(icpt, by_name["intercept + tables, TLS"], size, "mbps")
+        o_over, _, _ = paired(obs, by_name["observe + tables, TLS"], size, "mbps")
+        lat_i, lat_o = icpt.latency[size]["rtt_us"], obs.latency[size]["rtt_us"]
+        goal = "ok" if i >= st else "BELOW GOAL"
+        print(
+            f"  {size:>6} B: intercept {i:6.1f} MB/s = {i / st:4.2f}x stock h1 ({goal}), "
+            f"{i / o_:4.2f}x observe ({o_:.1f} MB/s); recording overhead intercept "
+            f"{i_over:5.1f} %, observe {o_over:5.1f} %; RTT intercept "
+            f"{lat_i['p50'] / 1000:.2f} / {lat_i['p99'] / 1000:.2f} ms, observe "
+            f"{lat_o['p50'] / 1000:.2f} / {lat_o['p99'] / 1000:.2f} ms"
         )
     if rss:
         growth = rss["late_kib"] - rss["early_kib"]

@@ -29,6 +29,7 @@ from h2ws.testkit.live.proxy import ADDON, MITMDUMP, Mitmdump
 from h2ws.testkit.live.tunnel import ConnectTunnel
 from h2ws.testkit.peers.runner import Certificate, EchoServer
 from tests.conftest import SEED, require
+from tests.test_addon_hooks import data_messages
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -119,13 +120,13 @@ def test_flow_file_content(recorded: dict[str, Any]) -> None:
     flows: Path = recorded["flows"]
     assert is_flow_file(flows)
     kinds = count_flows(flows)
-    # Two relayed connections with their raw chunks, and their 4 WebSockets mirrored.
-    assert kinds == {"tcp:own": 2, "http:mirror": 4}, kinds
+    # Two relayed connections with their raw chunks, their 4 WebSockets and 4 GETs mirrored.
+    assert kinds == {"tcp:own": 2, "http:mirror": 8}, kinds
 
 
 def test_extract_flow_file_equals_live(recorded: dict[str, Any]) -> None:
     offline, stats = extract_flow_file(recorded["flows"], recorded["work"] / "offline")
-    assert stats["flows"] == 6
+    assert stats["flows"] == 10
     assert {c["source"] for c in offline["connections"]} == {"flowfile"}
     assert {c["capture"] for c in offline["connections"]} == {"flows.mitm"}
     live, off = canonical(recorded["live"]), canonical(offline)
@@ -165,10 +166,27 @@ def test_without_keep_raw_the_file_says_so(
         args=["-w", str(flows)],
     )
     with proxy, ConnectTunnel(proxy.port, ("127.0.0.1", echo_server.port)) as tunnel:
-        log = tmp_path / "client.json"
-        run_node(tunnel.port, log, ws=1, gets=1)
+        client = run_node(tunnel.port, tmp_path / "client.json", ws=1, gets=1)
     offline, _ = extract_flow_file(flows, tmp_path / "offline")
     codes = [d["code"] for d in offline["diagnostics"]]
     assert "flowfile_no_raw" in codes
-    # The mirrored WebSocket flow is in the file all the same, with every message.
-    assert count_flows(flows) == {"tcp:own": 1, "http:mirror": 1}
+    # The mirrored flows (the WebSocket, the GET) are in the file all the same...
+    assert count_flows(flows) == {"tcp:own": 1, "http:mirror": 2}
+    # ...and give the streams and every WebSocket data message, on one connection row.
+    (conn,) = offline["connections"]
+    assert conn["http_version"] == "h2c" and conn["streams"] == 2 and conn["websockets"] == 1
+    assert "hooks_recorded" in codes
+    kinds = sorted(s["kind"] for s in offline["streams"])
+    assert kinds == ["http", "websocket"]
+    (ws,) = client["websockets"]
+    stream = next(s for s in offline["streams"] if s["kind"] == "websocket")
+    assert (stream["stream_id"], stream["path"], stream["protocol"]) == (
+        ws["stream_id"], ws["path"], "websocket",
+    )  # fmt: skip
+    for direction, key in (("c2s", "sent"), ("s2c", "received")):
+        got = [
+            (m["opcode"], m["payload"])
+            for m in sorted(offline["messages"], key=lambda m: m["index"])
+            if m["direction"] == direction and m["opcode"] in ("text", "binary")
+        ]
+        assert got == data_messages(ws[key]), direction

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from communityid import CommunityID, FlowTuple
@@ -20,7 +21,7 @@ from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
 from h2ws.addon.compat import unsupported_mitmproxy
-from h2ws.addon.flows import WebSocketMirror
+from h2ws.addon.flows import FlowMirror
 from h2ws.addon.recorder import LiveDecoders, trim_payload
 from h2ws.analysis.core.chunks import Closed, ConnectionInfo, Data, Opened
 from h2ws.analysis.core.decoder import ConnectionDecoder
@@ -274,7 +275,7 @@ def mirror_steps(pair: H2Pair, max_bytes: int = 0) -> tuple[tcp.TCPFlow, list[ob
     decoders = LiveDecoders(FULL)
     conn_id = flow.client_conn.id
     decoders.open(connection_info(flow.client_conn, flow.server_conn, "live", None), None)
-    mirror = WebSocketMirror(max_bytes)
+    mirror = FlowMirror(max_bytes)
     steps: list[object] = []
     for message in flow.messages:
         direction = "c2s" if message.from_client else "s2c"
@@ -287,8 +288,14 @@ def mirror_steps(pair: H2Pair, max_bytes: int = 0) -> tuple[tcp.TCPFlow, list[ob
     return flow, steps
 
 
+def steps_of(steps: list[object], stream_id: int) -> list[object]:
+    """The steps of one mirrored stream's flow."""
+    return [s for s in steps if s.hook.args()[0].metadata["h2ws"]["stream_id"] == stream_id]  # type: ignore[attr-defined]
+
+
 def test_mirror_hooks_come_in_mitmproxy_order() -> None:
     _, steps = mirror_steps(ws_connection([b"one", b"two", b"three"]))
+    steps = steps_of(steps, 3)
     seen = []
     for step in steps:
         hook = step.apply()  # type: ignore[attr-defined]
@@ -310,6 +317,62 @@ def test_mirror_hooks_come_in_mitmproxy_order() -> None:
     assert seen_name == "websocket_end"
     meta = flow.metadata["h2ws"]
     assert meta["mirror"] is True and meta["stream_id"] == 3 and flow.live is False
+
+
+def test_mirror_http_requests_in_mitmproxy_order() -> None:
+    """The GET of the connection is a read-only HTTP flow too, with mitmproxy's hooks."""
+    pair = ws_connection([b"one"])
+    pair.get("/empty", body=b"", status=204)
+    _, all_steps = mirror_steps(pair)
+    flows = {}
+    for stream_id in (1, 5):
+        steps = steps_of(all_steps, stream_id)
+        names = []
+        for step in steps:
+            hook = step.apply()  # type: ignore[attr-defined]
+            flow = hook.args()[0]
+            names.append(hook.name)
+            if hook.name == "requestheaders":
+                assert flow.response is None and flow.request.raw_content is None
+            if hook.name == "request":
+                assert flow.request.raw_content == b""  # a GET without a body
+            if hook.name == "responseheaders":
+                assert flow.response.raw_content is None
+        assert names == ["requestheaders", "request", "responseheaders", "response"]
+        flows[stream_id] = flow
+    hello, empty = flows[1], flows[5]
+    assert (hello.request.method, hello.request.path, hello.request.http_version) == (
+        "GET", "/hello", "HTTP/2.0",
+    )  # fmt: skip
+    assert hello.response.status_code == 200 and hello.websocket is None
+    assert hello.response.raw_content is None  # 5 body bytes went by, not kept
+    assert empty.response.status_code == 204 and empty.response.raw_content == b""
+    for flow in (hello, empty):
+        assert flow.live is False and flow.error is None
+        meta = flow.metadata["h2ws"]
+        assert meta["mirror"] is True and meta["bodies_kept"] is False
+        assert meta["stream_end"] == "end_stream"
+
+
+def test_mirror_http_request_reset_is_an_error() -> None:
+    pair = H2Pair()
+    sid = pair.client.get_next_available_stream_id()
+    pair.client.send_headers(
+        sid,
+        [(":method", "GET"), (":scheme", "http"), (":authority", "example"), (":path", "/r")],
+        end_stream=True,
+    )
+    pair.flush()
+    pair.server.send_headers(sid, [(":status", "200")])
+    pair.flush()
+    pair.server.reset_stream(sid)
+    pair.flush()
+    _, steps = mirror_steps(pair)
+    hooks = [step.apply() for step in steps]  # type: ignore[attr-defined]
+    assert [h.name for h in hooks] == ["requestheaders", "request", "responseheaders", "error"]
+    flow = hooks[-1].args()[0]
+    assert flow.response.status_code == 200
+    assert flow.error.msg == "stream ended mid-response: rst_stream:NO_ERROR"
 
 
 def test_mirror_keeps_a_bounded_tail() -> None:
@@ -666,3 +729,65 @@ def test_table_writer_failure_stops_writing_and_harms_nothing(
         f"h2ws: writing tables to {tmp_path} failed, stopped: [Errno 28] No space left on device"
     ]
     assert read_table(tmp_path, "frames").column("index").to_pylist() == [0]
+
+
+# ------------------------------------------------------------------------------ read-only
+
+
+class _Editor:
+    """A user's addon written for mitmproxy's own flows: it edits, drops, kills, intercepts."""
+
+    def request(self, flow: Any) -> None:
+        flow.request.headers["x-edit"] = "1"
+        flow.request.path = "/elsewhere"
+        flow.intercept()
+
+    def responseheaders(self, flow: Any) -> None:
+        flow.response.status_code = 500
+
+    def response(self, flow: Any) -> None:
+        flow.response.headers["x-edit"] = "1"
+        flow.response.content = b"edited"
+        flow.kill()
+
+    def websocket_message(self, flow: Any) -> None:
+        message = flow.websocket.messages[-1]
+        if message.content == b"drop":
+            message.drop()
+        else:
+            message.content = b"edited"
+
+
+def test_mirror_flows_stay_as_they_crossed_the_wire(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from h2ws.addon.flows import HookQueue, trigger_event
+
+    _, steps = mirror_steps(ws_connection([b"one", b"drop", b"two"]))
+
+    async def scenario() -> None:
+        async def trigger(hook: Any) -> None:
+            await trigger_event([_Editor()], hook)
+
+        queue = HookQueue(trigger, update_interval=0.01)
+        queue.put("conn", steps)  # type: ignore[arg-type]
+        await queue.wait("conn")
+
+    with caplog.at_level("WARNING", logger="h2ws.addon.readonly"):
+        asyncio.run(scenario())
+    flows = {s.hook.args()[0].metadata["h2ws"]["stream_id"]: s.hook.args()[0] for s in steps}  # type: ignore[attr-defined]
+    get, ws = flows[1], flows[3]
+    for flow in (get, ws):
+        assert "x-edit" not in flow.request.headers and "x-edit" not in flow.response.headers
+        assert flow.request.path != "/elsewhere" and flow.response.status_code == 200
+        assert flow.intercepted is False and flow.error is None
+    assert get.response.raw_content is None  # not b"edited": h2ws did not keep the body
+    messages = [(m.from_client, m.content, m.dropped) for m in ws.websocket.messages]
+    assert messages == [(c, p, False) for p in (b"one", b"drop", b"two") for c in (True, False)]
+    warnings = [r.getMessage() for r in caplog.records]
+    # one per flow and hook: request, responseheaders, response (GET and WebSocket), and
+    # websocket_message once for its six messages
+    assert len(warnings) == 7, warnings
+    assert sum("websocket_message hook" in w for w in warnings) == 1
+    assert any("response hook" in w and "kill()" in w for w in warnings)
+    assert any("request hook" in w and "intercept" in w for w in warnings)

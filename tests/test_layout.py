@@ -208,3 +208,69 @@ def test_a_core_module_that_loads_pyarrow_is_caught(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "True"
+
+
+# ------------------------------------------------------------------------------ mitmproxy internals
+
+#: the one addon module that may use mitmproxy's private modules and attributes
+INTERNALS = "intercept.py"
+
+
+def mitmproxy_private_uses(source: str) -> list[str]:
+    """Imports of a private mitmproxy module or name (a dotted part starting with ``_``), and
+    private attributes (``._x``, not dunders) of names bound from mitmproxy: imported from it,
+    or made at module level by calling such a name."""
+    tree = ast.parse(source)
+    found: list[str] = []
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mitmproxy"):
+            parts = [*(node.module or "").split("."), *(a.name for a in node.names)]
+            if any(p.startswith("_") and not p.startswith("__") for p in parts):
+                found.append(f"line {node.lineno}: from {node.module} import ...")
+            bound.update(a.asname or a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("mitmproxy"):
+                    if any(p.startswith("_") for p in alias.name.split(".")):
+                        found.append(f"line {node.lineno}: import {alias.name}")
+                    bound.add((alias.asname or alias.name).split(".")[0])
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            if isinstance(func, ast.Name) and func.id in bound:
+                bound.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            if node.attr.startswith("__"):
+                continue
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in bound:
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_mitmproxy_internals_only_in_one_addon_module() -> None:
+    """Private parts of mitmproxy change between releases: one module holds every use of them,
+    behind the version check (``addon/intercept.py``); the others use its names or public
+    mitmproxy API only."""
+    for path in sorted((REPO / "addon").glob("*.py")):
+        if path.name == INTERNALS:
+            continue
+        assert mitmproxy_private_uses(path.read_text()) == [], path.name
+    assert mitmproxy_private_uses((REPO / "addon" / INTERNALS).read_text())  # it has them
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from mitmproxy.proxy.layers.http._hooks import HttpRequestHook\n",
+        "from mitmproxy.proxy.layers.http import _http2\n",
+        "from mitmproxy.addons.next_layer import NextLayer\nB = NextLayer()\nB._ignore(1)\n",
+        "from mitmproxy.proxy.layers import http\nhttp.HttpStream._handle_event\n",
+    ],
+)
+def test_a_private_mitmproxy_use_is_caught(source: str) -> None:
+    assert mitmproxy_private_uses(source)

@@ -14,6 +14,7 @@ from h2ws.analysis.sinks.reader import read_table
 
 CONNECTION_COLUMNS = [
     "conn_id",
+    "leg",
     "http_version",
     "server_addr",
     "server_port",
@@ -37,6 +38,8 @@ WEBSOCKET_COLUMNS = [
     "close_cause",
     "stream_end",
 ]
+#: what ``streams by kind`` calls each ``connections.http_version``
+VERSION_NAMES = {"h2": "HTTP/2", "h2c": "h2c", "http/1.1": "HTTP/1.1"}
 #: Longest diagnostic example shown; longer ones end at a word boundary with "…".
 EXAMPLE_CHARS = 80
 
@@ -74,6 +77,23 @@ def _section(title: str, frame: pd.DataFrame) -> str:
     return f"{title}\n{'-' * len(title)}\n{body}\n"
 
 
+def _over(streams: pd.DataFrame, conns: pd.DataFrame) -> pd.Series:
+    """Each stream's HTTP version, named after its connection's row (HTTP/2 over TLS, h2c,
+    HTTP/1.1; a stream recorded from mitmproxy's hooks has no stream id even on HTTP/2); a
+    stream without a connection row: HTTP/2 when it has a stream id, else HTTP/1.1."""
+    versions = conns.drop_duplicates("conn_id").set_index("conn_id")["http_version"]
+    named = streams["conn_id"].map(versions).map(lambda v: VERSION_NAMES.get(v, v))
+    fallback = streams["stream_id"].notna().map({True: "HTTP/2", False: "HTTP/1.1"})
+    return named.where(named.notna(), fallback)
+
+
+def _leg(streams: pd.DataFrame, conns: pd.DataFrame) -> pd.Series:
+    """Intercept mode's ``client`` or ``server`` leg of each stream's connection; ``-`` for
+    a capture or observe mode (one row per connection)."""
+    legs = conns.drop_duplicates("conn_id").set_index("conn_id")["leg"]
+    return streams["conn_id"].map(legs).fillna("-")
+
+
 def summarise(out_dir: str | os.PathLike[str]) -> str:
     conns = _read(out_dir, "connections", [*CONNECTION_COLUMNS, "ts_start", "ts_end"])
     streams = _read(
@@ -94,10 +114,8 @@ def summarise(out_dir: str | os.PathLike[str]) -> str:
 
     if not streams.empty:
         by_kind = (
-            streams.assign(
-                over=streams["stream_id"].notna().map({True: "HTTP/2", False: "HTTP/1.1"})
-            )
-            .groupby(["over", "kind"], dropna=False)
+            streams.assign(over=_over(streams, conns), leg=_leg(streams, conns))
+            .groupby(["leg", "over", "kind"], dropna=False)
             .agg(
                 streams=("kind", "size"),
                 connections=("conn_id", "nunique"),

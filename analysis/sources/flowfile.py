@@ -44,11 +44,12 @@ from h2ws.analysis.core.chunks import (
 from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.records import (
+    ConnectionRecord,
     DiagnosticRecord,
     Record,
 )
 from h2ws.analysis.sources.mitmflows import HttpFlowRecorder
-from h2ws.analysis.sources.mitmmodel import is_mirror, tcp_flow_events
+from h2ws.analysis.sources.mitmmodel import h2ws_meta, is_mirror, tcp_flow_events
 from h2ws.analysis.sources.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -175,6 +176,9 @@ def flow_records(
     options = options or DecodeOptions()
     pipeline = Pipeline(options)
     http_rows = HttpFlowRecorder(options, "flowfile", path.name)
+    # Relayed connections saved without raw chunks: their streams from the mirror flows.
+    mirror_rows = HttpFlowRecorder(options, "flowfile", path.name, mirrors=True)
+    tcp_rows: set[str] = set()  # connections the pipeline gave a row
     for flow in _read_flows(path):
         if isinstance(flow, DiagnosticRecord):
             yield flow
@@ -186,8 +190,9 @@ def flow_records(
             if kind == "tcp":
                 # events first: a flow whose model is damaged fails here, before any row
                 events = list(tcp_flow_events(flow, "flowfile", path.name))
-            elif kind == "http" and not is_mirror(flow):
-                rows = list(_replay_http(http_rows, flow))
+            elif kind == "http":
+                recorder = mirror_rows if _mirror_without_raw(flow) else http_rows
+                rows = list(_replay_http(recorder, flow))
         except Exception as exc:  # one damaged flow, the others go on
             yield diagnostic(
                 None,
@@ -198,12 +203,28 @@ def flow_records(
             )
             continue
         if kind == "tcp":
+            if h2ws_meta(flow).get("raw_dropped") and flow.client_conn.id in mirror_rows.open_ids():
+                # its mirror flows give the connection's row (with the streams they counted)
+                events = [e for e in events if isinstance(e, DiagnosticRecord)]
+            else:
+                tcp_rows.add(flow.client_conn.id)
             for event in events:
                 yield from pipeline.handle(event)
-        elif kind == "http" and not is_mirror(flow):
+        elif kind == "http":
             yield from rows
     yield from pipeline.finish()
     yield from http_rows.finish(None, "closed")
+    yield from (  # a connection saved before its mirror flows has its row already
+        r
+        for r in mirror_rows.finish(None, "closed")
+        if not (isinstance(r, ConnectionRecord | DiagnosticRecord) and r.conn_id in tcp_rows)
+    )
+
+
+def _mirror_without_raw(flow: http.HTTPFlow) -> bool:
+    """A mirror flow whose connection's raw chunks were not kept (``h2ws_keep_raw=false``):
+    the only record of its stream.  Files from before ``raw_kept`` existed: skipped."""
+    return is_mirror(flow) and h2ws_meta(flow).get("raw_kept") is False
 
 
 def _replay_http(recorder: HttpFlowRecorder, flow: http.HTTPFlow) -> Iterator[Record]:

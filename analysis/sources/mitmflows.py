@@ -83,10 +83,20 @@ class HttpFlowRecorder:
     counts are payload bytes; a ``hooks_recorded`` diagnostic on every such connection says so.
     """
 
-    def __init__(self, options: DecodeOptions, source: str, capture: str | None = None) -> None:
+    def __init__(
+        self,
+        options: DecodeOptions,
+        source: str,
+        capture: str | None = None,
+        *,
+        mirrors: bool = False,
+    ) -> None:
         self.options = options
         self.source = source
         self.capture = capture
+        #: record the addon's mirror flows instead (and only them): a flow file whose relayed
+        #: connections were saved without their raw chunks (``flow_records``)
+        self.mirrors = mirrors
         self._conns: dict[str, _HookConn] = {}
         #: exchange number of every flow seen but not finished, by flow id
         self._exchange: dict[str, int] = {}
@@ -135,9 +145,12 @@ class HttpFlowRecorder:
 
     # ---------------------------------------------------------------- hooks
 
+    def _skip(self, flow: http.HTTPFlow) -> bool:
+        return is_mirror(flow) != self.mirrors
+
     def request(self, flow: http.HTTPFlow) -> list[Record]:
         """``requestheaders``: numbers the exchange on its connection (kept in the metadata)."""
-        if is_mirror(flow):
+        if self._skip(flow):
             return []
         conn = self._conn(flow)
         number = self._exchange_of(flow, conn)
@@ -146,18 +159,18 @@ class HttpFlowRecorder:
 
     def response(self, flow: http.HTTPFlow) -> list[Record]:
         """``response``: a plain exchange is complete; a WebSocket waits for its end."""
-        if is_mirror(flow) or flow.websocket is not None:
+        if self._skip(flow) or flow.websocket is not None:
             return []
         return [self._stream(flow, flow.response.timestamp_end if flow.response else None)]
 
     def error(self, flow: http.HTTPFlow) -> list[Record]:
-        if is_mirror(flow) or flow.id in self._ws:
+        if self._skip(flow) or flow.id in self._ws:
             return []
         ts = flow.error.timestamp if flow.error else None
         return [self._stream(flow, ts)]
 
     def websocket_start(self, flow: http.HTTPFlow) -> list[Record]:
-        if is_mirror(flow):
+        if self._skip(flow):
             return []
         stream = self._new_stream(flow)
         self._ws[flow.id] = _WsState(stream, {"c2s": 0, "s2c": 0})
@@ -220,6 +233,10 @@ class HttpFlowRecorder:
         """``client_disconnected``: the connection's own row, if any exchange was recorded."""
         return self._close_conn(client.id, ts or client.timestamp_end, "closed")
 
+    def open_ids(self) -> set[str]:
+        """The client connections with an exchange recorded and no row yet."""
+        return set(self._conns)
+
     def finish(self, ts: float | None, cause: str = "capture_ended") -> list[Record]:
         """Everything still open when the recording stopped.
 
@@ -252,9 +269,15 @@ class HttpFlowRecorder:
             "http1" if rec.http_version == "http/1.1" else "h2",
             "info",
             "hooks_recorded",
-            "relayed by mitmproxy's own HTTP layer: rows come from its flows "
-            "(no fragments, wire lengths, compression flags, ping/pong or answering close "
-            "frames; byte counts are payload bytes)",
+            (
+                "relayed byte for byte but saved without its raw chunks: rows come from the "
+                "addon's read-only mirror flows (no HTTP bodies, fragments, wire lengths, "
+                "compression flags or ping/pong; byte counts are WebSocket payload bytes)"
+                if self.mirrors
+                else "relayed by mitmproxy's own HTTP layer: rows come from its flows "
+                "(no fragments, wire lengths, compression flags, ping/pong or answering close "
+                "frames; byte counts are payload bytes)"
+            ),
             ts=rec.ts_start,
         )
         return [note, rec]
@@ -266,7 +289,12 @@ class HttpFlowRecorder:
         req_headers = _header_list(request.headers)
         upgrade = first(req_headers, "upgrade")
         # intercept mode keeps an extended CONNECT's ``:protocol`` as its first header field
-        protocol = first(req_headers, ":protocol") or upgrade
+        saved_protocol = h2ws_meta(flow).get("protocol")  # a mirror's (no pseudo-headers)
+        protocol = (
+            first(req_headers, ":protocol")
+            or (saved_protocol if isinstance(saved_protocol, str) else None)
+            or upgrade
+        )
         saved_id = h2ws_meta(flow).get("stream_id")
         websocket = flow.websocket is not None or (upgrade or "").lower() == "websocket"
         if websocket:

@@ -3,16 +3,24 @@
 // port and HTTP/1.1 Upgrade on another, with the same echo code in the same process, so that
 // the two ways a WebSocket crosses mitmproxy are compared against one server.  Node.js 20.
 //
-//   node bench_echo_server.mjs [--lifetime 600]   prints READY <h2 port> <h1 port>; stops with stdin
+//   node bench_echo_server.mjs [--lifetime 600] [--cert C --key K]
+//   prints READY <h2 port> <h1 port> [<h2 over TLS port>]; stops with stdin
+// With --cert/--key, a third port serves the same RFC 8441 echo over TLS (ALPN h2 only), for
+// intercept mode, whose HTTP/2 is mitmproxy's own and so needs TLS on both legs.
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 
 import { FrameReader, OP, frame } from './node_ws.mjs';
 
 let lifetime = 600;
+let cert = null;
+let key = null;
 for (let i = 2; i < process.argv.length; i++) {
   if (process.argv[i] === '--lifetime') lifetime = Number(process.argv[++i]);
+  else if (process.argv[i] === '--cert') cert = fs.readFileSync(process.argv[++i]);
+  else if (process.argv[i] === '--key') key = fs.readFileSync(process.argv[++i]);
 }
 
 // The echo: data frames back as they came (fragmentation kept), pongs for pings, the close
@@ -28,8 +36,7 @@ function echo(write, end) {
   });
 }
 
-const h2 = http2.createServer({ settings: { enableConnectProtocol: true } });
-h2.on('stream', (stream, headers) => {
+function onStream(stream, headers) {
   stream.on('error', () => {});
   if (headers[':method'] !== 'CONNECT' || headers[':protocol'] !== 'websocket') {
     stream.respond({ ':status': 404 });
@@ -39,7 +46,9 @@ h2.on('stream', (stream, headers) => {
   stream.respond({ ':status': 200 });
   const reader = echo((b) => stream.write(b), (b) => stream.end(b));
   stream.on('data', (d) => reader.feed(d));
-});
+}
+const h2 = http2.createServer({ settings: { enableConnectProtocol: true } });
+h2.on('stream', onStream);
 h2.on('session', (s) => s.on('error', () => {}));
 
 const h1 = http.createServer((req, res) => { res.writeHead(404); res.end(); });
@@ -58,13 +67,23 @@ h1.on('upgrade', (req, socket, head) => {
 
 // Two ports, one process, one echo: Node's http2 server cannot take over a socket whose first
 // bytes were already read, so the protocols are told apart by port rather than by sniffing.
+const servers = [['h2', h2], ['h1', h1]];
+if (cert && key) {
+  const h2tls = http2.createSecureServer({ cert, key, settings: { enableConnectProtocol: true } });
+  h2tls.on('stream', onStream);
+  h2tls.on('session', (s) => s.on('error', () => {}));
+  servers.push(['h2tls', h2tls]);
+}
 let ready = 0;
 const ports = {};
-for (const [name, server] of [['h2', h2], ['h1', h1]]) {
+for (const [name, server] of servers) {
   server.on('connection', (socket) => socket.setNoDelay(true));
   server.listen(0, '127.0.0.1', () => {
     ports[name] = server.address().port;
-    if (++ready === 2) process.stdout.write(`READY ${ports.h2} ${ports.h1}\n`);
+    if (++ready === servers.length) {
+      const tls = ports.h2tls ? ` ${ports.h2tls}` : '';
+      process.stdout.write(`READY ${ports.h2} ${ports.h1}${tls}\n`);
+    }
   });
 }
 process.stdin.on('end', () => process.exit(0));

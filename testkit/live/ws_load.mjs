@@ -5,20 +5,23 @@
 //   node ws_load.mjs --port P --proto h2|h1 [--size 1024] [--count 2000] [--window 8]
 //        [--sockets 4] [--seconds 0]
 //
-// h2: one HTTP/2 connection (h2c prior knowledge), K extended-CONNECT WebSockets (RFC 8441).
+// h2: one HTTP/2 connection (h2c prior knowledge), K extended-CONNECT WebSockets (RFC 8441);
+//     with --ca FILE: over TLS (ALPN h2), trusting FILE, server name localhost.
 // h1: K connections, one HTTP/1.1 Upgrade WebSocket each.
 // --seconds T > 0: keep sending for T seconds instead of N messages (the long run).
 // Prints one JSON line: messages, bytes (payload, both ways), seconds, rtt_us percentiles.
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
 
 import { FrameReader, OP, frame } from './node_ws.mjs';
 
-const o = { port: 0, proto: 'h2', size: 1024, count: 2000, window: 8, sockets: 4, seconds: 0 };
+const o = { port: 0, proto: 'h2', size: 1024, count: 2000, window: 8, sockets: 4, seconds: 0,
+  ca: '' };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].slice(2);
-  o[k] = k === 'proto' ? process.argv[i + 1] : Number(process.argv[i + 1]);
+  o[k] = k === 'proto' || k === 'ca' ? process.argv[i + 1] : Number(process.argv[i + 1]);
 }
 setTimeout(() => { process.stderr.write('ws_load: timed out\n'); process.exit(5); },
   (o.seconds ? o.seconds + 60 : 300) * 1000).unref();
@@ -56,13 +59,17 @@ function drive(write, end) {
 }
 
 async function runH2() {
-  const session = http2.connect(`http://127.0.0.1:${o.port}`);
+  const scheme = o.ca ? 'https' : 'http';
+  const session = o.ca
+    ? http2.connect(`https://127.0.0.1:${o.port}`,
+      { ca: fs.readFileSync(o.ca), servername: 'localhost' })
+    : http2.connect(`http://127.0.0.1:${o.port}`);
   session.on('error', (e) => { process.stderr.write(`session: ${e}\n`); process.exit(1); });
   await new Promise((r) => session.once('remoteSettings', r));
   const jobs = [];
   for (let k = 0; k < o.sockets; k++) {
     const stream = session.request({ ':method': 'CONNECT', ':protocol': 'websocket',
-      ':scheme': 'http', ':path': `/ws/${k}`, ':authority': `127.0.0.1:${o.port}`,
+      ':scheme': scheme, ':path': `/ws/${k}`, ':authority': `127.0.0.1:${o.port}`,
       'sec-websocket-version': '13' }, { endStream: false });
     const d = drive((b) => stream.write(b), (b) => stream.write(b));
     stream.on('response', () => d.start());
