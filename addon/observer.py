@@ -231,6 +231,8 @@ class H2wsAddon:
             intercept.STATE.enabled = self._intercept
         if any(name.startswith("h2ws_") for name in updated):
             self.decoders.options = self._decode_options()  # for connections from now on
+            # the same limits on mitmproxy's own HTTP/2 connections (intercept mode)
+            intercept.STATE.header_limits = self.decoders.options.headers
             self.mirror.max_bytes = max(0, opts.h2ws_flow_bytes)
             self._keep_raw = opts.h2ws_keep_raw
             self._flows = opts.h2ws_flows
