@@ -319,3 +319,16 @@ def test_unfinished_block_at_the_end_is_reported() -> None:
     wire = client(headers_frame(1, hpack.Encoder().encode(REQUEST), end_headers=False))
     records = decode([("c2s", wire, 0.1), ("s2c", server(), 0.2)])
     assert "h2_truncated_header_block" in codes(records)
+
+
+def test_unfinished_block_over_the_limit_names_the_limit() -> None:
+    """A proxy refuses such a block before it ends (intercept mode): the row says why."""
+    fragment = literal_block(2**17)
+    wire = client(
+        headers_frame(1, fragment, end_headers=False),
+        *(continuation(1, fragment, False) for _ in range(3)),
+    )
+    records = decode([("c2s", wire, 0.1), ("s2c", server(), 0.2)])
+    found = diag(records, "h2_header_block_too_large")
+    assert "never completed" in found.message and found.stream_id == 1
+    assert "h2_truncated_header_block" not in codes(records)

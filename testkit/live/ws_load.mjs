@@ -3,11 +3,12 @@
 // S bytes with at most W unanswered at a time, timing every round trip (send -> its echo).
 //
 //   node ws_load.mjs --port P --proto h2|h1 [--size 1024] [--count 2000] [--window 8]
-//        [--sockets 4] [--seconds 0]
+//        [--sockets 4] [--seconds 0] [--tls 1]
 //
 // h2: one HTTP/2 connection (h2c prior knowledge), K extended-CONNECT WebSockets (RFC 8441).
 // h1: K connections, one HTTP/1.1 Upgrade WebSocket each.
 // --seconds T > 0: keep sending for T seconds instead of N messages (the long run).
+// --tls 1 (h2 only): HTTP/2 over TLS with ALPN h2, certificate not checked (a local test proxy).
 // Prints one JSON line: messages, bytes (payload, both ways), seconds, rtt_us percentiles.
 import crypto from 'node:crypto';
 import http2 from 'node:http2';
@@ -15,7 +16,8 @@ import net from 'node:net';
 
 import { FrameReader, OP, frame } from './node_ws.mjs';
 
-const o = { port: 0, proto: 'h2', size: 1024, count: 2000, window: 8, sockets: 4, seconds: 0 };
+const o = { port: 0, proto: 'h2', size: 1024, count: 2000, window: 8, sockets: 4, seconds: 0,
+  tls: 0 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].slice(2);
   o[k] = k === 'proto' ? process.argv[i + 1] : Number(process.argv[i + 1]);
@@ -56,13 +58,15 @@ function drive(write, end) {
 }
 
 async function runH2() {
-  const session = http2.connect(`http://127.0.0.1:${o.port}`);
+  const scheme = o.tls ? 'https' : 'http';
+  const session = http2.connect(`${scheme}://127.0.0.1:${o.port}`,
+    o.tls ? { rejectUnauthorized: false } : {});
   session.on('error', (e) => { process.stderr.write(`session: ${e}\n`); process.exit(1); });
   await new Promise((r) => session.once('remoteSettings', r));
   const jobs = [];
   for (let k = 0; k < o.sockets; k++) {
     const stream = session.request({ ':method': 'CONNECT', ':protocol': 'websocket',
-      ':scheme': 'http', ':path': `/ws/${k}`, ':authority': `127.0.0.1:${o.port}`,
+      ':scheme': scheme, ':path': `/ws/${k}`, ':authority': `127.0.0.1:${o.port}`,
       'sec-websocket-version': '13' }, { endStream: false });
     const d = drive((b) => stream.write(b), (b) => stream.write(b));
     stream.on('response', () => d.start());
@@ -114,4 +118,4 @@ const seconds = (performance.now() - t0) / 1000;
 rtts.sort((a, b) => a - b);
 const pct = (p) => Math.round(1000 * rtts[Math.min(rtts.length - 1, Math.floor(p * rtts.length))]);
 process.stdout.write(JSON.stringify({ proto: o.proto, size: o.size, messages,
-  bytes: 2 * messages * o.size, seconds, rtt_us: { p50: pct(0.5), p99: pct(0.99) } }) + '\n');
+  bytes: 2 * messages * o.size, seconds, rtt_us: { p50: pct(0.5), p99: pct(0.99), max: pct(1) } }) + '\n');
