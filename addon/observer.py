@@ -204,10 +204,17 @@ class H2wsAddon:
             "Largest WebSocket message decoded (after inflate); bounds decompression bombs.",
         )
         # HTTP/2 header block limits of h2ws's own decoding (docs/schema.md, "Limits"); over
-        # one, a block is skipped with a diagnostic and the connection decodes on.
+        # one, a block is skipped with a diagnostic and the connection decodes on.  Intercept
+        # mode puts them on mitmproxy's HTTP/2 connections too (h2limits.py): GOAWAY there.
         limits = HeaderLimits()
         for name, default, what in _header_limit_options(limits):
-            loader.add_option(name, int, default, f"{what} (h2ws's decoding; docs/schema.md).")
+            loader.add_option(
+                name,
+                int,
+                default,
+                f"{what} (h2ws's decoding; in intercept mode also mitmproxy's HTTP/2 "
+                "connections, refused over it; docs/schema.md).",
+            )
         loader.add_option(
             "h2ws_flush_interval",
             int,
