@@ -40,6 +40,7 @@ def test_soak_thousand_websockets_with_a_hostile_connection(tmp_path: Path, mode
     out = tmp_path / "tables"
     certificate = make_certificate(tmp_path / "cert")
     samples: list[float] = []
+    per_round: list[float] = []  # RSS after each client run
     results = []
     stop = threading.Event()
     with NodeServer(tmp_path, certificate, lifetime=240 + 120 * ROUNDS) as server:
@@ -75,7 +76,8 @@ def test_soak_thousand_websockets_with_a_hostile_connection(tmp_path: Path, mode
                     done = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
                     assert done.returncode == 0, done.stderr[-2000:]
                     results.append(json.loads(done.stdout))
-                    samples.append(_rss_mb(pid))
+                    per_round.append(_rss_mb(pid))
+                    samples.append(per_round[-1])
             finally:
                 stop.set()
                 attacker.join(timeout=60)
@@ -84,7 +86,8 @@ def test_soak_thousand_websockets_with_a_hostile_connection(tmp_path: Path, mode
             assert proxy.alive(), proxy.log()[-3000:]
     figures = (
         f"{mode}: {ROUNDS} round(s) {results}; proxy RSS start {samples[0]:.0f} MB, "
-        f"peak {max(samples):.0f} MB, end {samples[-1]:.0f} MB ({len(samples)} samples)"
+        f"peak {max(samples):.0f} MB, end {samples[-1]:.0f} MB ({len(samples)} samples); after "
+        f"each round: {', '.join(f'{x:.0f}' for x in per_round)} MB"
     )
     print(figures)
     expected = CONNECTIONS * SOCKETS * MESSAGES
