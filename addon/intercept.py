@@ -67,7 +67,9 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.websocket import WebSocketData
 from wsproto.utilities import generate_accept_token
 
+from h2ws.addon import h2limits
 from h2ws.addon.compat import unsupported_mitmproxy
+from h2ws.analysis.core.options import HeaderLimits
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ class State:
     enabled: bool = False
     #: ``tap(layer, conn, received, data)``: the bytes of each HTTP connection layer (tables)
     tap: Callable[[layer.Layer, Connection, bool, bytes], None] | None = None
+    #: the ``h2ws_max_*`` header limits put on mitmproxy's HTTP/2 connections (``h2limits``)
+    header_limits: HeaderLimits | None = None
     applied: list[str] = field(default_factory=list)
 
 
@@ -189,6 +193,20 @@ def _first_line_format(self: http.Request) -> str:
         return "absolute"
     result: str = _orig_first_line_format.fget(self)  # type: ignore[attr-defined]
     return result
+
+
+# ------------------------------------------------------------------------------ Http2Connection
+
+_orig_http2connection_init = _http2.Http2Connection.__init__
+
+
+def _http2connection_init(self: _http2.Http2Connection, context: Any, conn: Connection) -> None:
+    """Wraps ``Http2Connection.__init__`` (client and server legs): hyper-h2's HPACK decoding
+    is quadratic in a block's literals and its limits are not h2ws's, so the connection gets
+    the ``h2ws_max_*`` header limits and the linear decoder (:func:`h2limits.bound`)."""
+    _orig_http2connection_init(self, context, conn)
+    if STATE.enabled and STATE.header_limits is not None:
+        h2limits.bound(self.h2_conn, STATE.header_limits)
 
 
 # ------------------------------------------------------------------------------ Http2Server
@@ -837,6 +855,7 @@ _PATCHES: list[tuple[Any, str, Any]] = [
     (_http3, "format_h2_request_headers", format_h2_request_headers),
     (mhttp, "validate_request", validate_request),
     (http.Request, "first_line_format", property(_first_line_format)),
+    (_http2.Http2Connection, "__init__", _http2connection_init),
     (_http2.Http2Server, "__init__", _http2server_init),
     (_http2.Http2Client, "_handle_event", _http2client_handle_event),
     (mhttp.HttpLayer, "get_connection", _get_connection),

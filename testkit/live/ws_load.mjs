@@ -3,12 +3,13 @@
 // S bytes with at most W unanswered at a time, timing every round trip (send -> its echo).
 //
 //   node ws_load.mjs --port P --proto h2|h1 [--size 1024] [--count 2000] [--window 8]
-//        [--sockets 4] [--seconds 0]
+//        [--sockets 4] [--seconds 0] [--tls 1]
 //
 // h2: one HTTP/2 connection (h2c prior knowledge), K extended-CONNECT WebSockets (RFC 8441);
 //     with --ca FILE: over TLS (ALPN h2), trusting FILE, server name localhost.
 // h1: K connections, one HTTP/1.1 Upgrade WebSocket each.
 // --seconds T > 0: keep sending for T seconds instead of N messages (the long run).
+// --tls 1 (h2 only): HTTP/2 over TLS with ALPN h2, certificate not checked (a local test proxy).
 // Prints one JSON line: messages, bytes (payload, both ways), seconds, rtt_us percentiles.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -18,7 +19,7 @@ import net from 'node:net';
 import { FrameReader, OP, frame } from './node_ws.mjs';
 
 const o = { port: 0, proto: 'h2', size: 1024, count: 2000, window: 8, sockets: 4, seconds: 0,
-  ca: '' };
+  ca: '', tls: 0 };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].slice(2);
   o[k] = k === 'proto' || k === 'ca' ? process.argv[i + 1] : Number(process.argv[i + 1]);
@@ -59,11 +60,10 @@ function drive(write, end) {
 }
 
 async function runH2() {
-  const scheme = o.ca ? 'https' : 'http';
-  const session = o.ca
-    ? http2.connect(`https://127.0.0.1:${o.port}`,
-      { ca: fs.readFileSync(o.ca), servername: 'localhost' })
-    : http2.connect(`http://127.0.0.1:${o.port}`);
+  const scheme = o.ca || o.tls ? 'https' : 'http';
+  const options = o.ca ? { ca: fs.readFileSync(o.ca), servername: 'localhost' }
+    : o.tls ? { rejectUnauthorized: false } : {};
+  const session = http2.connect(`${scheme}://127.0.0.1:${o.port}`, options);
   session.on('error', (e) => { process.stderr.write(`session: ${e}\n`); process.exit(1); });
   await new Promise((r) => session.once('remoteSettings', r));
   const jobs = [];
@@ -121,4 +121,4 @@ const seconds = (performance.now() - t0) / 1000;
 rtts.sort((a, b) => a - b);
 const pct = (p) => Math.round(1000 * rtts[Math.min(rtts.length - 1, Math.floor(p * rtts.length))]);
 process.stdout.write(JSON.stringify({ proto: o.proto, size: o.size, messages,
-  bytes: 2 * messages * o.size, seconds, rtt_us: { p50: pct(0.5), p99: pct(0.99) } }) + '\n');
+  bytes: 2 * messages * o.size, seconds, rtt_us: { p50: pct(0.5), p99: pct(0.99), max: pct(1) } }) + '\n');

@@ -87,16 +87,22 @@ class H2Decoder(StreamLayer):
     def close(self, ts: float | None, cause: str) -> list[Record]:
         """The connection ended: every stream still open gets its cause."""
         for state in self.dirs.values():
-            if state.pending_block is not None and not state.failed:
+            pending = state.pending_block
+            if pending is not None and not state.failed:
+                code, message = "h2_truncated_header_block", "header block never completed"
+                if pending.skipped is not None:
+                    # Over a limit before it ended (where a proxy refuses it): name the limit.
+                    code, why = pending.skipped
+                    message = f"{why}; {message} ({pending.size} bytes)"
                 self._out.append(
                     diagnostic(
                         self.conn_id,
                         "h2",
                         "warning",
-                        "h2_truncated_header_block",
-                        f"{state.name} header block never completed",
+                        code,
+                        f"{state.name} {message}",
                         ts=ts,
-                        stream_id=state.pending_block.stream_id,
+                        stream_id=pending.stream_id,
                     )
                 )
             if state.buffer and not state.failed:

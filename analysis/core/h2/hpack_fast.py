@@ -192,6 +192,7 @@ def decode_block(
     *,
     max_table_size: int,
     max_list_size: int,
+    stop_over_list: bool = False,
 ) -> list[tuple[bytes, bytes]]:
     """The header list of one complete block, updating ``table``.  One pass, O(len(block)).
 
@@ -200,7 +201,10 @@ def decode_block(
     :class:`HpackDecodingError` for invalid HPACK (table forgotten too, since the rest of the
     block's updates are lost), :class:`HeaderListTooLarge` after the whole block was applied
     when the list exceeds ``max_list_size``, :class:`UnknownDynamicIndex` after the whole block
-    was applied when it referred to unknown entries.
+    was applied when it referred to unknown entries.  With ``stop_over_list``,
+    :class:`HeaderListTooLarge` comes as soon as the list is over ``max_list_size`` and the
+    table is forgotten: for a caller that ends the connection then (the proxy, which thus
+    pays for at most ``max_list_size`` of fields, not for the whole block).
     """
     data = memoryview(block)
     end = len(data)
@@ -250,6 +254,8 @@ def decode_block(
             list_size += 32 + (len(name) if name else 0) + (len(value) if value else 0)
             if list_size <= max_list_size:
                 fields.append((name, value))
+            elif stop_over_list:
+                raise HeaderListTooLarge(max_list_size, list_size)
             elif fields:
                 fields = []  # the list will be dropped: hold none of it
     except HpackDecodingError:
