@@ -3,7 +3,7 @@
 // S bytes with at most W unanswered at a time, timing every round trip (send -> its echo).
 //
 //   node ws_load.mjs --port P --proto h2|h1 [--size 1024] [--count 2000] [--window 8]
-//        [--sockets 4] [--seconds 0] [--tls 1]
+//        [--sockets 4] [--seconds 0] [--ca FILE | --tls 1]
 //
 // h2: one HTTP/2 connection (h2c prior knowledge), K extended-CONNECT WebSockets (RFC 8441);
 //     with --ca FILE: over TLS (ALPN h2), trusting FILE, server name localhost.
