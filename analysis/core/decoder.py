@@ -14,6 +14,7 @@ from communityid import CommunityID, FlowTuple
 from h2ws.analysis.core.chunks import ConnectionInfo, TlsInfo
 from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.core.h2 import PREFACE, H2Decoder
+from h2ws.analysis.core.h2.resync import Chain, ChainSearch, role_evidence
 from h2ws.analysis.core.http1 import Http1Decoder
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.records import (
@@ -83,6 +84,10 @@ class ConnectionDecoder:
         self.info = info
         self.options = options or DecodeOptions()
         self.record = connection_record(info, tls=tls)
+        self.record.start_captured = not info.midstream
+        #: the TCP layer's client guess was wrong (told by the HTTP/2 frames): labels swapped
+        self._swapped = False
+        self._chains = {"c2s": ChainSearch(), "s2c": ChainSearch()}
         self._h2: H2Decoder | None = None
         self._http1: Http1Decoder | None = None
         self._sniff: dict[str, bytearray] = {"c2s": bytearray(), "s2c": bytearray()}
@@ -133,6 +138,8 @@ class ConnectionDecoder:
         return self._take()
 
     def count_wire(self, direction: Direction, length: int, ts: float) -> None:
+        if self._swapped:
+            direction = _OTHER[direction]
         rec = self.record
         if rec.ts_start is None:
             rec.ts_start = ts
@@ -145,6 +152,8 @@ class ConnectionDecoder:
     def feed(self, direction: Direction, data: bytes, ts: float) -> list[Record]:
         if not self._wire_counted:
             self.count_wire(direction, len(data), ts)
+        if self._swapped:
+            direction = _OTHER[direction]
         if self._protocol is None:
             self._sniff[direction] += data
             self._held.append((direction, data, ts))
@@ -154,6 +163,8 @@ class ConnectionDecoder:
         return self._take()
 
     def gap(self, direction: Direction, ts: float, length: int | None) -> list[Record]:
+        if self._swapped:
+            direction = _OTHER[direction]
         rec = self.record
         rec.error = rec.error or f"bytes missing from the {direction} stream"
         if self._protocol is None:
@@ -181,6 +192,8 @@ class ConnectionDecoder:
         rec = self.record
         if ts is not None:
             rec.ts_end = max(rec.ts_end or ts, ts)
+        if self._protocol is None and self.info.midstream:
+            self._try_midstream(ts, final=True)
         if self._protocol is None and (self._sniff["c2s"] or self._sniff["s2c"]):
             self._decide_unknown(ts)
         if self._http1 is not None:
@@ -195,6 +208,16 @@ class ConnectionDecoder:
 
     def _try_sniff(self, ts: float) -> None:
         c2s = bytes(self._sniff["c2s"])
+        if self.info.midstream and not (
+            c2s
+            and (
+                c2s.startswith(PREFACE[: len(c2s)])
+                or _HTTP1_REQUEST.match(c2s)
+                or _TLS_RECORD.match(c2s)
+            )
+        ):
+            self._try_midstream(ts, final=False)
+            return
         if c2s:
             n = min(len(c2s), len(PREFACE))
             if c2s[:n] == PREFACE[:n]:
@@ -224,6 +247,88 @@ class ConnectionDecoder:
                 return
         elif len(self._sniff["s2c"]) > _SNIFF_LIMIT:
             self._decide_unknown(ts)
+
+    def _try_midstream(self, ts: float | None, *, final: bool) -> None:
+        """The start was not captured: HTTP/2 from its frame structure (:mod:`.h2.resync`).
+
+        HTTP/2 when no direction with bytes fails to chain, at least one chains, and the two
+        hold :data:`~.h2.resync.MIN_FRAMES` frames together; unknown when a direction cannot
+        chain or the sniff limit is reached; otherwise wait for more bytes.
+        """
+        found: dict[str, Chain] = {}
+        for d in ("c2s", "s2c"):
+            buf = self._sniff[d]
+            if not buf:
+                continue
+            over = len(buf) > _SNIFF_LIMIT
+            result = self._chains[d].search(buf, final=final or over)
+            if result is False:
+                if not final:
+                    self._decide_unknown(ts)
+                return
+            if result is None:
+                return
+            assert isinstance(result, Chain)
+            found[d] = result
+        if not found or (final and sum(c.complete for c in found.values()) < 2):
+            return
+        self._start_midstream_h2(found, ts)
+
+    def _start_midstream_h2(self, found: dict[str, Chain], ts: float | None) -> None:
+        """Decide who is the client from the frames, swap if TCP guessed wrong, start."""
+        votes = {"c2s": 0, "s2c": 0}  # for "this label is the client's side"
+        reasons: list[str] = []
+        for d, chain in found.items():
+            client, server, why = role_evidence(self._sniff[d], chain.frames)
+            votes[d] += client
+            votes[_OTHER[d]] += server
+            reasons += why
+        rec = self.record
+        if votes["s2c"] > votes["c2s"]:
+            how = "swapped the TCP layer's guess"
+            self._swap()
+            found = {_OTHER[d]: c for d, c in found.items()}
+        elif votes["c2s"] > votes["s2c"]:
+            how = "confirmed the TCP layer's guess"
+        else:
+            how = "no evidence in the frames: the TCP layer's guess (ports) kept"
+        shown = ", ".join(sorted(set(reasons))) or "nothing"
+        starts = ", ".join(f"{d} from byte {c.start}" for d, c in sorted(found.items()))
+        self._out.append(
+            diagnostic(
+                self.info.conn_id,
+                "h2",
+                "warning",
+                "h2_midstream",
+                f"HTTP/2 recognised without its preface ({starts}); client"
+                f" {rec.client_addr}:{rec.client_port}, {how} (evidence: {shown})",
+                ts=ts,
+            )
+        )
+        self._protocol = "h2"
+        rec.http_version = "h2" if rec.tls else "h2c"
+        self._h2 = H2Decoder(self.info.conn_id, self.options, expect_preface=False, midstream=True)
+        skip = {d: c.start for d, c in found.items()}
+        held = self._held
+        self._forget_sniffed()
+        for direction, data, chunk_ts in held:
+            left = skip.get(direction, 0)
+            if left:
+                cut = min(left, len(data))
+                skip[direction] = left - cut
+                data = data[cut:]
+            if data:
+                self._route(direction, data, chunk_ts)
+
+    def _swap(self) -> None:
+        """The other side is the client: swap the row's ends, its counts and the held bytes."""
+        self._swapped = True
+        rec = self.record
+        rec.client_addr, rec.server_addr = rec.server_addr, rec.client_addr
+        rec.client_port, rec.server_port = rec.server_port, rec.client_port
+        rec.bytes_c2s, rec.bytes_s2c = rec.bytes_s2c, rec.bytes_c2s
+        self._sniff = {"c2s": self._sniff["s2c"], "s2c": self._sniff["c2s"]}
+        self._held = [(_OTHER[d], data, ts) for d, data, ts in self._held]
 
     def _decide_unknown(self, ts: float | None) -> None:
         self._protocol = "unknown"
@@ -316,6 +421,8 @@ class ConnectionDecoder:
             rec.streams += h2.stream_count
             rec.websockets += h2.websocket_count
             rec.enable_connect_protocol = bool(h2.enable_connect_protocol)
+            if h2.midstream and h2.enable_connect_protocol is None:
+                rec.enable_connect_protocol = None  # its SETTINGS may be before the capture
             rec.ts_enable_connect_protocol = h2.ts_enable_connect_protocol
             rec.settings_c2s = h2.settings_json("c2s")
             rec.settings_s2c = h2.settings_json("s2c")
@@ -326,6 +433,9 @@ class ConnectionDecoder:
     def _take(self) -> list[Record]:
         out, self._out = self._out, []
         return out
+
+
+_OTHER: dict[str, Direction] = {"c2s": "s2c", "s2c": "c2s"}
 
 
 def _could_be_http1(data: bytes) -> bool:

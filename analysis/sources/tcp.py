@@ -306,6 +306,7 @@ class TcpReassembler:
             server_port=server[1],
             source=self.source,
             capture=self.capture,
+            midstream=not handshake,
         )
         conn = _Conn(info, (key, rev))
         self._open[conn_id] = conn

@@ -46,8 +46,15 @@ class StreamLayer(FrameLayer):
         *,
         expect_preface: bool = True,
         fast_path: bool = True,
+        midstream: bool = False,
     ) -> None:
-        super().__init__(conn_id, options, expect_preface=expect_preface, fast_path=fast_path)
+        super().__init__(
+            conn_id,
+            options,
+            expect_preface=expect_preface,
+            fast_path=fast_path,
+            midstream=midstream,
+        )
         self.streams: dict[int, Stream] = {}
         self.stream_count = 0
         self.websocket_count = 0
@@ -107,13 +114,23 @@ class StreamLayer(FrameLayer):
             rec.scheme,
             rec.path,
             headers,
-            bool(self.enable_connect_protocol),
+            bool(self.enable_connect_protocol) or self.midstream,
         ):
             self._out.append(
                 diagnostic(
                     self.conn_id, "rfc8441", severity, code, message, ts=ts, stream_id=stream_id
                 )
             )
+        return stream
+
+    def _open_inferred(self, stream_id: int, ts: float) -> Stream:
+        """A stream first seen after its request (the capture started later): its row, kind
+        ``unknown`` and ``inferred``, its request headers unknown (null)."""
+        stream = self._open_stream(stream_id, [], ts, kind_hint="unknown")
+        stream.record.request_headers = None
+        stream.record.inferred = True
+        stream.request_headers = None
+        stream.incomplete = True  # its start is not in the capture
         return stream
 
     def _on_response(self, stream: Stream, headers: HeaderList, ts: float) -> None:
@@ -160,7 +177,9 @@ class StreamLayer(FrameLayer):
     ) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
-            return  # DATA for a stream we never saw open (capture started late): counted in frames
+            if not self.midstream:
+                return  # DATA for a stream never seen open: counted in frames
+            stream = self._open_inferred(stream_id, ts)
         if d == "c2s":
             stream.record.bytes_c2s += len(data)
         else:
