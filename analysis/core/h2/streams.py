@@ -18,6 +18,7 @@ from h2ws.analysis.core.h2.framing import FrameLayer
 from h2ws.analysis.core.headers import HeaderList, first, joined, to_json
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.core.websocket import WebSocketStream
+from h2ws.analysis.core.websocket import resync as ws_resync
 from h2ws.analysis.records import Direction, StreamRecord
 
 
@@ -34,6 +35,14 @@ class Stream:
     early_bytes: int = 0
     incomplete: bool = False
     done: bool = False
+    #: an inferred stream's DATA payloads per direction, held until its kind is told
+    #: (bounded by ``_MAX_HELD``)
+    held: dict[str, list[tuple[bytes, float]]] | None = None
+    held_bytes: int = 0
+
+
+#: DATA held per inferred stream (both directions) while telling whether it is a WebSocket.
+_MAX_HELD = 256 * 1024
 
 
 class StreamLayer(FrameLayer):
@@ -131,7 +140,58 @@ class StreamLayer(FrameLayer):
         stream.record.inferred = True
         stream.request_headers = None
         stream.incomplete = True  # its start is not in the capture
+        stream.held = {"c2s": [], "s2c": []}
         return stream
+
+    def _hold_inferred(self, stream: Stream, d: Direction, data: bytes, ts: float) -> None:
+        """DATA of a stream of unknown kind: a WebSocket once its bytes say so both ways
+        (:mod:`h2ws.analysis.core.websocket.resync`), then decoded from the first frame
+        boundary; past ``_MAX_HELD`` it stays ``unknown`` (counted, not decoded)."""
+        held = stream.held
+        assert held is not None
+        held[d].append((data, ts))
+        stream.held_bytes += len(data)
+        chains: dict[str, ws_resync.WsChain | None] = {}
+        for side in ("c2s", "s2c"):
+            if held[side]:
+                buf = b"".join(b for b, _ in held[side])
+                starts, pos = [], 0
+                for b, _ in held[side]:
+                    starts.append(pos)
+                    pos += len(b)
+                chains[side] = ws_resync.find_ws_chain(buf, side == "c2s", starts)
+        if not ws_resync.judge(
+            chains.get("c2s"),
+            chains.get("s2c"),
+            bool(held["c2s"]),
+            bool(held["s2c"]),
+            carrier="h2",
+        ):
+            if stream.held_bytes > _MAX_HELD:
+                stream.held = None  # not told in time: stays unknown
+            return
+        rec = stream.record
+        rec.kind = "websocket"
+        self.websocket_count += 1
+        stream.held = None
+        stream.ws = WebSocketStream(rec, self.options, inferred=True)
+        for side, chain in chains.items():
+            assert chain is not None
+            if chain.lost_lead:
+                self._out.append(
+                    diagnostic(
+                        self.conn_id,
+                        "ws",
+                        "warning",
+                        "ws_midstream_message",
+                        f"{side}: a message begun before the capture is not decoded; messages"
+                        f" decoded from its first WebSocket frame boundary (byte {chain.start})",
+                        ts=ts,
+                        stream_id=rec.stream_id,
+                    )
+                )
+            for piece, piece_ts in _pieces(held[side], chain.ranges()):
+                self._feed_ws(stream, side, piece, piece_ts)  # type: ignore[arg-type]
 
     def _on_response(self, stream: Stream, headers: HeaderList, ts: float) -> None:
         rec = stream.record
@@ -184,7 +244,9 @@ class StreamLayer(FrameLayer):
             stream.record.bytes_c2s += len(data)
         else:
             stream.record.bytes_s2c += len(data)
-        if stream.record.kind == "websocket" and data:
+        if stream.held is not None and data:
+            self._hold_inferred(stream, d, data, ts)
+        elif stream.record.kind == "websocket" and data:
             if stream.ws is not None:
                 self._feed_ws(stream, d, data, ts)
             elif d == "c2s" and not stream.response_final:
@@ -244,3 +306,19 @@ class StreamLayer(FrameLayer):
         rec.ts_close = ts
         self._out.append(rec)
         del self.streams[rec.stream_id or 0]
+
+
+def _pieces(
+    chunks: list[tuple[bytes, float]], ranges: list[tuple[int, int | None]]
+) -> list[tuple[bytes, float]]:
+    """The parts of ``chunks`` (consecutive bytes, each with its ts) within ``ranges``."""
+    out: list[tuple[bytes, float]] = []
+    for a, b in ranges:
+        pos = 0
+        for data, ts in chunks:
+            end = pos + len(data)
+            lo, hi = max(a, pos), end if b is None else min(b, end)
+            if lo < hi:
+                out.append((data[lo - pos : hi - pos], ts))
+            pos = end
+    return out
