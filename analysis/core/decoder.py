@@ -17,7 +17,10 @@ from h2ws.analysis.core.h2 import PREFACE, H2Decoder
 from h2ws.analysis.core.h2.resync import Chain, ChainSearch, role_evidence
 from h2ws.analysis.core.http1 import Http1Decoder
 from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import WebSocketStream
+from h2ws.analysis.core.websocket import resync as ws_resync
 from h2ws.analysis.records import (
+    DIRECTIONS,
     ConnectionRecord,
     Direction,
     Record,
@@ -88,6 +91,10 @@ class ConnectionDecoder:
         #: the TCP layer's client guess was wrong (told by the HTTP/2 frames): labels swapped
         self._swapped = False
         self._chains = {"c2s": ChainSearch(), "s2c": ChainSearch()}
+        self._not_h2 = False  # mid-connection: the frames do not chain as HTTP/2
+        self._ws_tried_at = 0  # held bytes when raw WebSocket framing was last tried
+        #: a raw RFC 6455 connection recognised mid-connection (HTTP/1.1 after its Upgrade)
+        self._raw_ws: WebSocketStream | None = None
         self._h2: H2Decoder | None = None
         self._http1: Http1Decoder | None = None
         self._sniff: dict[str, bytearray] = {"c2s": bytearray(), "s2c": bytearray()}
@@ -196,6 +203,15 @@ class ConnectionDecoder:
             self._try_midstream(ts, final=True)
         if self._protocol is None and (self._sniff["c2s"] or self._sniff["s2c"]):
             self._decide_unknown(ts)
+        if self._raw_ws is not None:
+            row = self._raw_ws.record
+            _, cut = self._raw_ws.finish(ts, self._out)
+            row.stream_end = "incomplete" if cause == "capture_ended" else "connection_closed"
+            row.close_cause = "incomplete" if cut else row.close_cause or row.stream_end
+            row.ts_close = ts
+            rec.streams += 1
+            rec.websockets += 1
+            self._out.append(row)
         if self._http1 is not None:
             self._out.extend(self._http1.close(ts, cause))
         if self._h2 is not None:
@@ -255,24 +271,97 @@ class ConnectionDecoder:
         hold :data:`~.h2.resync.MIN_FRAMES` frames together; unknown when a direction cannot
         chain or the sniff limit is reached; otherwise wait for more bytes.
         """
+        over = max(len(b) for b in self._sniff.values()) > _SNIFF_LIMIT
         found: dict[str, Chain] = {}
         for d in ("c2s", "s2c"):
             buf = self._sniff[d]
-            if not buf:
+            if not buf or self._not_h2:
                 continue
-            over = len(buf) > _SNIFF_LIMIT
             result = self._chains[d].search(buf, final=final or over)
             if result is False:
-                if not final:
-                    self._decide_unknown(ts)
+                self._not_h2 = True
+            elif result is None:
                 return
-            if result is None:
-                return
-            assert isinstance(result, Chain)
-            found[d] = result
-        if not found or (final and sum(c.complete for c in found.values()) < 2):
+            else:
+                assert isinstance(result, Chain)
+                found[d] = result
+        if not self._not_h2:
+            if found and not (final and sum(c.complete for c in found.values()) < 2):
+                self._start_midstream_h2(found, ts)
             return
-        self._start_midstream_h2(found, ts)
+        held = sum(len(b) for b in self._sniff.values())
+        if final or over or held - self._ws_tried_at >= _WS_RETRY:
+            self._ws_tried_at = held
+            if self._try_raw_ws(ts):
+                return
+        if final or over:
+            self._decide_unknown(ts)
+
+    def _try_raw_ws(self, ts: float | None) -> bool:
+        """A raw RFC 6455 frame stream both ways (:mod:`.websocket.resync`, carrier ``tcp``):
+        an HTTP/1.1 WebSocket caught after its Upgrade.  The masked side is the client."""
+        for swap in (False, True):
+            client, server = ("s2c", "c2s") if swap else ("c2s", "s2c")
+            cbuf, sbuf = self._sniff[client], self._sniff[server]
+            chains = {
+                "c2s": ws_resync.find_ws_chain(cbuf, True) if cbuf else None,
+                "s2c": ws_resync.find_ws_chain(sbuf, False) if sbuf else None,
+            }
+            if not ws_resync.judge(
+                chains["c2s"], chains["s2c"], bool(cbuf), bool(sbuf), carrier="tcp"
+            ):
+                continue
+            if swap:
+                self._swap()
+            self._start_raw_ws(chains, ts)
+            return True
+        return False
+
+    def _start_raw_ws(self, chains: dict[str, ws_resync.WsChain | None], ts: float | None) -> None:
+        rec = self.record
+        self._protocol = "websocket"
+        rec.http_version = "http/1.1"
+        row = StreamRecord(
+            conn_id=self.info.conn_id,
+            exchange=0,
+            kind="websocket",
+            ts_open=ts,
+            inferred=True,
+            request_headers=None,
+        )
+        self._raw_ws = WebSocketStream(row, self.options, inferred=True)
+        self._out.append(
+            diagnostic(
+                self.info.conn_id,
+                "ws",
+                "warning",
+                "ws_midstream",
+                f"WebSocket recognised from its frames (handshake not captured); client"
+                f" {rec.client_addr}:{rec.client_port} (its frames are masked)",
+                ts=ts,
+            )
+        )
+        held = self._held
+        self._forget_sniffed()
+        for d in DIRECTIONS:
+            chain = chains[d]
+            mine = [(data, t) for direction, data, t in held if direction == d]
+            if chain is None:
+                continue
+            if chain.lost_lead:
+                self._out.append(
+                    diagnostic(
+                        self.info.conn_id,
+                        "ws",
+                        "warning",
+                        "ws_midstream_message",
+                        f"{d}: a message begun before the capture is not decoded; messages"
+                        f" decoded from its first WebSocket frame boundary (byte {chain.start})",
+                        ts=ts,
+                    )
+                )
+            for piece, piece_ts in ws_resync.pieces(mine, chain.ranges()):
+                self._route(d, piece, piece_ts)
 
     def _start_midstream_h2(self, found: dict[str, Chain], ts: float | None) -> None:
         """Decide who is the client from the frames, swap if TCP guessed wrong, start."""
@@ -370,7 +459,14 @@ class ConnectionDecoder:
     # ------------------------------------------------------------------ routing
 
     def _route(self, direction: Direction, data: bytes, ts: float) -> None:
-        if self._h2 is not None:
+        if self._raw_ws is not None:
+            row = self._raw_ws.record
+            if direction == "c2s":
+                row.bytes_c2s += len(data)
+            else:
+                row.bytes_s2c += len(data)
+            self._raw_ws.feed(direction, data, ts, self._out)
+        elif self._h2 is not None:
             self._out.extend(self._h2.feed(direction, data, ts))
         elif self._http1 is not None:
             self._out.extend(self._http1.feed(direction, data, ts))
@@ -436,6 +532,8 @@ class ConnectionDecoder:
 
 
 _OTHER: dict[str, Direction] = {"c2s": "s2c", "s2c": "c2s"}
+#: Held bytes between two tries of raw WebSocket framing (each try scans a window).
+_WS_RETRY = 4096
 
 
 def _could_be_http1(data: bytes) -> bool:

@@ -190,7 +190,7 @@ class StreamLayer(FrameLayer):
                         stream_id=rec.stream_id,
                     )
                 )
-            for piece, piece_ts in _pieces(held[side], chain.ranges()):
+            for piece, piece_ts in ws_resync.pieces(held[side], chain.ranges()):
                 self._feed_ws(stream, side, piece, piece_ts)  # type: ignore[arg-type]
 
     def _on_response(self, stream: Stream, headers: HeaderList, ts: float) -> None:
@@ -306,19 +306,3 @@ class StreamLayer(FrameLayer):
         rec.ts_close = ts
         self._out.append(rec)
         del self.streams[rec.stream_id or 0]
-
-
-def _pieces(
-    chunks: list[tuple[bytes, float]], ranges: list[tuple[int, int | None]]
-) -> list[tuple[bytes, float]]:
-    """The parts of ``chunks`` (consecutive bytes, each with its ts) within ``ranges``."""
-    out: list[tuple[bytes, float]] = []
-    for a, b in ranges:
-        pos = 0
-        for data, ts in chunks:
-            end = pos + len(data)
-            lo, hi = max(a, pos), end if b is None else min(b, end)
-            if lo < hi:
-                out.append((data[lo - pos : hi - pos], ts))
-            pos = end
-    return out

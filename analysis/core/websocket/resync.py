@@ -163,8 +163,10 @@ def find_ws_chain(
     Offset 0 is taken when it chains (the carrier's bytes began on a frame boundary, the
     common case).  Otherwise bytes inside a frame may chain by accident from a wrong offset
     until they fall onto the real frames, so the start is the first frame boundary shared by
-    *every* candidate that chains: from there on the frames are the same whichever candidate
-    is the real one, and nothing before it is decoded (never a frame that might be invented).
+    every candidate that chains with at least half as many frames as the longest chain: from
+    there on the frames are the same whichever of them is the real one, and nothing before it
+    is decoded.  A chance chain that meets the real frames only near the end has few frames;
+    one that would outnumber the real chain would need many chance headers in a row.
     """
     found = chain_from(buf, 0, masked)
     if found is not None and WsChain(0, found[0]).evidence:
@@ -172,15 +174,20 @@ def find_ws_chain(
     end = len(buf)
     candidates = list(range(1, min(SEARCH_WINDOW, end)))
     candidates += [b for b in boundaries if SEARCH_WINDOW <= b < end]
-    common: set[int] | None = None
+    chains: list[list[WsFrame]] = []
     for start in candidates:
         found = chain_from(buf, start, masked)
-        if found is None or not found[0]:
-            continue
-        starts = {f.pos for f in found[0]} | {found[0][-1].end}
+        if found is not None and found[0]:
+            chains.append(found[0])
+    if not chains:
+        return None
+    best = max(len(c) for c in chains)
+    common: set[int] | None = None
+    for frames in chains:
+        if 2 * len(frames) < best:
+            continue  # met the real frames only late: chance, not a contender (module doc)
+        starts = {f.pos for f in frames} | {frames[-1].end}
         common = starts if common is None else common & starts
-        if not common:
-            return None  # two chains that never meet: ambiguous until more bytes come
     if not common:
         return None
     start = min(common)
@@ -209,3 +216,19 @@ def judge(
     if carrier == "tcp" and ec < MIN_CLIENT_FRAMES:
         return False
     return max(ec, es) >= MIN_ONE_WAY_FRAMES
+
+
+def pieces(
+    chunks: list[tuple[bytes, float]], ranges: list[tuple[int, int | None]]
+) -> list[tuple[bytes, float]]:
+    """The parts of ``chunks`` (consecutive bytes, each with its ts) within ``ranges``."""
+    out: list[tuple[bytes, float]] = []
+    for a, b in ranges:
+        pos = 0
+        for data, ts in chunks:
+            end = pos + len(data)
+            lo, hi = max(a, pos), end if b is None else min(b, end)
+            if lo < hi:
+                out.append((data[lo - pos : hi - pos], ts))
+            pos = end
+    return out
