@@ -435,3 +435,13 @@ def test_http1_websocket_roles_told_by_masking() -> None:
     (row,) = of(part, ConnectionRecord)
     assert row.client_port == 8080  # the masked side, whatever the ports said
     assert of(part, MessageRecord)
+
+
+def test_websocket_boundary_is_the_one_every_chance_chain_shares() -> None:
+    server = ws_peer("s2c")
+    real = b"".join(server.send_data(f"message {i}", fin=True) for i in range(4))
+    # the tail of a frame begun before the capture; from its second byte it reads as a ping
+    data = b"\xff\x89\x00" + real
+    chain = ws_resync.find_ws_chain(data, False)
+    assert chain is not None and chain.start == 3 and chain.evidence == 4
+    assert chain.lost_lead

@@ -162,11 +162,13 @@ def find_ws_chain(
 
     Offset 0 is taken when it chains (the carrier's bytes began on a frame boundary, the
     common case).  Otherwise bytes inside a frame may chain by accident from a wrong offset
-    until they fall onto the real frames, so the start is the first frame boundary shared by
-    every candidate that chains with at least half as many frames as the longest chain: from
+    until they fall onto the real frames, so the start is the first boundary that at least two
+    candidates reach and that every candidate starting before it passes through (counting
+    the candidates that chain with at least half as many frames as the longest chain): from
     there on the frames are the same whichever of them is the real one, and nothing before it
-    is decoded.  A chance chain that meets the real frames only near the end has few frames;
-    one that would outnumber the real chain would need many chance headers in a row.
+    is decoded (a lone first candidate might be a chance, so it is never taken alone).  A
+    chance chain that meets the real frames only near the end has few frames; one that would
+    outnumber the real chain would need many chance headers in a row.
     """
     found = chain_from(buf, 0, masked)
     if found is not None and WsChain(0, found[0]).evidence:
@@ -182,15 +184,20 @@ def find_ws_chain(
     if not chains:
         return None
     best = max(len(c) for c in chains)
-    common: set[int] | None = None
-    for frames in chains:
-        if 2 * len(frames) < best:
-            continue  # met the real frames only late: chance, not a contender (module doc)
-        starts = {f.pos for f in frames} | {frames[-1].end}
-        common = starts if common is None else common & starts
-    if not common:
+    # a chance chain that met the real frames only late has few frames: no contender
+    contenders = [
+        (frames[0].pos, {f.pos for f in frames} | {frames[-1].end})
+        for frames in chains
+        if 2 * len(frames) >= best
+    ]
+    start: int | None = None
+    for p in sorted(set().union(*(pos for _, pos in contenders))):
+        before = [pos for first, pos in contenders if first <= p]
+        if len(before) >= 2 and all(p in pos for pos in before):
+            start = p
+            break
+    if start is None:
         return None
-    start = min(common)
     found = chain_from(buf, start, masked)
     if found is None:
         return None
