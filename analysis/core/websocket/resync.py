@@ -177,8 +177,8 @@ def find_ws_chain(
     candidates = list(range(1, min(SEARCH_WINDOW, end)))
     candidates += [b for b in boundaries if SEARCH_WINDOW <= b < end]
     chains: list[list[WsFrame]] = []
-    for start in candidates:
-        found = chain_from(buf, start, masked)
+    for offset in candidates:
+        found = chain_from(buf, offset, masked)
         if found is not None and found[0]:
             chains.append(found[0])
     if not chains:
@@ -190,13 +190,14 @@ def find_ws_chain(
         for frames in chains
         if 2 * len(frames) >= best
     ]
-    start: int | None = None
-    for p in sorted(set().union(*(pos for _, pos in contenders))):
+    start = -1
+    everywhere: set[int] = set().union(*(pos for _, pos in contenders))
+    for p in sorted(everywhere):
         before = [pos for first, pos in contenders if first <= p]
         if len(before) >= 2 and all(p in pos for pos in before):
             start = p
             break
-    if start is None:
+    if start < 0:
         return None
     found = chain_from(buf, start, masked)
     if found is None:
