@@ -30,6 +30,8 @@ code                       severity  meaning
 ``ws_internal_error``      error     a bug in this decoder; the input is kept for a report
 ``ws_data_after_close``    warning   bytes after the close frame (§5.5.1); they are ignored
 ``ws_incomplete_message``  warning   the stream ended (or a close frame came) inside a message
+``ws_deflate_context_lost`` warning  (a WebSocket recognised from its bytes) compressed messages
+                                     needing deflate history from before the capture: counted
 =========================  ========  =============================================================
 """
 
