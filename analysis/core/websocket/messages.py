@@ -30,9 +30,10 @@ code                       severity  meaning
 ``ws_internal_error``      error     a bug in this decoder; the input is kept for a report
 ``ws_data_after_close``    warning   bytes after the close frame (§5.5.1); they are ignored
 ``ws_incomplete_message``  warning   the stream ended (or a close frame came) inside a message
-``ws_deflate_context_lost`` warning  (a WebSocket recognised from its bytes) compressed messages
-                                     needing deflate history from before the capture: counted
 =========================  ========  =============================================================
+
+And ``ws_deflate_context_lost`` (warning, a WebSocket recognised from its bytes): compressed
+messages that need deflate history from before the capture, counted and not decoded.
 """
 
 from __future__ import annotations
