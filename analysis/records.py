@@ -152,6 +152,8 @@ class ConnectionRecord:
     end_cause: str | None = _col(_STR)  # fin | rst | capture_ended | goaway | error
     error: str | None = _col(_STR)
     leg: str | None = _col(_STR)  # client | server (live, intercept mode); null otherwise
+    #: False when the capture missed the connection's start (recognised mid-connection)
+    start_captured: bool = _col(_BOOL, True)
 
 
 @dataclass(slots=True)
@@ -184,6 +186,8 @@ class StreamRecord:
     messages_c2s: int = _col(_I64, 0)
     messages_s2c: int = _col(_I64, 0)
     error: str | None = _col(_STR)
+    #: True when ``kind`` was inferred from the stream's bytes (its request was not captured)
+    inferred: bool = _col(_BOOL, False)
 
 
 class FrameRecord(NamedTuple):

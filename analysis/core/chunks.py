@@ -31,6 +31,10 @@ class ConnectionInfo:
     #: The addon's intercept mode decodes each leg on its own: ``client`` (client <-> proxy) or
     #: ``server`` (proxy <-> server); None for captures and observe mode (one relayed byte stream).
     leg: str | None = None
+    #: The capture missed the connection's start (no SYN seen): the decoder may then
+    #: recognise HTTP/2 or a WebSocket from bytes in the middle of the protocol
+    #: (:mod:`h2ws.analysis.core.midstream`).
+    midstream: bool = False
 
 
 @dataclass(slots=True, frozen=True)

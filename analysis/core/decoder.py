@@ -16,9 +16,13 @@ from communityid import CommunityID, FlowTuple
 from h2ws.analysis.core.chunks import ConnectionInfo, TlsInfo
 from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.core.h2 import PREFACE, H2Decoder
+from h2ws.analysis.core.h2.resync import Chain, ChainSearch, role_evidence
 from h2ws.analysis.core.http1 import Http1Decoder
 from h2ws.analysis.core.options import DecodeOptions
+from h2ws.analysis.core.websocket import WebSocketStream
+from h2ws.analysis.core.websocket import resync as ws_resync
 from h2ws.analysis.records import (
+    DIRECTIONS,
     ConnectionRecord,
     Direction,
     Record,
@@ -85,6 +89,14 @@ class ConnectionDecoder:
         self.info = info
         self.options = options or DecodeOptions()
         self.record = connection_record(info, tls=tls)
+        self.record.start_captured = not info.midstream
+        #: the TCP layer's client guess was wrong (told by the HTTP/2 frames): labels swapped
+        self._swapped = False
+        self._chains = {"c2s": ChainSearch(), "s2c": ChainSearch()}
+        self._not_h2 = False  # mid-connection: the frames do not chain as HTTP/2
+        self._ws_tried_at = 0  # held bytes when raw WebSocket framing was last tried
+        #: a raw RFC 6455 connection recognised mid-connection (HTTP/1.1 after its Upgrade)
+        self._raw_ws: WebSocketStream | None = None
         self._h2: H2Decoder | None = None
         self._http1: Http1Decoder | None = None
         self._sniff: dict[str, bytearray] = {"c2s": bytearray(), "s2c": bytearray()}
@@ -135,6 +147,8 @@ class ConnectionDecoder:
         return self._take()
 
     def count_wire(self, direction: Direction, length: int, ts: float) -> None:
+        if self._swapped:
+            direction = _OTHER[direction]
         rec = self.record
         if rec.ts_start is None:
             rec.ts_start = ts
@@ -147,6 +161,8 @@ class ConnectionDecoder:
     def feed(self, direction: Direction, data: bytes, ts: float) -> list[Record]:
         if not self._wire_counted:
             self.count_wire(direction, len(data), ts)
+        if self._swapped:
+            direction = _OTHER[direction]
         if self._protocol is None:
             self._sniff[direction] += data
             self._held.append((direction, data, ts))
@@ -156,6 +172,8 @@ class ConnectionDecoder:
         return self._take()
 
     def gap(self, direction: Direction, ts: float, length: int | None) -> list[Record]:
+        if self._swapped:
+            direction = _OTHER[direction]
         rec = self.record
         rec.error = rec.error or f"bytes missing from the {direction} stream"
         if self._protocol is None:
@@ -183,8 +201,19 @@ class ConnectionDecoder:
         rec = self.record
         if ts is not None:
             rec.ts_end = max(rec.ts_end or ts, ts)
+        if self._protocol is None and self.info.midstream:
+            self._try_midstream(ts, final=True)
         if self._protocol is None and (self._sniff["c2s"] or self._sniff["s2c"]):
             self._decide_unknown(ts)
+        if self._raw_ws is not None:
+            row = self._raw_ws.record
+            _, cut = self._raw_ws.finish(ts, self._out)
+            row.stream_end = "incomplete" if cause == "capture_ended" else "connection_closed"
+            row.close_cause = "incomplete" if cut else row.close_cause or row.stream_end
+            row.ts_close = ts
+            rec.streams += 1
+            rec.websockets += 1
+            self._out.append(row)
         if self._http1 is not None:
             self._out.extend(self._http1.close(ts, cause))
         if self._h2 is not None:
@@ -197,6 +226,16 @@ class ConnectionDecoder:
 
     def _try_sniff(self, ts: float) -> None:
         c2s = bytes(self._sniff["c2s"])
+        if self.info.midstream and not (
+            c2s
+            and (
+                c2s.startswith(PREFACE[: len(c2s)])
+                or _HTTP1_REQUEST.match(c2s)
+                or _TLS_RECORD.match(c2s)
+            )
+        ):
+            self._try_midstream(ts, final=False)
+            return
         if c2s:
             n = min(len(c2s), len(PREFACE))
             if c2s[:n] == PREFACE[:n]:
@@ -226,6 +265,161 @@ class ConnectionDecoder:
                 return
         elif len(self._sniff["s2c"]) > _SNIFF_LIMIT:
             self._decide_unknown(ts)
+
+    def _try_midstream(self, ts: float | None, *, final: bool) -> None:
+        """The start was not captured: HTTP/2 from its frame structure (:mod:`.h2.resync`).
+
+        HTTP/2 when no direction with bytes fails to chain, at least one chains, and the two
+        hold :data:`~.h2.resync.MIN_FRAMES` frames together; unknown when a direction cannot
+        chain or the sniff limit is reached; otherwise wait for more bytes.
+        """
+        over = max(len(b) for b in self._sniff.values()) > _SNIFF_LIMIT
+        found: dict[str, Chain] = {}
+        for d in ("c2s", "s2c"):
+            buf = self._sniff[d]
+            if not buf or self._not_h2:
+                continue
+            result = self._chains[d].search(buf, final=final or over)
+            if result is False:
+                self._not_h2 = True
+            elif result is None:
+                return
+            else:
+                assert isinstance(result, Chain)
+                found[d] = result
+        if not self._not_h2:
+            if found and not (final and sum(c.complete for c in found.values()) < 2):
+                self._start_midstream_h2(found, ts)
+            return
+        held = sum(len(b) for b in self._sniff.values())
+        if final or over or held - self._ws_tried_at >= _WS_RETRY:
+            self._ws_tried_at = held
+            if self._try_raw_ws(ts):
+                return
+        if final or over:
+            self._decide_unknown(ts)
+
+    def _try_raw_ws(self, ts: float | None) -> bool:
+        """A raw RFC 6455 frame stream both ways (:mod:`.websocket.resync`, carrier ``tcp``):
+        an HTTP/1.1 WebSocket caught after its Upgrade.  The masked side is the client."""
+        for swap in (False, True):
+            client, server = ("s2c", "c2s") if swap else ("c2s", "s2c")
+            cbuf, sbuf = self._sniff[client], self._sniff[server]
+            chains = {
+                "c2s": ws_resync.find_ws_chain(cbuf, True) if cbuf else None,
+                "s2c": ws_resync.find_ws_chain(sbuf, False) if sbuf else None,
+            }
+            if not ws_resync.judge(
+                chains["c2s"], chains["s2c"], bool(cbuf), bool(sbuf), carrier="tcp"
+            ):
+                continue
+            if swap:
+                self._swap()
+            self._start_raw_ws(chains, ts)
+            return True
+        return False
+
+    def _start_raw_ws(self, chains: dict[str, ws_resync.WsChain | None], ts: float | None) -> None:
+        rec = self.record
+        self._protocol = "websocket"
+        rec.http_version = "http/1.1"
+        row = StreamRecord(
+            conn_id=self.info.conn_id,
+            exchange=0,
+            kind="websocket",
+            ts_open=ts,
+            inferred=True,
+            request_headers=None,
+        )
+        self._raw_ws = WebSocketStream(row, self.options, inferred=True)
+        self._out.append(
+            diagnostic(
+                self.info.conn_id,
+                "ws",
+                "warning",
+                "ws_midstream",
+                f"WebSocket recognised from its frames (handshake not captured); client"
+                f" {rec.client_addr}:{rec.client_port} (its frames are masked)",
+                ts=ts,
+            )
+        )
+        held = self._held
+        self._forget_sniffed()
+        for d in DIRECTIONS:
+            chain = chains[d]
+            mine = [(data, t) for direction, data, t in held if direction == d]
+            if chain is None:
+                continue
+            if chain.lost_lead:
+                self._out.append(
+                    diagnostic(
+                        self.info.conn_id,
+                        "ws",
+                        "warning",
+                        "ws_midstream_message",
+                        f"{d}: a message begun before the capture is not decoded; messages"
+                        f" decoded from its first WebSocket frame boundary (byte {chain.start})",
+                        ts=ts,
+                    )
+                )
+            for piece, piece_ts in ws_resync.pieces(mine, chain.ranges()):
+                self._route(d, piece, piece_ts)
+
+    def _start_midstream_h2(self, found: dict[str, Chain], ts: float | None) -> None:
+        """Decide who is the client from the frames, swap if TCP guessed wrong, start."""
+        votes = {"c2s": 0, "s2c": 0}  # for "this label is the client's side"
+        reasons: list[str] = []
+        for d, chain in found.items():
+            client, server, why = role_evidence(self._sniff[d], chain.frames)
+            votes[d] += client
+            votes[_OTHER[d]] += server
+            reasons += why
+        rec = self.record
+        if votes["s2c"] > votes["c2s"]:
+            how = "swapped the TCP layer's guess"
+            self._swap()
+            found = {_OTHER[d]: c for d, c in found.items()}
+        elif votes["c2s"] > votes["s2c"]:
+            how = "confirmed the TCP layer's guess"
+        else:
+            how = "no evidence in the frames: the TCP layer's guess (ports) kept"
+        shown = ", ".join(sorted(set(reasons))) or "nothing"
+        starts = ", ".join(f"{d} from byte {c.start}" for d, c in sorted(found.items()))
+        self._out.append(
+            diagnostic(
+                self.info.conn_id,
+                "h2",
+                "warning",
+                "h2_midstream",
+                f"HTTP/2 recognised without its preface ({starts}); client"
+                f" {rec.client_addr}:{rec.client_port}, {how} (evidence: {shown})",
+                ts=ts,
+            )
+        )
+        self._protocol = "h2"
+        rec.http_version = "h2" if rec.tls else "h2c"
+        self._h2 = H2Decoder(self.info.conn_id, self.options, expect_preface=False, midstream=True)
+        skip = {d: c.start for d, c in found.items()}
+        held = self._held
+        self._forget_sniffed()
+        for direction, data, chunk_ts in held:
+            left = skip.get(direction, 0)
+            if left:
+                cut = min(left, len(data))
+                skip[direction] = left - cut
+                data = data[cut:]
+            if data:
+                self._route(direction, data, chunk_ts)
+
+    def _swap(self) -> None:
+        """The other side is the client: swap the row's ends, its counts and the held bytes."""
+        self._swapped = True
+        rec = self.record
+        rec.client_addr, rec.server_addr = rec.server_addr, rec.client_addr
+        rec.client_port, rec.server_port = rec.server_port, rec.client_port
+        rec.bytes_c2s, rec.bytes_s2c = rec.bytes_s2c, rec.bytes_c2s
+        self._sniff = {"c2s": self._sniff["s2c"], "s2c": self._sniff["c2s"]}
+        self._held = [(_OTHER[d], data, ts) for d, data, ts in self._held]
 
     def _decide_unknown(self, ts: float | None) -> None:
         self._protocol = "unknown"
@@ -267,7 +461,14 @@ class ConnectionDecoder:
     # ------------------------------------------------------------------ routing
 
     def _route(self, direction: Direction, data: bytes, ts: float) -> None:
-        if self._h2 is not None:
+        if self._raw_ws is not None:
+            row = self._raw_ws.record
+            if direction == "c2s":
+                row.bytes_c2s += len(data)
+            else:
+                row.bytes_s2c += len(data)
+            self._raw_ws.feed(direction, data, ts, self._out)
+        elif self._h2 is not None:
             self._out.extend(self._h2.feed(direction, data, ts))
         elif self._http1 is not None:
             self._out.extend(self._http1.feed(direction, data, ts))
@@ -318,6 +519,8 @@ class ConnectionDecoder:
             rec.streams += h2.stream_count
             rec.websockets += h2.websocket_count
             rec.enable_connect_protocol = bool(h2.enable_connect_protocol)
+            if h2.midstream and h2.enable_connect_protocol is None:
+                rec.enable_connect_protocol = None  # its SETTINGS may be before the capture
             rec.ts_enable_connect_protocol = h2.ts_enable_connect_protocol
             rec.settings_c2s = h2.settings_json("c2s")
             rec.settings_s2c = h2.settings_json("s2c")
@@ -328,6 +531,11 @@ class ConnectionDecoder:
     def _take(self) -> list[Record]:
         out, self._out = self._out, []
         return out
+
+
+_OTHER: dict[str, Direction] = {"c2s": "s2c", "s2c": "c2s"}
+#: Held bytes between two tries of raw WebSocket framing (each try scans a window).
+_WS_RETRY = 4096
 
 
 def _could_be_http1(data: bytes) -> bool:

@@ -22,7 +22,9 @@ Rules, and why:
 - Data becomes a :class:`Data` event as soon as it is in order, stamped with the time of the
   segment that made it so (when the receiving application could first have read it).
 - When the capture starts mid-connection the client is inferred (see
-  :func:`_src_is_client`) and a ``midstream_start`` diagnostic says so.
+  :func:`_src_is_client`), a ``midstream_start`` diagnostic says so, and the connection's
+  ``ConnectionInfo.midstream`` tells the decoder, which may then recognise HTTP/2 or a
+  WebSocket from the bytes (and correct the client guess from them).
 
 Diagnostic codes (layer ``tcp``): ``midstream_start`` (warning), ``gap`` (error),
 ``port_reuse`` (warning: a new SYN on a 4-tuple whose connection was never seen to end).
@@ -306,6 +308,7 @@ class TcpReassembler:
             server_port=server[1],
             source=self.source,
             capture=self.capture,
+            midstream=not handshake,
         )
         conn = _Conn(info, (key, rev))
         self._open[conn_id] = conn

@@ -50,8 +50,15 @@ class H2Decoder(StreamLayer):
         *,
         expect_preface: bool = True,
         fast_path: bool = True,
+        midstream: bool = False,
     ) -> None:
-        super().__init__(conn_id, options, expect_preface=expect_preface, fast_path=fast_path)
+        super().__init__(
+            conn_id,
+            options,
+            expect_preface=expect_preface,
+            fast_path=fast_path,
+            midstream=midstream,
+        )
         self.ts_enable_connect_protocol: float | None = None
         self.goaway_code: str | None = None
         self.goaway_last_stream_id: int | None = None
@@ -116,6 +123,20 @@ class H2Decoder(StreamLayer):
                         ts=ts,
                     )
                 )
+        fields = sum(s.hpack.unknown_fields for s in self.dirs.values())
+        if fields:
+            blocks = sum(s.hpack.unknown_blocks for s in self.dirs.values())
+            self._out.append(
+                diagnostic(
+                    self.conn_id,
+                    "h2",
+                    "warning",
+                    "h2_hpack_desync",
+                    f"{fields} header field(s) in {blocks} block(s) referred to HPACK entries"
+                    " from before the capture; shown as <unknown>",
+                    ts=ts,
+                )
+            )
         if cause == "capture_ended":
             stream_end = "incomplete"  # the connection went on, unseen: nothing ended the stream
         elif self.goaway_code is not None:
@@ -131,6 +152,7 @@ class H2Decoder(StreamLayer):
     def _on_frame(self, state: DirectionState, frame: Frame, ts: float) -> None:
         d = state.name
         if isinstance(frame, HeadersFrame | PushPromiseFrame):
+            state.blocks_seen = True
             opened = PendingBlock(frame.stream_id, frame, bytes(frame.data))
             opened.check_first(self.options.headers)
             if "END_HEADERS" in frame.flags:
@@ -139,6 +161,17 @@ class H2Decoder(StreamLayer):
                 state.pending_block = opened
         elif isinstance(frame, ContinuationFrame):
             pending = state.pending_block
+            if (
+                pending is None
+                and self.midstream
+                and (not state.blocks_seen or state.skip_continuation == frame.stream_id)
+            ):
+                # The end of a block whose HEADERS was before the capture: skipped (its
+                # table updates are older than every entry known here, so nothing changes).
+                state.blocks_seen = True
+                end = "END_HEADERS" in frame.flags
+                state.skip_continuation = None if end else frame.stream_id
+                return
             if pending is None or pending.stream_id != frame.stream_id:
                 self._fail_direction(
                     state,
@@ -286,12 +319,16 @@ class H2Decoder(StreamLayer):
             return
         stream = self.streams.get(frame.stream_id)
         if state.name == "c2s":
-            if stream is None:
+            if stream is None and self.midstream and not any(n == ":method" for n, _ in headers):
+                stream = self._open_inferred(frame.stream_id, ts)  # trailers of an unseen one
+            elif stream is None:
                 stream = self._open_stream(frame.stream_id, headers, ts, kind_hint=None)
             # else: trailers (or a protocol error by the client): they carry no new facts.
             if end_stream:
                 self._half_close(stream, "c2s", ts)
         else:
+            if stream is None and self.midstream:
+                stream = self._open_inferred(frame.stream_id, ts)
             if stream is None:
                 self._out.append(
                     diagnostic(

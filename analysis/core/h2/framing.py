@@ -91,6 +91,11 @@ class DirectionState:
     hpack_lost: bool = False
     failed: bool = False
     settings: dict[str, int] = field(default_factory=dict)
+    #: a header block was seen (mid-connection: a CONTINUATION before any finishes a block
+    #: whose HEADERS was before the capture, and is skipped)
+    blocks_seen: bool = False
+    #: the stream of the block begun before the capture whose CONTINUATIONs are skipped
+    skip_continuation: int | None = None
 
 
 class FrameLayer(ABC):
@@ -108,8 +113,12 @@ class FrameLayer(ABC):
         *,
         expect_preface: bool = True,
         fast_path: bool = True,
+        midstream: bool = False,
     ) -> None:
         self.conn_id = conn_id
+        #: the connection is seen from its middle (:mod:`.resync`): HPACK tables start unknown
+        #: (placeholders), streams may first show up by their DATA or response
+        self.midstream = midstream
         self.options = options
         #: read plain DATA and WINDOW_UPDATE frames without hyperframe (see ``_feed``); off
         #: only for the tests that check both ways give the same records
@@ -118,9 +127,16 @@ class FrameLayer(ABC):
             "c2s": DirectionState(
                 "c2s",
                 preface_left=PREFACE if expect_preface else b"",
-                hpack=HeaderBlockDecoder(options.headers),
+                hpack=HeaderBlockDecoder(
+                    options.headers, known=not midstream, placeholders=midstream
+                ),
             ),
-            "s2c": DirectionState("s2c", hpack=HeaderBlockDecoder(options.headers)),
+            "s2c": DirectionState(
+                "s2c",
+                hpack=HeaderBlockDecoder(
+                    options.headers, known=not midstream, placeholders=midstream
+                ),
+            ),
         }
         self.frame_index = 0
         self.error: str | None = None

@@ -50,11 +50,31 @@ class HeaderBlockDecoder:
 
     ``known=False`` starts with a table of unknown contents (a connection seen from its
     middle).  :meth:`allow_table_size` takes the decoding peer's SETTINGS_HEADER_TABLE_SIZE.
+    ``placeholders=True`` (with ``known=False``): a reference to an entry from before the
+    capture decodes as ``<unknown>`` (:data:`.hpack_fast.PLACEHOLDER`) instead of failing the
+    block; :attr:`unknown_fields` and :attr:`unknown_blocks` count them.
+
+    Why the indices stay exact: the table is newest first, so the entries added since the
+    capture started are the first ones, at their exact indices; everything behind them is
+    unknown, never guessed.  The table size the encoder uses is unknown, so the table is held
+    at ``max_table_bytes`` (at least any real size): an entry the encoder evicted may still
+    be held here, but the encoder never refers to it.  A size update seen (RFC 7541 §6.3)
+    sets the size, and once the known entries fill it nothing older can remain: the table is
+    fully known again.
     """
 
-    __slots__ = ("_allowed", "limits", "table")
+    __slots__ = ("_allowed", "limits", "placeholders", "table", "unknown_blocks", "unknown_fields")
 
-    def __init__(self, limits: HeaderLimits | None = None, *, known: bool = True) -> None:
+    def __init__(
+        self,
+        limits: HeaderLimits | None = None,
+        *,
+        known: bool = True,
+        placeholders: bool = False,
+    ) -> None:
+        self.placeholders = placeholders
+        self.unknown_fields = 0
+        self.unknown_blocks = 0
         self.limits = limits if limits is not None else HeaderLimits()
         self._allowed = min(DEFAULT_TABLE_SIZE, self.limits.max_table_bytes)
         if not known:
@@ -83,12 +103,14 @@ class HeaderBlockDecoder:
 
     def decode(self, block: bytes | bytearray | memoryview) -> HeaderList:
         """The header list of a complete block; :class:`HeaderBlockError` when it fails."""
+        unknown: list[int] | None = [] if self.placeholders else None
         try:
             raw = hpack_fast.decode_block(
                 self.table,
                 block,
                 max_table_size=self._allowed,
                 max_list_size=self.limits.max_list_bytes,
+                placeholders=unknown,
             )
         except hpack_fast.UnknownDynamicIndex as exc:
             raise UnknownIndexError(exc) from None
@@ -98,6 +120,9 @@ class HeaderBlockDecoder:
             raise HeaderBlockError("h2_hpack_table_size", str(exc)) from None
         except hpack_fast.HpackDecodingError as exc:
             raise HeaderBlockError("h2_hpack_error", str(exc)) from None
+        if unknown:
+            self.unknown_fields += len(unknown)
+            self.unknown_blocks += 1
         return decode_headers(raw)
 
 

@@ -45,6 +45,9 @@ MAX_INTEGER_BYTES = 20
 
 #: A field whose name or value is unknown (an entry of a table whose state was lost).
 Field = tuple[bytes | None, bytes | None]
+#: What placeholder mode (``decode_block(placeholders=[...])``) shows for an unknown name or
+#: value: ``<`` is not a token character, so no real header name is ever this.
+PLACEHOLDER = b"<unknown>"
 
 
 class HpackDecodingError(Exception):
@@ -193,6 +196,7 @@ def decode_block(
     max_table_size: int,
     max_list_size: int,
     stop_over_list: bool = False,
+    placeholders: list[int] | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """The header list of one complete block, updating ``table``.  One pass, O(len(block)).
 
@@ -205,6 +209,10 @@ def decode_block(
     :class:`HeaderListTooLarge` comes as soon as the list is over ``max_list_size`` and the
     table is forgotten: for a caller that ends the connection then (the proxy, which thus
     pays for at most ``max_list_size`` of fields, not for the whole block).
+
+    Placeholder mode (``placeholders`` a list, for a connection seen from its middle): a
+    reference to an unknown entry does not raise; its index is appended to ``placeholders``
+    and the unknown name or value is :data:`PLACEHOLDER`, so the block's other fields decode.
     """
     data = memoryview(block)
     end = len(data)
@@ -264,5 +272,10 @@ def decode_block(
     if list_size > max_list_size:
         raise HeaderListTooLarge(max_list_size, list_size)
     if unknown:
-        raise UnknownDynamicIndex(fields, unknown)
+        if placeholders is None:
+            raise UnknownDynamicIndex(fields, unknown)
+        placeholders.extend(unknown)
+        return [
+            (PLACEHOLDER if n is None else n, PLACEHOLDER if v is None else v) for n, v in fields
+        ]
     return fields  # type: ignore[return-value]  # no None in it once ``unknown`` is empty

@@ -18,6 +18,7 @@ from h2ws.analysis.core.h2.framing import FrameLayer
 from h2ws.analysis.core.headers import HeaderList, first, joined, to_json
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.core.websocket import WebSocketStream
+from h2ws.analysis.core.websocket import resync as ws_resync
 from h2ws.analysis.records import Direction, StreamRecord
 
 
@@ -34,6 +35,14 @@ class Stream:
     early_bytes: int = 0
     incomplete: bool = False
     done: bool = False
+    #: an inferred stream's DATA payloads per direction, held until its kind is told
+    #: (bounded by ``_MAX_HELD``)
+    held: dict[str, list[tuple[bytes, float]]] | None = None
+    held_bytes: int = 0
+
+
+#: DATA held per inferred stream (both directions) while telling whether it is a WebSocket.
+_MAX_HELD = 256 * 1024
 
 
 class StreamLayer(FrameLayer):
@@ -46,8 +55,15 @@ class StreamLayer(FrameLayer):
         *,
         expect_preface: bool = True,
         fast_path: bool = True,
+        midstream: bool = False,
     ) -> None:
-        super().__init__(conn_id, options, expect_preface=expect_preface, fast_path=fast_path)
+        super().__init__(
+            conn_id,
+            options,
+            expect_preface=expect_preface,
+            fast_path=fast_path,
+            midstream=midstream,
+        )
         self.streams: dict[int, Stream] = {}
         self.stream_count = 0
         self.websocket_count = 0
@@ -107,7 +123,7 @@ class StreamLayer(FrameLayer):
             rec.scheme,
             rec.path,
             headers,
-            bool(self.enable_connect_protocol),
+            bool(self.enable_connect_protocol) or self.midstream,
         ):
             self._out.append(
                 diagnostic(
@@ -115,6 +131,67 @@ class StreamLayer(FrameLayer):
                 )
             )
         return stream
+
+    def _open_inferred(self, stream_id: int, ts: float) -> Stream:
+        """A stream first seen after its request (the capture started later): its row, kind
+        ``unknown`` and ``inferred``, its request headers unknown (null)."""
+        stream = self._open_stream(stream_id, [], ts, kind_hint="unknown")
+        stream.record.request_headers = None
+        stream.record.inferred = True
+        stream.request_headers = None
+        stream.incomplete = True  # its start is not in the capture
+        stream.held = {"c2s": [], "s2c": []}
+        return stream
+
+    def _hold_inferred(self, stream: Stream, d: Direction, data: bytes, ts: float) -> None:
+        """DATA of a stream of unknown kind: a WebSocket once its bytes say so both ways
+        (:mod:`h2ws.analysis.core.websocket.resync`), then decoded from the first frame
+        boundary; past ``_MAX_HELD`` it stays ``unknown`` (counted, not decoded)."""
+        held = stream.held
+        assert held is not None
+        held[d].append((data, ts))
+        stream.held_bytes += len(data)
+        chains: dict[str, ws_resync.WsChain | None] = {}
+        for side in ("c2s", "s2c"):
+            if held[side]:
+                buf = b"".join(b for b, _ in held[side])
+                starts, pos = [], 0
+                for b, _ in held[side]:
+                    starts.append(pos)
+                    pos += len(b)
+                chains[side] = ws_resync.find_ws_chain(buf, side == "c2s", starts)
+        if not ws_resync.judge(
+            chains.get("c2s"),
+            chains.get("s2c"),
+            bool(held["c2s"]),
+            bool(held["s2c"]),
+            carrier="h2",
+        ):
+            if stream.held_bytes > _MAX_HELD:
+                stream.held = None  # not told in time: stays unknown
+            return
+        rec = stream.record
+        rec.kind = "websocket"
+        self.websocket_count += 1
+        stream.held = None
+        stream.ws = WebSocketStream(rec, self.options, inferred=True)
+        for side, chain in chains.items():
+            assert chain is not None
+            if chain.lost_lead:
+                self._out.append(
+                    diagnostic(
+                        self.conn_id,
+                        "ws",
+                        "warning",
+                        "ws_midstream_message",
+                        f"{side}: a message begun before the capture is not decoded; messages"
+                        f" decoded from its first WebSocket frame boundary (byte {chain.start})",
+                        ts=ts,
+                        stream_id=rec.stream_id,
+                    )
+                )
+            for piece, piece_ts in ws_resync.pieces(held[side], chain.ranges()):
+                self._feed_ws(stream, side, piece, piece_ts)  # type: ignore[arg-type]
 
     def _on_response(self, stream: Stream, headers: HeaderList, ts: float) -> None:
         rec = stream.record
@@ -160,12 +237,16 @@ class StreamLayer(FrameLayer):
     ) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
-            return  # DATA for a stream we never saw open (capture started late): counted in frames
+            if not self.midstream:
+                return  # DATA for a stream never seen open: counted in frames
+            stream = self._open_inferred(stream_id, ts)
         if d == "c2s":
             stream.record.bytes_c2s += len(data)
         else:
             stream.record.bytes_s2c += len(data)
-        if stream.record.kind == "websocket" and data:
+        if stream.held is not None and data:
+            self._hold_inferred(stream, d, data, ts)
+        elif stream.record.kind == "websocket" and data:
             if stream.ws is not None:
                 self._feed_ws(stream, d, data, ts)
             elif d == "c2s" and not stream.response_final:

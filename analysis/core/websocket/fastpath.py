@@ -260,10 +260,7 @@ def fast_frames(
             code, message = tap.error or ("ws_protocol_error", f"extension said {err!r}")
             out.append(dec._fail(ts, code, message))
             return n
-        out.append(
-            tap.message_record(dec.conn_id, dec.stream_id, dec.exchange, dec.direction, dec._index)
-        )
-        dec._index += 1
+        dec._emit(out)
     return pos
 
 
@@ -299,12 +296,7 @@ def stream(
     if err is None and not dec._rest:
         err = tap.end_message()
         if err is None:
-            out.append(
-                tap.message_record(
-                    dec.conn_id, dec.stream_id, dec.exchange, dec.direction, dec._index
-                )
-            )
-            dec._index += 1
+            dec._emit(out)
             return end
     if err is not None:
         dec._rest = 0

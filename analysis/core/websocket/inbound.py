@@ -124,6 +124,11 @@ class Inbound(Extension):
         self.m_parts: list[bytes] = []
         self.m_kept = 0
         self.m_u8 = b""  # an unfinished UTF-8 sequence at the end of the last chunk
+        #: the negotiation was not captured (a WebSocket recognised from its bytes): a message
+        #: whose deflate data refers to history from before the capture is lost, not an error
+        self.context_unknown = False
+        self.m_lost = False  # the message being received is such a message
+        self.lost = 0  # messages lost so far
 
     # wsproto's Extension interface -------------------------------------------------------
 
@@ -251,6 +256,7 @@ class Inbound(Extension):
         self.m_parts = []
         self.m_kept = 0
         self.m_u8 = b""
+        self.m_lost = False
 
     def end_message(self) -> CloseReason | None:
         """The last frame of a data message is complete: flush inflate, finish UTF-8."""
@@ -300,6 +306,8 @@ class Inbound(Extension):
         return None
 
     def inflate(self, data: bytes, final: bool) -> CloseReason | None:
+        if self.m_lost:
+            return None  # the rest of a message that cannot be inflated
         d = self.inflater
         if d is None:
             d = self.inflater = zlib.decompressobj(-15)
@@ -310,6 +318,14 @@ class Inbound(Extension):
             try:
                 out = d.decompress(data, step)
             except zlib.error as exc:
+                if self.context_unknown and "too far back" in str(exc):
+                    # zlib refuses a distance beyond the history it has, so whatever inflated
+                    # before was exact; this message needs lost history.  A fresh inflater
+                    # for the next one: references into this message fail the same way.
+                    self.m_lost = True
+                    self.lost += 1
+                    self.inflater = None
+                    return None
                 self.error = ("ws_inflate_error", f"deflate data does not inflate: {exc}")
                 return CloseReason.INVALID_FRAME_PAYLOAD_DATA
             if out:

@@ -31,6 +31,9 @@ code                       severity  meaning
 ``ws_data_after_close``    warning   bytes after the close frame (§5.5.1); they are ignored
 ``ws_incomplete_message``  warning   the stream ended (or a close frame came) inside a message
 =========================  ========  =============================================================
+
+And ``ws_deflate_context_lost`` (warning, a WebSocket recognised from its bytes): compressed
+messages that need deflate history from before the capture, counted and not decoded.
 """
 
 from __future__ import annotations
@@ -167,17 +170,11 @@ class MessageDecoder:
         proto = self._proto
         if proto is None:
             return False
-        tap = self._tap
         try:
             proto.receive_bytes(data)
             for frame in proto.received_frames():
                 if frame.message_finished:
-                    out.append(
-                        tap.message_record(
-                            self.conn_id, self.stream_id, self.exchange, self.direction, self._index
-                        )
-                    )
-                    self._index += 1
+                    self._emit(out)
                     if frame.opcode is _CLOSE:
                         self._on_close(out, ts)
                         return False
@@ -189,11 +186,48 @@ class MessageDecoder:
             return False
         return True
 
+    def _emit(self, out: list[MessageRecord | DiagnosticRecord]) -> None:
+        """The record of the message (or control frame) just finished -- none for a message
+        lost with the deflate history from before the capture (``Inbound.m_lost``)."""
+        tap = self._tap
+        if tap.m_lost and not tap.frame_control:
+            tap.m_lost = False
+            tap.msg_open = False
+            return
+        out.append(
+            tap.message_record(
+                self.conn_id, self.stream_id, self.exchange, self.direction, self._index
+            )
+        )
+        self._index += 1
+
+    @property
+    def lost_to_context(self) -> int:
+        """Compressed messages not decoded: they need deflate history from before the capture."""
+        return self._tap.lost
+
     def finish(self, ts: float | None) -> list[DiagnosticRecord]:
         """End of the stream: say so if it cut a message short."""
         if self._finished:
             return []
         self._finished = True
+        lost: list[DiagnosticRecord] = []
+        if self._tap.lost:
+            lost.append(
+                diagnostic(
+                    self.conn_id,
+                    "ws",
+                    "warning",
+                    "ws_deflate_context_lost",
+                    f"{self.direction}: {self._tap.lost} compressed message(s) refer to deflate"
+                    " history from before the capture; not decoded",
+                    ts=ts,
+                    stream_id=self.stream_id,
+                )
+            )
+        return lost + self._finish(ts)
+
+    def _finish(self, ts: float | None) -> list[DiagnosticRecord]:
         proto, self._proto = self._proto, None
         if proto is None or self._failed or self._close_seen:
             return []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from h2ws.analysis.core.options import DecodeOptions
 from h2ws.analysis.core.websocket.messages import MessageDecoder
-from h2ws.analysis.core.websocket.negotiation import negotiated_deflate
+from h2ws.analysis.core.websocket.negotiation import DeflateParams, negotiated_deflate
 from h2ws.analysis.records import DIRECTIONS, Direction, MessageRecord, Record, StreamRecord
 
 
@@ -21,9 +21,15 @@ class WebSocketStream:
 
     __slots__ = ("decoders", "record")
 
-    def __init__(self, record: StreamRecord, options: DecodeOptions) -> None:
+    def __init__(
+        self, record: StreamRecord, options: DecodeOptions, *, inferred: bool = False
+    ) -> None:
         self.record = record
         deflate = negotiated_deflate(record.ws_extensions)
+        if inferred:
+            # The negotiation was not captured: RSV1 is taken to mean permessage-deflate, with
+            # context takeover (which also decodes a peer that resets its context).
+            deflate = DeflateParams()
         self.decoders: dict[str, MessageDecoder] = {
             d: MessageDecoder(
                 conn_id=record.conn_id,
@@ -36,6 +42,9 @@ class WebSocketStream:
             )
             for d in DIRECTIONS
         }
+        if inferred:
+            for decoder in self.decoders.values():
+                decoder._tap.context_unknown = True
 
     def feed(self, d: Direction, data: bytes, ts: float, out: list[Record]) -> None:
         """The next bytes of direction ``d``: records onto ``out``, the row kept up to date."""

@@ -1,0 +1,242 @@
+"""WebSockets recognised from their bytes (RFC 6455 §5.2), when the handshake was not captured.
+
+One job: given the first bytes seen of both directions of a carrier -- the DATA of an HTTP/2
+stream whose extended CONNECT was before the capture, or a TCP connection caught after its
+HTTP/1.1 Upgrade -- say whether they are WebSocket frames, where the first frame starts in
+each direction, and which frames at the start continue a message begun before the capture.
+
+A direction *chains* from an offset when frame headers follow each other exactly over all its
+bytes (the last frame may be incomplete) and every header is valid for that direction:
+
+* RSV2 and RSV3 clear; RSV1 only on the first frame of a data message (permessage-deflate);
+* a defined opcode (continuation, text, binary, close, ping, pong);
+* control frames with FIN and at most 125 payload bytes;
+* the shortest length encoding (RFC 6455 §5.2), the 64-bit length's top bit clear;
+* client frames masked with a non-zero key (a client draws its keys at random, §5.3),
+  server frames unmasked;
+* message order: a new data message only after the previous one ended, a continuation only
+  inside one -- except for the continuation frames at the very start, which finish a message
+  begun before the capture (the *lead-in*; never decoded).
+
+Candidate offsets: every offset of the first :data:`SEARCH_WINDOW` bytes, and the carrier's
+own boundaries after it (the start of each HTTP/2 DATA payload: senders write a message at a
+time).  Evidence: only the frames from the first one that opens a message or is a control
+frame count (a run of continuation frames is what a 2-byte length-prefixed protocol looks
+like).  A carrier is a WebSocket when both directions chain, the client's with at least
+:data:`MIN_CLIENT_FRAMES` frames when the carrier has no other evidence (HTTP/1.1) and
+:data:`MIN_FRAMES` frames in all, or when one direction has no bytes and the other chains with
+:data:`MIN_ONE_WAY_FRAMES` frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+#: Offsets of a direction's first bytes tried as the first frame boundary.
+SEARCH_WINDOW = 16384
+#: Evidence frames (both directions together) for a WebSocket seen both ways.
+MIN_FRAMES = 3
+#: ... and in the client's direction alone, where only framing tells (a TCP connection).
+MIN_CLIENT_FRAMES = 2
+#: Evidence frames of the one direction that has bytes, when the other has none.
+MIN_ONE_WAY_FRAMES = 4
+#: A control frame's payload limit (RFC 6455 §5.5).
+_MAX_CONTROL = 125
+
+
+@dataclass(frozen=True, slots=True)
+class WsFrame:
+    """One frame of a chain: its bytes ``[pos, end)`` and what its header says."""
+
+    pos: int
+    end: int
+    opcode: int
+    fin: bool
+    lead: bool  # continues a message begun before the capture
+
+
+@dataclass(frozen=True, slots=True)
+class WsChain:
+    start: int
+    frames: list[WsFrame]  # complete frames only
+
+    @property
+    def evidence(self) -> int:
+        return sum(1 for f in self.frames if not f.lead)
+
+    def ranges(self) -> list[tuple[int, int | None]]:
+        """The byte ranges to decode: control frames of the lead-in, then everything from the
+        first frame that is not part of the lead-in (``None``: to the end)."""
+        out: list[tuple[int, int | None]] = []
+        for f in self.frames:
+            if f.lead:
+                continue
+            if f.opcode >= 8 and any(g.lead and g.pos > f.pos for g in self.frames):
+                out.append((f.pos, f.end))
+                continue
+            out.append((f.pos, None))
+            return out
+        last = self.frames[-1].end if self.frames else self.start
+        out.append((last, None))
+        return out
+
+    @property
+    def lost_lead(self) -> bool:
+        """Bytes before ``start`` or lead-in frames: a message began before the capture."""
+        return self.start > 0 or any(f.lead for f in self.frames)
+
+
+def chain_from(buf: bytes | bytearray, pos: int, masked: bool) -> tuple[list[WsFrame], bool] | None:
+    """The complete frames chaining from ``pos`` over all of ``buf``, and whether the last
+    header (if incomplete) is valid so far; None when a header on the way is not valid."""
+    frames: list[WsFrame] = []
+    end = len(buf)
+    lead = True  # continuation frames may finish a message begun before the capture
+    open_msg = False
+    while pos < end:
+        if end - pos < 2:
+            return frames, True
+        b0, b1 = buf[pos], buf[pos + 1]
+        opcode = b0 & 0x0F
+        fin = bool(b0 & 0x80)
+        if b0 & 0x30 or bool(b1 & 0x80) is not masked:
+            return None
+        n = b1 & 0x7F
+        head = 2
+        if opcode >= 8:
+            if opcode > 10 or not fin or n > _MAX_CONTROL or b0 & 0x40:
+                return None
+        elif opcode == 0:
+            if b0 & 0x40:
+                return None
+            if not lead and not open_msg:
+                return None
+        elif opcode <= 2:
+            lead = False
+            if open_msg:
+                return None
+        else:
+            return None
+        if n == 126:
+            if end - pos < 4:
+                return frames, True
+            n = (buf[pos + 2] << 8) | buf[pos + 3]
+            if n < 126:
+                return None
+            head = 4
+        elif n == 127:
+            if end - pos < 10:
+                return frames, True
+            n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            if n <= 0xFFFF or n >> 63:
+                return None
+            head = 10
+        if masked:
+            if end - pos < head + 4:
+                return frames, True
+            if not any(buf[pos + head : pos + head + 4]):
+                return None
+            head += 4
+        stop = pos + head + n
+        if stop > end:
+            return frames, True
+        is_lead = lead and opcode == 0
+        frames.append(WsFrame(pos, stop, opcode, fin, is_lead))
+        if opcode == 0:
+            if is_lead and fin:
+                lead = False
+            elif not is_lead and fin:
+                open_msg = False
+        elif opcode <= 2:
+            open_msg = not fin
+        pos = stop
+    return frames, True
+
+
+def find_ws_chain(
+    buf: bytes | bytearray, masked: bool, boundaries: Iterable[int] = ()
+) -> WsChain | None:
+    """Where frames certainly start in ``buf``, and the frames from there; None when no
+    candidate offset (see the module doc) chains.
+
+    Offset 0 is taken when it chains (the carrier's bytes began on a frame boundary, the
+    common case).  Otherwise bytes inside a frame may chain by accident from a wrong offset
+    until they fall onto the real frames, so the start is the first boundary that at least two
+    candidates reach and that every candidate starting before it passes through (counting
+    the candidates that chain with at least half as many frames as the longest chain): from
+    there on the frames are the same whichever of them is the real one, and nothing before it
+    is decoded (a lone first candidate might be a chance, so it is never taken alone).  A
+    chance chain that meets the real frames only near the end has few frames; one that would
+    outnumber the real chain would need many chance headers in a row.
+    """
+    found = chain_from(buf, 0, masked)
+    if found is not None and WsChain(0, found[0]).evidence:
+        return WsChain(0, found[0])
+    end = len(buf)
+    candidates = list(range(1, min(SEARCH_WINDOW, end)))
+    candidates += [b for b in boundaries if SEARCH_WINDOW <= b < end]
+    chains: list[list[WsFrame]] = []
+    for offset in candidates:
+        found = chain_from(buf, offset, masked)
+        if found is not None and found[0]:
+            chains.append(found[0])
+    if not chains:
+        return None
+    best = max(len(c) for c in chains)
+    # a chance chain that met the real frames only late has few frames: no contender
+    contenders = [
+        (frames[0].pos, {f.pos for f in frames} | {frames[-1].end})
+        for frames in chains
+        if 2 * len(frames) >= best
+    ]
+    start = -1
+    everywhere: set[int] = set().union(*(pos for _, pos in contenders))
+    for p in sorted(everywhere):
+        before = [pos for first, pos in contenders if first <= p]
+        if len(before) >= 2 and all(p in pos for pos in before):
+            start = p
+            break
+    if start < 0:
+        return None
+    found = chain_from(buf, start, masked)
+    if found is None:
+        return None
+    chain = WsChain(start, found[0])
+    return chain if chain.evidence else None
+
+
+def judge(
+    c2s: WsChain | None, s2c: WsChain | None, has_c2s: bool, has_s2c: bool, *, carrier: str
+) -> bool:
+    """Whether the two directions' chains make a WebSocket (the rule of the module doc).
+
+    ``carrier`` is ``h2`` (the HTTP/2 framing already holds) or ``tcp`` (nothing else does:
+    the client's masked frames must show :data:`MIN_CLIENT_FRAMES` times)."""
+    if (has_c2s and c2s is None) or (has_s2c and s2c is None):
+        return False
+    ec = c2s.evidence if c2s is not None else 0
+    es = s2c.evidence if s2c is not None else 0
+    if has_c2s and has_s2c:
+        if carrier == "tcp" and ec < MIN_CLIENT_FRAMES:
+            return False
+        return ec >= 1 and es >= 1 and ec + es >= MIN_FRAMES
+    if carrier == "tcp" and ec < MIN_CLIENT_FRAMES:
+        return False
+    return max(ec, es) >= MIN_ONE_WAY_FRAMES
+
+
+def pieces(
+    chunks: list[tuple[bytes, float]], ranges: list[tuple[int, int | None]]
+) -> list[tuple[bytes, float]]:
+    """The parts of ``chunks`` (consecutive bytes, each with its ts) within ``ranges``."""
+    out: list[tuple[bytes, float]] = []
+    for a, b in ranges:
+        pos = 0
+        for data, ts in chunks:
+            end = pos + len(data)
+            lo, hi = max(a, pos), end if b is None else min(b, end)
+            if lo < hi:
+                out.append((data[lo - pos : hi - pos], ts))
+            pos = end
+    return out
