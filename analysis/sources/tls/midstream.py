@@ -58,7 +58,7 @@ MIDSTREAM_TRIAL_RECORDS: Final = 4
 #: Secrets tried per key log label (in key log order; the rest are not tried, and it is said).
 MIDSTREAM_MAX_CANDIDATES: Final = 1024
 #: AEAD calls per direction for the suites without a fast search (ChaCha20-Poly1305).
-MIDSTREAM_SLOW_TRIALS: Final = 1 << 16
+MIDSTREAM_SLOW_TRIALS: Final = 1 << 18
 #: RFC 8446 5.2: the largest TLS 1.3 record body (2**14 plus 256).
 MIDSTREAM_MAX_RECORD: Final = (1 << 14) + 256
 #: A record boundary is searched in the first bytes of a direction: one whole largest record.
@@ -164,11 +164,22 @@ class Match:
 class Search:
     """The trial decryption of one direction: candidates, budget, and what was tried."""
 
-    __slots__ = ("candidates", "labels", "records", "skipped", "slow_left", "trials")
+    __slots__ = (
+        "candidates",
+        "hint",
+        "labels",
+        "records",
+        "skipped",
+        "slow_left",
+        "tls12",
+        "trials",
+    )
 
     def __init__(self, keylog: KeyLog, labels: tuple[str, ...], only: bytes | None = None) -> None:
         """``only``: the client random the other direction matched (then only its secrets)."""
         self.labels = labels
+        self.tls12 = bool(keylog.entries("CLIENT_RANDOM"))
+        self.hint = ""  # about TLS 1.2, from the first record
         self.candidates: list[tuple[str, bytes, bytes]] = []
         self.skipped = 0  # secrets beyond MIDSTREAM_MAX_CANDIDATES
         for label in labels:
@@ -188,6 +199,8 @@ class Search:
         """The match that opens this record (a whole TLS 1.3 application data record), if any."""
         self.records += 1
         body = bytes(body)
+        if self.records == 1:
+            self.hint = tls12_hint(body, self.tls12)
         if len(body) < 17:  # a content type byte and a tag at least
             return None
         generations = [(label, cr, [s]) for label, cr, s in self.candidates]
@@ -225,7 +238,7 @@ class Search:
         """Why nothing matched, without a secret: what was tried."""
         secrets = len(self.candidates)
         if not secrets:
-            return f"the key logs have no {' or '.join(self.labels)} to try"
+            return f"the key logs have no {' or '.join(self.labels)} to try" + self.hint
         text = (
             f"no key log secret opens its first {self.records} application data record(s) "
             f"({secrets} secrets x suites x key update generations 0-{MIDSTREAM_KEY_UPDATES} x "
@@ -235,10 +248,10 @@ class Search:
             text += f"; {self.skipped} more secrets not tried (limit {MIDSTREAM_MAX_CANDIDATES})"
         if self.slow_left <= 0:
             text += f"; ChaCha20-Poly1305 trials stopped at {MIDSTREAM_SLOW_TRIALS}"
-        return text
+        return text + self.hint
 
 
-def tls12_hint(body: memoryview | bytes, keylog: KeyLog) -> str:
+def tls12_hint(body: bytes, tls12_keys: bool) -> str:
     """What to add to a failed search about TLS 1.2, whose connections this cannot decrypt."""
     why = (
         "TLS 1.2 cannot be decrypted without its handshake: its keys need the ServerHello's "
@@ -246,7 +259,7 @@ def tls12_hint(body: memoryview | bytes, keylog: KeyLog) -> str:
     )
     if len(body) >= 24 and int.from_bytes(bytes(body[:8])) < 1 << 32:
         return f"; its records look like TLS 1.2 (an explicit nonce that counts records): {why}"
-    if keylog.entries("CLIENT_RANDOM"):
+    if tls12_keys:
         return f"; if it is TLS 1.2: {why}"
     return ""
 

@@ -47,7 +47,6 @@ from h2ws.analysis.sources.tls.midstream import (
     OTHER_LABEL,
     Search,
     find_boundary,
-    tls12_hint,
 )
 from h2ws.analysis.sources.tls.schedule import SUITES, Keys12, Keys13, Suite, suite_name, tls12_prf
 
@@ -553,7 +552,7 @@ class TlsLayer:
         match = search.try_record(header, body)
         if match is None:
             if search.records >= MIDSTREAM_TRIAL_RECORDS:
-                self._mid_fail(conn, d, ts, out, search.why_not() + tls12_hint(body, self.keylog))
+                self._mid_fail(conn, d, ts, out, search.why_not())
             return False
         d.search = None
         d.keys = match.keys
@@ -605,10 +604,7 @@ class TlsLayer:
         out.append(Gap(conn.conn_id, d.direction, ts, None))
 
     def _mid_give_up(self, conn: _Conn, ts: float | None, out: list[ChunkEvent]) -> None:
-        reasons = "; ".join(
-            f"{d.direction}: {d.mid_failed or 'no whole application data record captured'}"
-            for d in (conn.c2s, conn.s2c)
-        )
+        reasons = "; ".join(f"{d.direction}: {self._mid_why(d)}" for d in (conn.c2s, conn.s2c))
         self._give_up(
             conn,
             ts,
@@ -617,6 +613,13 @@ class TlsLayer:
             "tls_midstream",
             f"the capture starts after the TLS handshake; encrypted bytes only counted ({reasons})",
         )
+
+    def _mid_why(self, d: _Dir) -> str:
+        if d.mid_failed is not None:
+            return d.mid_failed
+        if d.search is not None:  # fewer records than MIDSTREAM_TRIAL_RECORDS, none opened
+            return d.search.why_not()
+        return "no whole application data record captured"
 
     def _drop(self, d: _Dir) -> None:
         self._held_total -= d.held_bytes
@@ -1014,6 +1017,13 @@ class TlsLayer:
     def _gap(self, conn: _Conn, event: Gap, out: list[ChunkEvent]) -> None:
         d = conn.dir(event.direction)
         if d.dead or d.gap:
+            return
+        if d.mid and d.keys is None:
+            # Before a key is found nothing depends on what was lost: look for the next
+            # record boundary after the gap (what was held is counted, not decoded).
+            self._drop(d)
+            d.synced = False
+            d.need = 5
             return
         d.gap = True  # what came before may still wait for keys: it is parsed first
         d.gap_ts = event.ts
