@@ -28,6 +28,7 @@ from h2ws.analysis.sources.pcap import CaptureReader
 from h2ws.analysis.sources.tcp import TcpReassembler, TcpSegment
 from h2ws.analysis.sources.tls import KeyLog, TlsLayer
 from h2ws.analysis.sources.tls.midstream import (
+    MIDSTREAM_GCM_WINDOW,
     MIDSTREAM_SEQ_WINDOW,
     NEED,
     NOT_FOUND,
@@ -291,7 +292,9 @@ def test_cleartext_cut_mid_connection_is_untouched() -> None:
 MID = diagnostic("t:0", "tcp", "warning", "midstream_start", "handshake not captured", ts=0.0)
 
 
-def many_records(count: int, suite: int = 0x1301) -> tuple[synth.Conversation, list[bytes]]:
+def many_records(
+    count: int, suite: int = 0x1301, seq: int = 2, extra: int = 0
+) -> tuple[synth.Conversation, list[bytes]]:
     """A TLS 1.3 conversation whose server sends ``count`` small records after the handshake,
     one flight each (the handshake flights first)."""
     conv = synth.tls13(suite, key_update=False, big=0)
@@ -301,8 +304,8 @@ def many_records(count: int, suite: int = 0x1301) -> tuple[synth.Conversation, l
         if line.count(b" ") == 2 and not line.startswith(b"#")
     }
     s0 = synth.Sealer13(synth.SUITES[suite], keys[b"SERVER_TRAFFIC_SECRET_0"])
-    s0.seq = 2  # the handshake's 0.5-RTT record and the session ticket came first
-    records = [s0.seal(23, b"record %d" % i) for i in range(count)]
+    s0.seq = seq  # 2: the handshake's 0.5-RTT record and the session ticket came first
+    records = [s0.seal(23, b"record %d" % i) for i in range(count + extra)]
     return conv, records
 
 
@@ -316,15 +319,30 @@ def server_records(conv: synth.Conversation, records: list[bytes], first: int) -
 
 
 def test_sequence_number_window() -> None:
-    """The last record inside the window decrypts; one beyond it is a documented diagnostic."""
-    conv, records = many_records(MIDSTREAM_SEQ_WINDOW + 2)
+    """ChaCha20-Poly1305: the last record inside the window decrypts; one beyond it is a
+    documented diagnostic."""
+    conv, records = many_records(MIDSTREAM_SEQ_WINDOW + 2, 0x1303)
     inside = MIDSTREAM_SEQ_WINDOW - 1 - 2  # sequence number MIDSTREAM_SEQ_WINDOW - 1
     res = tls(server_records(conv, records, inside), KeyLog(conv.keylog))
     assert res.plain["s2c"].startswith(b"record %d" % inside)
     assert f"sequence number {MIDSTREAM_SEQ_WINDOW - 1} " in res.diags[0].message
     res = tls(server_records(conv, records, inside + 1), KeyLog(conv.keylog))
     assert res.codes == ["tls_midstream"] and not res.plain["s2c"]
-    assert f"record sequence numbers 0-{MIDSTREAM_SEQ_WINDOW - 1}" in res.diags[0].message
+    assert f"0-{MIDSTREAM_SEQ_WINDOW - 1} for ChaCha20-Poly1305" in res.diags[0].message
+
+
+@pytest.mark.parametrize("suite", [0x1301, 0x1302])
+def test_gcm_sequence_number_window(suite: int) -> None:
+    """AES-GCM: any sequence number below 2**32 is found at the same cost; 2**32 is not."""
+    for seq, found in [(MIDSTREAM_GCM_WINDOW - 1, True), (MIDSTREAM_GCM_WINDOW, False)]:
+        conv, records = many_records(0, suite, seq=seq, extra=3)
+        res = tls(server_records(conv, records, 0), KeyLog(conv.keylog))
+        if found:
+            assert res.plain["s2c"] == b"record 0record 1record 2"
+            assert f"sequence number {seq} " in res.diags[0].message
+        else:
+            assert res.codes == ["tls_midstream"] and not res.plain["s2c"]
+            assert f"0-{MIDSTREAM_GCM_WINDOW - 1} for AES-GCM" in res.diags[0].message
 
 
 @pytest.mark.parametrize("suite", [0x1301, 0x1302, 0x1303])
@@ -339,7 +357,7 @@ def test_suites_key_updates_and_many_candidates(
     size = 48 if suite == 0x1302 else 32
     noise = b"".join(
         f"{label} {os.urandom(32).hex()} {os.urandom(size).hex()}\n".encode()
-        for _ in range(5 if suite == 0x1303 else 200)  # ChaCha20: MIDSTREAM_SLOW_TRIALS
+        for _ in range(5 if suite == 0x1303 else 200)  # ChaCha20: MIDSTREAM_SLOW_BYTES
         for label in ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0")
     )
     events = conv.events()  # Opened, then one Data per flight
@@ -375,7 +393,10 @@ def test_find_boundary() -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     st.sampled_from([16, 32]),
-    st.integers(0, 2 * MIDSTREAM_SEQ_WINDOW),
+    st.one_of(
+        st.integers(0, 2 * MIDSTREAM_SEQ_WINDOW),
+        st.integers(MIDSTREAM_GCM_WINDOW - 3, MIDSTREAM_GCM_WINDOW + 3),
+    ),
     st.binary(min_size=0, max_size=600),
     st.binary(min_size=12, max_size=12),
 )
@@ -386,6 +407,9 @@ def test_gcm_fast_search_agrees_with_trying_every_number(
     header = b"\x17\x03\x03" + (len(plain) + 16).to_bytes(2)
     body = AESGCM(key).encrypt((int.from_bytes(iv) ^ seq).to_bytes(12), plain, header)
     slow, _ = slow_find_seq(AESGCM(key), iv, header, body, MIDSTREAM_SEQ_WINDOW)
-    assert gcm_find_seq(key, iv, header, body) == slow
+    fast = gcm_find_seq(key, iv, header, body)
     assert slow == (seq if seq < MIDSTREAM_SEQ_WINDOW else None)
+    if seq < MIDSTREAM_SEQ_WINDOW:
+        assert fast == slow
+    assert fast == (seq if seq < MIDSTREAM_GCM_WINDOW else None)
     assert gcm_find_seq(os.urandom(key_len), iv, header, body) is None  # another key

@@ -17,16 +17,17 @@ What is tried, bounded by the constants below (one place; docs/schema.md lists t
   48 bytes -- TLS_AES_256_GCM_SHA384.  The CCM suites are not tried (CCM_8's 64-bit tag would
   weaken the proof, and no browser or Node.js offers them);
 * key update generations 0 to :data:`MIDSTREAM_KEY_UPDATES` of each secret (RFC 8446 7.2);
-* record sequence numbers 0 to :data:`MIDSTREAM_SEQ_WINDOW` - 1 of each generation;
+* record sequence numbers 0 to :data:`MIDSTREAM_GCM_WINDOW` - 1 (AES-GCM) or
+  :data:`MIDSTREAM_SEQ_WINDOW` - 1 (ChaCha20-Poly1305) of each generation;
 * the first :data:`MIDSTREAM_TRIAL_RECORDS` application data records of the direction (records
   still under handshake keys, when the capture starts inside the handshake, do not open);
 * at most :data:`MIDSTREAM_MAX_CANDIDATES` secrets per label, in key log order.
 
 Cost: AES-GCM is searched without one AEAD call per sequence number (:func:`gcm_find_seq`:
-one AES-ECB call over the window's counter blocks and two AES-GCM calls per key and record), so
-its cost does not grow with the window; ChaCha20-Poly1305 has no such shortcut (its one-time
-Poly1305 key depends on the nonce) and takes one AEAD call per sequence number, at most
-:data:`MIDSTREAM_SLOW_TRIALS` per direction.
+two AES-GCM calls and two one-block AES calls per key and record), so its cost does not grow
+with the window; ChaCha20-Poly1305 has no such shortcut (its one-time Poly1305 key depends on the
+nonce) and takes one AEAD call per sequence number, within :data:`MIDSTREAM_SLOW_BYTES` per
+direction.
 
 TLS 1.2 cannot be done this way: its keys are PRF(master, "key expansion", server_random +
 client_random), and the NSS key log gives the master secret and the client random only -- the
@@ -48,17 +49,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from h2ws.analysis.sources.tls.keylog import KeyLog
 from h2ws.analysis.sources.tls.schedule import SUITES, Keys13, Suite, hkdf_expand_label
 
-#: Record sequence numbers tried per key update generation: 0 .. MIDSTREAM_SEQ_WINDOW - 1
-#: (a power of two: :func:`gcm_find_seq` relies on it).
+#: Record sequence numbers tried per key update generation with ChaCha20-Poly1305 (one AEAD
+#: call each): 0 .. MIDSTREAM_SEQ_WINDOW - 1.
 MIDSTREAM_SEQ_WINDOW: Final = 4096
+#: The same for AES-GCM, whose search costs the same for any window (:func:`gcm_find_seq`).
+MIDSTREAM_GCM_WINDOW: Final = 1 << 32
 #: Key update generations tried per secret: 0 (the logged secret) .. MIDSTREAM_KEY_UPDATES.
 MIDSTREAM_KEY_UPDATES: Final = 3
 #: Application data records of a direction tried before it is given up.
 MIDSTREAM_TRIAL_RECORDS: Final = 4
 #: Secrets tried per key log label (in key log order; the rest are not tried, and it is said).
 MIDSTREAM_MAX_CANDIDATES: Final = 1024
-#: AEAD calls per direction for the suites without a fast search (ChaCha20-Poly1305).
-MIDSTREAM_SLOW_TRIALS: Final = 1 << 18
+#: Bytes given to the AEAD per direction by the suites without a fast search (ChaCha20-Poly1305:
+#: one call per sequence number), each call counted as the record's length plus 256.
+MIDSTREAM_SLOW_BYTES: Final = 1 << 26
 #: RFC 8446 5.2: the largest TLS 1.3 record body (2**14 plus 256).
 MIDSTREAM_MAX_RECORD: Final = (1 << 14) + 256
 #: A record boundary is searched in the first bytes of a direction: one whole largest record.
@@ -67,7 +71,6 @@ MIDSTREAM_SCAN: Final = 5 + MIDSTREAM_MAX_RECORD
 #: TLS (records that chain); past them it is taken as not TLS.
 MIDSTREAM_HOLD: Final = 4 * MIDSTREAM_SCAN
 
-assert MIDSTREAM_SEQ_WINDOW & (MIDSTREAM_SEQ_WINDOW - 1) == 0 and MIDSTREAM_SEQ_WINDOW <= 1 << 32
 
 #: Which traffic secrets open which direction: its own label first, then the other one (for a
 #: connection whose client the TCP layer guessed wrong).
@@ -193,7 +196,7 @@ class Search:
             self.candidates.extend((label, cr, s) for cr, s in entries[:MIDSTREAM_MAX_CANDIDATES])
         self.records = 0  # records tried
         self.trials = 0  # (secret, suite, generation, record) combinations tried
-        self.slow_left = MIDSTREAM_SLOW_TRIALS
+        self.slow_left = MIDSTREAM_SLOW_BYTES
 
     def try_record(self, header: bytes, body: memoryview | bytes) -> Match | None:
         """The match that opens this record (a whole TLS 1.3 application data record), if any."""
@@ -222,12 +225,15 @@ class Search:
                             return match
                 slow.extend((label, cr, suite, g, secret) for suite in _SLOW.get(len(secret), ()))
         for label, cr, suite, g, secret in slow:
-            if self.slow_left <= 0:
+            if self.slow_left < len(body) + 256:
+                self.slow_left = 0
                 break
             self.trials += 1
             key, iv = _key_iv(suite, secret)
-            seq, used = slow_find_seq(ChaCha20Poly1305(key), iv, header, body, self.slow_left)
-            self.slow_left -= used
+            cost = len(body) + 256
+            calls = self.slow_left // cost
+            seq, used = slow_find_seq(ChaCha20Poly1305(key), iv, header, body, calls)
+            self.slow_left -= max(used, 1) * cost
             if seq is not None:
                 match = _confirm(cr, label, suite, g, secret, seq, header, body)
                 if match is not None:
@@ -242,12 +248,13 @@ class Search:
         text = (
             f"no key log secret opens its first {self.records} application data record(s) "
             f"({secrets} secrets x suites x key update generations 0-{MIDSTREAM_KEY_UPDATES} x "
-            f"record sequence numbers 0-{MIDSTREAM_SEQ_WINDOW - 1} tried)"
+            f"record sequence numbers 0-{MIDSTREAM_GCM_WINDOW - 1} for AES-GCM, "
+            f"0-{MIDSTREAM_SEQ_WINDOW - 1} for ChaCha20-Poly1305 tried)"
         )
         if self.skipped:
             text += f"; {self.skipped} more secrets not tried (limit {MIDSTREAM_MAX_CANDIDATES})"
         if self.slow_left <= 0:
-            text += f"; ChaCha20-Poly1305 trials stopped at {MIDSTREAM_SLOW_TRIALS}"
+            text += f"; ChaCha20-Poly1305 trials stopped at {MIDSTREAM_SLOW_BYTES} bytes"
         return text + self.hint
 
 
@@ -287,48 +294,40 @@ def _confirm(
 
 
 _W = MIDSTREAM_SEQ_WINDOW
-#: AES-GCM's pre-counter blocks J0 = nonce || 0x00000001 (RFC 5288, NIST SP 800-38D 7.1) for
-#: nonces whose last 32 bits are 0 .. W-1 and whose other bits are 0, as one integer.
-_J0_TEMPLATE: Final = int.from_bytes(
-    b"".join(bytes(8) + t.to_bytes(4) + b"\x00\x00\x00\x01" for t in range(_W))
-)
 
 
 def gcm_find_seq(key: bytes, iv: bytes, header: bytes, body: bytes) -> int | None:
-    """The one sequence number in 0 .. W-1 at which ``body`` can authenticate under ``key`` and
-    the TLS 1.3 ``iv`` (nonce = iv XOR seq), or None.  Not the proof: :func:`_confirm` is.
+    """The one sequence number below :data:`MIDSTREAM_GCM_WINDOW` at which ``body`` can
+    authenticate under ``key`` and the TLS 1.3 ``iv`` (nonce = iv XOR seq), or None.  Not the
+    proof: :func:`_confirm` is.
 
-    A fast path instead of W calls of ``AESGCM.decrypt``: a GCM tag is
-    ``GHASH_H(aad, ciphertext) XOR E_K(J0)``, and only ``E_K(J0)`` depends on the nonce.  The
-    GHASH part is taken from the library -- ``AESGCM.encrypt`` of the plaintext that gives this
-    very ciphertext under one nonce, minus that nonce's ``E_K(J0)`` -- and all W ``E_K(J0)`` come
-    from one AES-ECB call; the tag then names the sequence number.  Since W is a power of two,
-    XOR with 0 .. W-1 permutes the nonce's low bits, so the blocks are one template XOR a mask.
-    tests/test_tls_midstream.py checks with hypothesis that it agrees with trying every number.
+    A fast path instead of one ``AESGCM.decrypt`` per sequence number: a GCM tag is
+    ``GHASH_H(aad, ciphertext) XOR E_K(J0)`` with ``J0 = nonce || 0x00000001`` (NIST SP 800-38D
+    7.1), and only ``E_K(J0)`` depends on the nonce.  The GHASH part comes from the library --
+    ``AESGCM.encrypt``, under the nonce of sequence number 0, of the plaintext that gives this very
+    ciphertext, minus that nonce's ``E_K(J0)`` -- so ``E_K(J0)`` of the record's own nonce is
+    known, and one AES block decryption gives its J0 and so its sequence number.  Three library
+    calls, whatever the window.  tests/test_tls_midstream.py checks with hypothesis that it
+    agrees with trying every number.
     """
     if len(body) < 16:
         return None
     ct, tag = body[:-16], body[-16:]
-    low = int.from_bytes(iv[8:12])
-    base = low & ~(_W - 1) & 0xFFFFFFFF
-    mask = int.from_bytes((iv[:8] + base.to_bytes(4) + bytes(4)) * _W)
-    blocks = (_J0_TEMPLATE ^ mask).to_bytes(16 * _W)
-    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    ek = encryptor.update(blocks) + encryptor.finalize()
-    nonce0 = blocks[:12]
+    aes = algorithms.AES(key)
+    encryptor = Cipher(aes, modes.ECB()).encryptor()
+    ek0 = encryptor.update(iv + b"\x00\x00\x00\x01") + encryptor.finalize()
     aead = AESGCM(key)
     n = len(ct)
-    keystream = aead.encrypt(nonce0, bytes(n), None)[:n]
+    keystream = aead.encrypt(iv, bytes(n), None)[:n]
     plain = (int.from_bytes(ct) ^ int.from_bytes(keystream)).to_bytes(n) if n else b""
-    tag0 = aead.encrypt(nonce0, plain, header)[-16:]
-    ghash = int.from_bytes(tag0) ^ int.from_bytes(ek[:16])
-    target = (ghash ^ int.from_bytes(tag)).to_bytes(16)
-    at = ek.find(target)
-    while at != -1 and at % 16:
-        at = ek.find(target, at + 1)
-    if at == -1:
+    tag0 = aead.encrypt(iv, plain, header)[-16:]
+    ek = (int.from_bytes(tag0) ^ int.from_bytes(ek0) ^ int.from_bytes(tag)).to_bytes(16)
+    decryptor = Cipher(aes, modes.ECB()).decryptor()
+    j0 = decryptor.update(ek) + decryptor.finalize()
+    if j0[12:] != b"\x00\x00\x00\x01":
         return None
-    return (low & (_W - 1)) ^ (at // 16)
+    seq = int.from_bytes(j0[:12]) ^ int.from_bytes(iv)
+    return seq if seq < MIDSTREAM_GCM_WINDOW else None
 
 
 def slow_find_seq(
