@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from h2ws.analysis.core.chunks import ChunkEvent, Data, TlsInfo
 from h2ws.analysis.core.diagnostics import diagnostic
-from h2ws.analysis.records import DiagnosticRecord
+from h2ws.analysis.records import DiagnosticRecord, Direction
 from h2ws.analysis.sources.pcap import CaptureReader
 from h2ws.analysis.sources.tcp import TcpReassembler, TcpSegment
 from h2ws.analysis.sources.tls import KeyLog, TlsLayer
@@ -413,3 +413,20 @@ def test_gcm_fast_search_agrees_with_trying_every_number(
         assert fast == slow
     assert fast == (seq if seq < MIDSTREAM_GCM_WINDOW else None)
     assert gcm_find_seq(os.urandom(key_len), iv, header, body) is None  # another key
+
+
+def test_client_guessed_wrong() -> None:
+    """The TCP layer took the server for the client: each direction opens with the other
+    side's secret, and the diagnostic says so."""
+    conv = synth.tls13(0x1301, key_update=False, big=100)
+    events = conv.events()
+    swap: dict[str, Direction] = {"c2s": "s2c", "s2c": "c2s"}
+    flipped = [
+        Data(e.conn_id, swap[e.direction], e.ts, e.data) if isinstance(e, Data) else e
+        for e in events[4:]
+    ]
+    res = tls([events[0], MID, *flipped], KeyLog(conv.keylog))
+    assert res.plain["c2s"] and conv.plain["s2c"].endswith(res.plain["c2s"])
+    assert res.plain["s2c"] and conv.plain["c2s"].endswith(res.plain["s2c"])
+    found = [d.message for d in res.diags if d.code == "tls_midstream_decrypted"]
+    assert len(found) == 2 and all("took the wrong client" in m for m in found)
