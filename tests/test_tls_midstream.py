@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,3 +431,26 @@ def test_client_guessed_wrong() -> None:
     assert res.plain["s2c"] and conv.plain["c2s"].endswith(res.plain["s2c"])
     found = [d.message for d in res.diags if d.code == "tls_midstream_decrypted"]
     assert len(found) == 2 and all("took the wrong client" in m for m in found)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        os.urandom(40_000),  # no header at all
+        (b"\x16\x03\x03\x00\x00" * 3 + os.urandom(3000)) * 12,  # headers that chain a little
+        b"\x17\x03\x03\x00\x05hello" * 4000,  # records, no key
+    ],
+    ids=["noise", "fake-headers", "records"],
+)
+def test_one_byte_chunks_of_a_midstream_connection_stay_linear(blob: bytes) -> None:
+    """Deciding whether a connection seen from its middle is TLS, and finding a boundary, do
+    not rescan for every byte: 40 KB in 1-byte chunks take well under a second (bound: 20 s)."""
+    events: list[ChunkEvent] = [
+        *synth.Conversation().events(close=False)[:1],
+        MID,
+        *(Data("t:0", "c2s", synth.T0, blob[i : i + 1]) for i in range(1, len(blob))),
+    ]
+    t0 = time.perf_counter()
+    res = tls(events, KeyLog())
+    assert time.perf_counter() - t0 < 20
+    assert "tls_internal_error" not in res.codes

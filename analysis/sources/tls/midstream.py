@@ -98,10 +98,10 @@ def _header_ok(buf: bytes, p: int) -> bool:
     )
 
 
-def _chains(buf: bytes, o: int, final: bool) -> bool | None:
-    """Whether TLS record headers chain from ``o`` over the whole of ``buf``; None: not known
-    yet.  Two headers, or one at offset 0 (the capture cut between records), or one whose
-    record ends exactly where a finished direction ends."""
+def _chains(buf: bytes, o: int, final: bool) -> bool | int:
+    """Whether TLS record headers chain from ``o`` over the whole of ``buf``; an int: not known
+    until ``buf`` is that long.  Two headers, or one at offset 0 (the capture cut between
+    records), or one whose record ends exactly where a finished direction ends."""
     n = len(buf)
     p, count = o, 0
     while p + 5 <= n:
@@ -113,7 +113,7 @@ def _chains(buf: bytes, o: int, final: bool) -> bool | None:
         return True
     if final:
         return count == 1 and p == n
-    return None
+    return p + 5  # the next header decides
 
 
 def find_boundary(buf: bytes, final: bool) -> int:
@@ -124,6 +124,13 @@ def find_boundary(buf: bytes, final: bool) -> int:
     ``final``: no more bytes will come.  A false boundary costs only a failed trial: the AEAD,
     not this, is the proof.
     """
+    return find_boundary_need(buf, final)[0]
+
+
+def find_boundary_need(buf: bytes, final: bool) -> tuple[int, int]:
+    """:func:`find_boundary`, and with :data:`NEED` the length ``buf`` must reach before asking
+    again makes sense (so that a record arriving in many small pieces is not rescanned for each:
+    the scan's cost stays linear)."""
     limit = min(len(buf), MIDSTREAM_SCAN)
     start = 1
     while True:
@@ -133,13 +140,15 @@ def find_boundary(buf: bytes, final: bool) -> int:
         o, start = at - 1, at + 1
         if 20 <= buf[o] <= 24:
             chained = _chains(buf, o, final)
-            if chained:
-                return o
-            if chained is None:
-                return NEED  # an earlier boundary wins: wait for the bytes that decide it
+            if chained is True:
+                return o, 0
+            if chained is not False:
+                return NEED, chained  # an earlier boundary wins: wait for the bytes that decide it
     if final or len(buf) >= MIDSTREAM_SCAN:
-        return NOT_FOUND
-    return NEED
+        return NOT_FOUND, 0
+    # A header may start in the last bytes seen; asked again only after a quarter more bytes,
+    # so that bytes arriving one by one cost a bounded number of scans.
+    return NEED, len(buf) + max(5, len(buf) // 4)
 
 
 class Match:

@@ -46,7 +46,7 @@ from h2ws.analysis.sources.tls.midstream import (
     NOT_FOUND,
     OTHER_LABEL,
     Search,
-    find_boundary,
+    find_boundary_need,
 )
 from h2ws.analysis.sources.tls.schedule import SUITES, Keys12, Keys13, Suite, suite_name, tls12_prf
 
@@ -136,12 +136,14 @@ class _Conn:
         "decrypted",
         "early_accepted",
         "held",
+        "held_len",
         "info_sent",
         "key_block",
         "mid",
         "mid_label",
         "missing",
         "s2c",
+        "scan_at",
         "server_random",
         "sni",
         "state",
@@ -176,6 +178,8 @@ class _Conn:
         self.tcp_mid = False
         self.mid = False  # the TLS handshake was not captured
         self.mid_label: str | None = None  # the label that opened the first direction found
+        self.scan_at = 0  # held bytes at which a TLS record boundary is looked for again
+        self.held_len = 0  # bytes of the Data events in ``held``
 
     @property
     def tls13(self) -> bool:
@@ -313,6 +317,7 @@ class TlsLayer:
             return
         conn.held.append(event)
         if type(event) is Data:
+            conn.held_len += len(event.data)
             self._decide(conn, out, final=False)
 
     def _decide(self, conn: _Conn, out: list[ChunkEvent], final: bool) -> bool:
@@ -327,6 +332,8 @@ class TlsLayer:
         for e in conn.held:
             if type(e) is Data and e.direction == first.direction:
                 head += e.data[: 3 - len(head)]
+                if len(head) == 3:
+                    break
         if len(head) < 3 and not final and not conn.tcp_mid:
             return False
         mid = False
@@ -352,18 +359,25 @@ class TlsLayer:
 
     def _scan_held(self, conn: _Conn, final: bool) -> bool | None:
         """Whether TLS records chain in the held bytes of a direction; None: not known yet."""
-        verdicts = []
-        total = 0
-        for direction in ("c2s", "s2c"):
-            buf = b"".join(
-                e.data for e in conn.held if type(e) is Data and e.direction == direction
-            )
-            total += len(buf)
+        if not final and conn.held_len < conn.scan_at:
+            return None  # nothing that could decide has arrived
+        bufs = [
+            b"".join(e.data for e in conn.held if type(e) is Data and e.direction == direction)
+            for direction in ("c2s", "s2c")
+        ]
+        total = len(bufs[0]) + len(bufs[1])
+        more = []
+        found = False
+        for buf in bufs:
             if buf:
-                verdicts.append(find_boundary(buf, final))
-        if any(v >= 0 for v in verdicts):
+                at, need = find_boundary_need(buf, final)
+                found |= at >= 0
+                if at == NEED:
+                    more.append(need - len(buf))
+        if found:
             return True
-        if NEED in verdicts and total <= MIDSTREAM_HOLD:
+        if more and total <= MIDSTREAM_HOLD:
+            conn.scan_at = total + min(more)
             return None
         return False
 
@@ -511,10 +525,10 @@ class TlsLayer:
         """Finds ``d``'s first record boundary; the bytes before it are counted, not decoded.
         False: not yet (more bytes decide), or never (then the direction is given up)."""
         buf = b"".join(d.parts)
-        at = find_boundary(buf, final)
+        at, need = find_boundary_need(buf, final)
         if at == NEED:
             d.parts = [buf]
-            d.need = d.have + 1
+            d.need = need
             return False
         if at == NOT_FOUND:
             self._mid_fail(
