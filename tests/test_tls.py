@@ -432,6 +432,9 @@ def test_midstream_and_unsupported() -> None:
     conv = synth.tls13(0x1301)
     later = conv.events()
     res = run([later[0], *later[4:]], KeyLog(conv.keylog))  # from the session tickets on
+    assert res.codes[:2] == ["tls_midstream_decrypted"] * 2 and res.infos[0].decrypted
+    assert conv.plain["s2c"].endswith(res.plain[("t:0", "s2c")])  # tests/test_tls_midstream.py
+    res = run([later[0], *later[4:]], KeyLog())  # without keys: counted only
     assert res.codes[0] == "tls_midstream" and not res.infos[0].decrypted
     cbc = synth.tls12(0xC02F)
     cbc.flights[1] = (
@@ -734,6 +737,10 @@ def test_sample_starting_midstream(tmp_path: Path) -> None:
     tables, _ = cli_extract(cut, tmp_path / "out", "--keylog", str(keys))
     [conn] = tables["connections"]
     assert conn["tls"] and conn["bytes_c2s"] + conn["bytes_s2c"] > 0
+    # The handshake is gone, the key log still opens it (tests/test_tls_midstream.py).
+    assert "tls_midstream_decrypted" in {d["code"] for d in tables["diagnostics"]}
+    assert conn["tls_version"] == "TLS 1.3"
+    tables, _ = cli_extract(cut, tmp_path / "out2")  # without keys: counted only
     assert "tls_midstream" in {d["code"] for d in tables["diagnostics"]}
 
 

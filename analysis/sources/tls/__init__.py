@@ -15,6 +15,8 @@ The modules, one job each (TLS 1.2 RFC 5246 and TLS 1.3 RFC 8446 record decrypti
 * :mod:`.schedule` -- cipher suites and key schedules (HKDF-Expand-Label, the TLS 1.2 PRF),
   nonces and additional data; the AEADs are ``cryptography``'s;
 * :mod:`.handshake` -- record and handshake constants, hello and EncryptedExtensions parsing;
+* :mod:`.midstream` -- connections whose handshake was not captured: the first record boundary
+  and the key log secret found by trial decryption;
 * :mod:`.records` -- the record state machine, :class:`TlsLayer`.
 
 Secrets come from NSS key logs (SSLKEYLOGFILE, ``--tls-keylog``, ``keylog_filename``, pcapng
@@ -35,7 +37,11 @@ Diagnostic codes (layer ``tls``; ``conn_id`` set):
   corrupted bytes); that direction is not decrypted further.
 - ``tls_unsupported_cipher`` (warning): a protocol version or cipher suite this module does not
   decrypt (CBC suites, TLS 1.0/1.1, ...); counted only.
-- ``tls_midstream`` (warning): the capture starts after the ClientHello; counted only.
+- ``tls_midstream`` (warning): the capture starts after the ClientHello and no key log secret
+  opens a direction's first records (:mod:`.midstream`: bounded trial decryption; TLS 1.2 never
+  can); that direction, or the whole connection, is counted only.  The message says why.
+- ``tls_midstream_decrypted`` (info): the capture starts after the ClientHello, and trial
+  decryption found the secret, suite, key update generation and sequence number of a direction.
 - ``tls_incomplete_handshake`` (warning): the connection ended before a ServerHello was seen.
 - ``tls_alert`` (info for close_notify, warning, or error for fatal alerts).
 - ``tls_gap`` (error): bytes of a direction were lost; the rest of that direction cannot be

@@ -31,10 +31,12 @@ class KeyLog:
     :class:`TlsLayer` waiting for keys looks only at the connections that may now decrypt.
     """
 
-    __slots__ = ("_secrets", "added")
+    __slots__ = ("_by_label", "_secrets", "added")
 
     def __init__(self, text: bytes | str | None = None) -> None:
         self._secrets: dict[tuple[str, bytes], bytes] = {}
+        #: The same secrets by label, then client random, in the order they were learnt.
+        self._by_label: dict[str, dict[bytes, bytes]] = {}
         self.added: list[bytes] = []
         if text:
             self.add(text)
@@ -61,12 +63,18 @@ class KeyLog:
             key = (label, client_random)
             if self._secrets.get(key) != secret:
                 self._secrets[key] = secret
+                self._by_label.setdefault(label, {})[client_random] = secret
                 self.added.append(client_random)
                 new += 1
         return new
 
     def get(self, label: str, client_random: bytes) -> bytes | None:
         return self._secrets.get((label, client_random))
+
+    def entries(self, label: str) -> list[tuple[bytes, bytes]]:
+        """``(client_random, secret)`` of one label, in key log order: the candidates of a
+        connection whose client random was not captured (:mod:`.midstream`)."""
+        return list(self._by_label.get(label, {}).items())
 
     def has(self, label: str, client_random: bytes) -> bool:
         return (label, client_random) in self._secrets

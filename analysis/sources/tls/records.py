@@ -37,6 +37,17 @@ from h2ws.analysis.sources.tls.handshake import (
     parse_server_hello,
 )
 from h2ws.analysis.sources.tls.keylog import KeyLog
+from h2ws.analysis.sources.tls.midstream import (
+    LABELS,
+    MIDSTREAM_HOLD,
+    MIDSTREAM_SCAN,
+    MIDSTREAM_TRIAL_RECORDS,
+    NEED,
+    NOT_FOUND,
+    OTHER_LABEL,
+    Search,
+    find_boundary_need,
+)
 from h2ws.analysis.sources.tls.schedule import SUITES, Keys12, Keys13, Suite, suite_name, tls12_prf
 
 #: Phases of one direction.
@@ -71,10 +82,15 @@ class _Dir:
         "held_bytes",
         "hs",
         "keys",
+        "mid",
+        "mid_failed",
         "need",
         "parts",
         "phase",
         "protected",
+        "search",
+        "skipped",
+        "synced",
         "wait_seq",
         "wait_ts",
         "waiting",
@@ -102,6 +118,12 @@ class _Dir:
         self.gap = False  # bytes were lost after what ``parts`` and ``held`` hold
         self.gap_ts = 0.0
         self.early_skipped = 0
+        #: The handshake was not captured: keys are found by trial (:mod:`.midstream`).
+        self.mid = False
+        self.synced = False  # the first record boundary is known
+        self.skipped = 0  # bytes before it
+        self.search: Search | None = None
+        self.mid_failed: str | None = None  # why no key was found (said once)
 
 
 class _Conn:
@@ -114,15 +136,20 @@ class _Conn:
         "decrypted",
         "early_accepted",
         "held",
+        "held_len",
         "info_sent",
         "key_block",
+        "mid",
+        "mid_label",
         "missing",
         "s2c",
+        "scan_at",
         "server_random",
         "sni",
         "state",
         "suite",
         "suite_code",
+        "tcp_mid",
         "version",
     )
 
@@ -146,6 +173,13 @@ class _Conn:
         self.missing: set[str] = set()
         #: 0-RTT: None until the server's EncryptedExtensions say whether it read early data.
         self.early_accepted: bool | None = None
+        #: The TCP layer did not see the connection start (its ``midstream_start``): the first
+        #: bytes may be inside a TLS record.
+        self.tcp_mid = False
+        self.mid = False  # the TLS handshake was not captured
+        self.mid_label: str | None = None  # the label that opened the first direction found
+        self.scan_at = 0  # held bytes at which a TLS record boundary is looked for again
+        self.held_len = 0  # bytes of the Data events in ``held``
 
     @property
     def tls13(self) -> bool:
@@ -266,36 +300,98 @@ class TlsLayer:
     # -- deciding what a connection speaks ----------------------------------------------------
 
     def _undecided(self, conn: _Conn, event: ChunkEvent, out: list[ChunkEvent]) -> None:
-        """Holds a connection's events until its first three bytes tell whether it is TLS."""
+        """Holds a connection's events until its first bytes tell whether it is TLS."""
         if type(event) is DiagnosticRecord:
+            if event.code == "midstream_start" and event.conn_id == conn.conn_id:
+                conn.tcp_mid = True
             out.append(event)
             return
         if type(event) is Closed:
+            if self._decide(conn, out, final=True):
+                self._feed(conn, event, out)
+                return
             self._conns.pop(conn.conn_id, None)
             out.extend(conn.held)
+            conn.held = []
             out.append(event)
             return
         conn.held.append(event)
-        if type(event) is not Data:
-            return
-        first = next(e for e in conn.held if type(e) is Data)
-        assert isinstance(first, Data)
+        if type(event) is Data:
+            conn.held_len += len(event.data)
+            self._decide(conn, out, final=False)
+
+    def _decide(self, conn: _Conn, out: list[ChunkEvent], final: bool) -> bool:
+        """TLS or not, from the first three bytes of the first direction -- or, when the TCP
+        layer missed the connection's start, from TLS record headers that chain in the first
+        bytes of either direction (bounded: :data:`MIDSTREAM_HOLD`).  True: TLS, and the held
+        events were fed.  Undecided and not ``final``: still holding."""
+        first = next((e for e in conn.held if type(e) is Data), None)
+        if first is None:
+            return False
         head = b""
         for e in conn.held:
             if type(e) is Data and e.direction == first.direction:
                 head += e.data[: 3 - len(head)]
-        if len(head) < 3:
-            return
+                if len(head) == 3:
+                    break
+        if len(head) < 3 and not final and not conn.tcp_mid:
+            return False
+        mid = False
+        if len(head) < 3 or not (head[1] == 3 and head[2] <= 4 and 20 <= head[0] <= 24):
+            verdict = self._scan_held(conn, final) if conn.tcp_mid else False
+            if verdict is None:
+                return False  # more bytes decide
+            if not verdict:
+                self._conns.pop(conn.conn_id, None)  # not TLS: untouched from now on
+                out.extend(conn.held)
+                conn.held = []
+                return False
+            mid = True
+        elif first.direction != "c2s" or head[0] != HANDSHAKE:
+            mid = True
         held, conn.held = conn.held, []
-        if not (head[1] == 3 and head[2] <= 4 and 20 <= head[0] <= 24):
-            self._conns.pop(conn.conn_id, None)  # not TLS: untouched from now on
-            out.extend(held)
-            return
         conn.state = _TLS
-        if first.direction != "c2s" or head[0] != HANDSHAKE:
-            self._midstream(conn, first.ts, out)
+        if mid:
+            self._enter_midstream(conn)
         for e in held:
             self._feed(conn, e, out)
+        return True
+
+    def _scan_held(self, conn: _Conn, final: bool) -> bool | None:
+        """Whether TLS records chain in the held bytes of a direction; None: not known yet."""
+        if not final and conn.held_len < conn.scan_at:
+            return None  # nothing that could decide has arrived
+        bufs = [
+            b"".join(e.data for e in conn.held if type(e) is Data and e.direction == direction)
+            for direction in ("c2s", "s2c")
+        ]
+        total = len(bufs[0]) + len(bufs[1])
+        more = []
+        found = False
+        for buf in bufs:
+            if buf:
+                at, need = find_boundary_need(buf, final)
+                found |= at >= 0
+                if at == NEED:
+                    more.append(need - len(buf))
+        if found:
+            return True
+        if more and total <= MIDSTREAM_HOLD:
+            conn.scan_at = total + min(more)
+            return None
+        return False
+
+    def _enter_midstream(self, conn: _Conn) -> None:
+        """The handshake was not captured: each direction looks for its first record boundary
+        and then for the key log secret that opens its records (:mod:`.midstream`)."""
+        conn.mid = True
+        for d in (conn.c2s, conn.s2c):
+            d.mid = True
+            d.synced = False
+            d.phase = _APP
+            d.protected = True
+            d.keys = None
+            d.hs = bytearray()
 
     def _midstream(self, conn: _Conn, ts: float, out: list[ChunkEvent]) -> None:
         self._give_up(
@@ -351,6 +447,8 @@ class TlsLayer:
     def _records(self, conn: _Conn, d: _Dir, ts: float, out: list[ChunkEvent]) -> None:
         if d.dead or d.waiting or conn.state != _TLS or d.have < 5:
             return
+        if d.mid and not d.synced and not self._sync(conn, d, ts, out, final=False):
+            return
         buf = d.parts[0] if len(d.parts) == 1 else b"".join(d.parts)
         view = memoryview(buf)
         n = len(buf)
@@ -387,6 +485,15 @@ class TlsLayer:
                     continue
                 except (InvalidTag, ValueError):
                     pass  # the general path below reports it
+            if keys is None and d.mid:
+                if ctype == APPLICATION_DATA and self._mid_trial(
+                    conn, d, buf[pos : pos + 5], view[pos + 5 : end], ts, out
+                ):
+                    continue  # the same record again, now with keys
+                pos = end  # before a key is found: counted, not decoded
+                if d.dead or conn.state != _TLS:
+                    break
+                continue
             if not self._record(at, ctype, buf, view, pos, end):
                 break  # it waits: the record stays
             pos = end
@@ -411,6 +518,122 @@ class TlsLayer:
             d.need = 5 + ((rest[3] << 8) | rest[4])
         else:
             d.need = 5
+
+    # -- the handshake was not captured ------------------------------------------------------
+
+    def _sync(self, conn: _Conn, d: _Dir, ts: float, out: list[ChunkEvent], final: bool) -> bool:
+        """Finds ``d``'s first record boundary; the bytes before it are counted, not decoded.
+        False: not yet (more bytes decide), or never (then the direction is given up)."""
+        buf = b"".join(d.parts)
+        at, need = find_boundary_need(buf, final)
+        if at == NEED:
+            d.parts = [buf]
+            d.need = need
+            return False
+        if at == NOT_FOUND:
+            self._mid_fail(
+                conn, d, ts, out, f"no TLS record boundary in its first {MIDSTREAM_SCAN} bytes"
+            )
+            return False
+        d.synced = True
+        d.skipped = at
+        rest = buf[at:]
+        d.parts = [rest] if rest else []
+        d.have = len(rest)
+        d.need = 5
+        return True
+
+    def _mid_trial(
+        self,
+        conn: _Conn,
+        d: _Dir,
+        header: bytes,
+        body: memoryview,
+        ts: float,
+        out: list[ChunkEvent],
+    ) -> bool:
+        """Tries the key log's secrets on one application data record of ``d``; True when one
+        opened it (``d.keys`` set at its sequence number)."""
+        search = d.search
+        if search is None:
+            if conn.client_random is not None and conn.mid_label is not None:
+                # The other direction was found: only the peer secret of the same connection.
+                label = OTHER_LABEL[conn.mid_label]
+                search = Search(self.keylog, (label,), conn.client_random)
+            else:
+                search = Search(self.keylog, LABELS[d.direction])
+            d.search = search
+        match = search.try_record(header, body)
+        if match is None:
+            if search.records >= MIDSTREAM_TRIAL_RECORDS:
+                self._mid_fail(conn, d, ts, out, search.why_not())
+            return False
+        d.search = None
+        d.keys = match.keys
+        if conn.client_random is None:
+            conn.client_random = match.client_random
+            conn.mid_label = match.label
+            conn.version = 0x0304
+            conn.suite = match.suite
+            conn.suite_code = match.suite.code
+        conn.decrypted = True
+        self._send_info(conn, ts, out)
+        message = (
+            f"{d.direction}: TLS handshake not captured; the {match.label} of client random "
+            f"{match.client_random.hex()} ({match.suite.name}) found by trial decryption after "
+            f"{search.trials} trials; decrypted from record sequence number {match.seq} of key "
+            f"update generation {match.generation} on"
+        )
+        if d.skipped:
+            message += f"; {d.skipped} bytes before the first record boundary not decoded"
+        if match.label != LABELS[d.direction][0]:
+            message += "; that label is the other side's: the TCP layer took the wrong client"
+        code = "tls_midstream_decrypted"
+        out.append(diagnostic(conn.conn_id, "tls", "info", code, message, ts=ts))
+        peer = conn.peer(d)
+        if peer.mid_failed is not None:
+            self._mid_report(conn, peer, ts, out)
+        return True
+
+    def _mid_fail(self, conn: _Conn, d: _Dir, ts: float, out: list[ChunkEvent], why: str) -> None:
+        """No key opens ``d``: it is counted only; said now if the other direction decrypts,
+        else once both are settled."""
+        d.mid_failed = why
+        d.dead = True
+        d.keys = None
+        d.search = None
+        self._drop(d)
+        peer = conn.peer(d)
+        if conn.decrypted:
+            self._mid_report(conn, d, ts, out)
+        elif peer.dead:
+            self._mid_give_up(conn, ts, out)
+
+    def _mid_report(self, conn: _Conn, d: _Dir, ts: float, out: list[ChunkEvent]) -> None:
+        message = (
+            f"{d.direction}: the capture starts after the TLS handshake; {d.mid_failed}; that "
+            "direction is not decrypted"
+        )
+        out.append(diagnostic(conn.conn_id, "tls", "warning", "tls_midstream", message, ts=ts))
+        out.append(Gap(conn.conn_id, d.direction, ts, None))
+
+    def _mid_give_up(self, conn: _Conn, ts: float | None, out: list[ChunkEvent]) -> None:
+        reasons = "; ".join(f"{d.direction}: {self._mid_why(d)}" for d in (conn.c2s, conn.s2c))
+        self._give_up(
+            conn,
+            ts,
+            out,
+            "warning",
+            "tls_midstream",
+            f"the capture starts after the TLS handshake; encrypted bytes only counted ({reasons})",
+        )
+
+    def _mid_why(self, d: _Dir) -> str:
+        if d.mid_failed is not None:
+            return d.mid_failed
+        if d.search is not None:  # fewer records than MIDSTREAM_TRIAL_RECORDS, none opened
+            return d.search.why_not()
+        return "no whole application data record captured"
 
     def _drop(self, d: _Dir) -> None:
         self._held_total -= d.held_bytes
@@ -614,7 +837,9 @@ class TlsLayer:
             conn.client_random = hello.random
             conn.sni = hello.server_name
         elif conn.client_random is None:
-            self._midstream(conn, ts, out)
+            if not conn.mid:  # a handshake, but not from its ClientHello on
+                self._enter_midstream(conn)
+                d.synced = True
         elif mtype == SERVER_HELLO and d.direction == "s2c":
             self._server_hello(conn, parse_server_hello(body), ts, out)
         elif not conn.tls13:
@@ -807,6 +1032,13 @@ class TlsLayer:
         d = conn.dir(event.direction)
         if d.dead or d.gap:
             return
+        if d.mid and d.keys is None:
+            # Before a key is found nothing depends on what was lost: look for the next
+            # record boundary after the gap (what was held is counted, not decoded).
+            self._drop(d)
+            d.synced = False
+            d.need = 5
+            return
         d.gap = True  # what came before may still wait for keys: it is parsed first
         d.gap_ts = event.ts
         self._after_gap(conn, d, out)
@@ -826,12 +1058,24 @@ class TlsLayer:
 
     def _end(self, conn: _Conn, ts: float | None, out: list[ChunkEvent]) -> None:
         """The connection ended: settle whatever is still open about it."""
-        if conn.state == _UNDECIDED:
+        if conn.state == _UNDECIDED and not self._decide(conn, out, final=True):
             out.extend(conn.held)
             conn.held = []
             return
         if conn.state != _TLS:
             return
+        if conn.mid:
+            for d in (conn.c2s, conn.s2c):
+                if (
+                    not d.dead
+                    and not d.synced
+                    and d.have
+                    and conn.state == _TLS
+                    and self._sync(conn, d, ts or self._last_ts, out, final=True)
+                ):
+                    self._records(conn, d, ts or self._last_ts, out)
+            if conn.state != _TLS:
+                return
         if conn.c2s.waiting == _WAIT_KEYS or conn.s2c.waiting == _WAIT_KEYS:
             self._stop_waiting(conn, ts, out, "")
             if conn.state != _TLS:
@@ -852,7 +1096,9 @@ class TlsLayer:
                         ts=ts,
                     )
                 )
-        if conn.server_random is None:
+        if conn.mid and not conn.decrypted:
+            self._mid_give_up(conn, ts, out)
+        elif conn.server_random is None and not conn.mid:
             self._give_up(
                 conn, ts, out, "warning", "tls_incomplete_handshake", "no ServerHello captured"
             )
