@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from h2ws.testkit import demo as demo_live
+from h2ws.testkit import demo as demo_kit
 from h2ws.testkit.peers.runner import REPO
 
 pytestmark = pytest.mark.timeout(240)
@@ -56,7 +56,7 @@ def test_demo_runs_live_and_writes_the_report(demo: tuple[Path, str]) -> None:
 def test_demo_tables_hold_both_workloads(demo: tuple[Path, str]) -> None:
     out, _ = demo
     tables = {
-        name: demo_live.read_table(out / "tables", name).to_pylist() for name in demo_live.TABLES
+        name: demo_kit.read_table(out / "tables", name).to_pylist() for name in demo_kit.TABLES
     }
     conns = tables["connections"]
     h2 = [c for c in conns if c["http_version"] == "h2"]
@@ -74,25 +74,25 @@ def test_check_reports_what_the_tables_miss(demo: tuple[Path, str]) -> None:
     the tables lack, and an error diagnostic each fail it."""
     out, _ = demo
     tables = {
-        name: demo_live.read_table(out / "tables", name).to_pylist() for name in demo_live.TABLES
+        name: demo_kit.read_table(out / "tables", name).to_pylist() for name in demo_kit.TABLES
     }
     logs = [json.loads(p.read_text()) for p in sorted((out / "run").glob("h2-client-*.json"))]
     h1_log = json.loads((out / "run" / "h1-client.json").read_text())
-    assert demo_live.check(tables, logs, h1_log) == []
+    assert demo_kit.check(tables, logs, h1_log) == []
 
     fewer = copy.deepcopy(tables)
     dropped = next(m for m in fewer["messages"] if m["stream_id"] is not None)
     fewer["messages"].remove(dropped)
-    problems = demo_live.check(fewer, logs, h1_log)
+    problems = demo_kit.check(fewer, logs, h1_log)
     assert len(problems) == 1 and f"stream {dropped['stream_id']}" in problems[0], problems
 
     more = copy.deepcopy(logs)
     more[0]["websockets"].append({**more[0]["websockets"][0], "stream_id": 99})
-    assert any("stream 99 kind" in p for p in demo_live.check(tables, more, h1_log))
+    assert any("stream 99 kind" in p for p in demo_kit.check(tables, more, h1_log))
 
     broken = copy.deepcopy(tables)
     broken["diagnostics"].append({"severity": "error", "code": "x", "message": "boom"})
-    assert demo_live.check(broken, logs, h1_log) == ["error diagnostic: x: boom"]
+    assert demo_kit.check(broken, logs, h1_log) == ["error diagnostic: x: boom"]
 
 
 def _processes_mentioning(text: str) -> list[str]:
