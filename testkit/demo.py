@@ -274,6 +274,8 @@ def run(out: Path, load: Workload, report: bool = True, say: Any = print) -> Non
     """The whole demo into ``out``; raises :class:`DemoError` naming the step that failed."""
     from h2ws.analysis.report.summary import summarise
 
+    shown = out  # the paths printed at the end, as the user gave them
+    out = out.absolute()  # the peers run in other working directories
     prepare(out)
     say("== 1. live: hypercorn <- mitmdump + h2ws addon <- Python h2 clients (RFC 8441) and "
         "HTTP/1.1 WebSockets")  # fmt: skip
@@ -286,8 +288,8 @@ def run(out: Path, load: Workload, report: bool = True, say: Any = print) -> Non
         say("== 3. report")
         run_report(out / "tables", out / "report.html")
     say("")
-    say(f"tables:  {out}/tables/   (Parquet part files, one folder per table)")
-    say(f"summary: {out}/summary.txt")
+    say(f"tables:  {shown}/tables/   (Parquet part files, one folder per table)")
+    say(f"summary: {shown}/summary.txt")
     if report:
-        say(f"report:  {out}/report.html")
-    say(f"proxy:   {out}/run/proxy/mitmdump.log")
+        say(f"report:  {shown}/report.html")
+    say(f"proxy:   {shown}/run/proxy/mitmdump.log")
