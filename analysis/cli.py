@@ -525,8 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=("observe", "intercept"),
         default="observe",
-        help="the addon's h2ws_mode (default observe: hypercorn, the demo's server, fails a "
-        "whole HTTP/2 connection on the END_STREAM intercept mode sends after a close)",
+        help="the addon's h2ws_mode (default observe: with intercept, hypercorn, the demo's "
+        "server, was seen to fail whole HTTP/2 connections; see the README)",
     )
     demo.add_argument(
         "--no-report", action="store_true", help="tables and summary only (no 'report' extra)"

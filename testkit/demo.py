@@ -63,12 +63,13 @@ class Workload:
     mode: str = "observe"
 
 
-#: Why observe mode is the demo's default: hypercorn (the server shipped with the test kit)
-#: fails the whole HTTP/2 connection (a KeyError inside hypercorn, every other WebSocket on it
-#: cut) when a stream gets DATA or END_STREAM after its close frame, and intercept mode ends
-#: each server-leg stream with END_STREAM after the close handshake.  Observe mode relays the
-#: clients' own RST_STREAM(CANCEL).  ``--mode intercept`` runs the default mode of the addon,
-#: and fails the demo's check whenever that hypercorn failure strikes.
+#: Why observe mode is the demo's default: in intercept mode a run of this workload was seen
+#: to fail, hypercorn failing a whole server-side HTTP/2 connection (a KeyError inside
+#: hypercorn, every other WebSocket on it cut) — most likely on the END_STREAM intercept mode
+#: sends each server-leg stream after the close handshake (hypercorn fails a connection on DATA
+#: after its close frame, see ``h2_py_client``).  Observe mode relays the clients' own
+#: RST_STREAM(CANCEL).  ``--mode intercept`` runs the addon's default mode; the demo's check
+#: fails when that failure strikes.
 MODES = ("observe", "intercept")
 
 
