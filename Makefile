@@ -19,6 +19,7 @@ test: setup
 	rm -rf build/typecheck && mkdir -p build/typecheck/h2ws
 	ln -s ../../../analysis build/typecheck/h2ws/analysis
 	ln -s ../../../addon build/typecheck/h2ws/addon
+	ln -s ../../../testkit build/typecheck/h2ws/testkit  # h2ws demo imports h2ws.testkit.demo
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p h2ws.analysis -p h2ws.addon
 	$(VENV)/bin/pytest -q
 

@@ -4,6 +4,7 @@
     h2ws summary out/
     h2ws report out/ -o report.html
     mitmdump -s "$(h2ws addon-path)"
+    h2ws demo -o out/demo
 
 Every failure is one line on stderr starting with ``h2ws:`` — never a traceback — and one of
 the exit codes below (also in ``h2ws --help`` and the README).  ``H2WS_TRACEBACK=1`` shows the
@@ -71,6 +72,7 @@ EXTRAS = {
     "jupyter_client": "report",
     "IPython": "report",
     "mitmproxy": "live",
+    "hypercorn": "live",
 }
 
 
@@ -298,6 +300,31 @@ def cmd_sample_path(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- demo -------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        # Every part the demo needs, named before anything starts.
+        import hypercorn  # noqa: F401
+        import mitmproxy.version  # noqa: F401
+
+        if not args.no_report:
+            import ipykernel  # noqa: F401
+            import nbclient  # noqa: F401
+            import nbconvert  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc) from exc
+    from h2ws.testkit.demo import DemoError, Workload, run
+
+    load = Workload(args.clients, args.websockets, args.gets, timeout=args.timeout, mode=args.mode)
+    try:
+        run(Path(args.output), load, report=not args.no_report)
+    except DemoError as exc:
+        raise Failure(f"demo failed: {exc}") from exc
+    return EXIT_OK
+
+
 # -- the parser -------------------------------------------------------------------------------
 
 
@@ -446,6 +473,65 @@ def build_parser() -> argparse.ArgumentParser:
         'checkout: h2ws extract "$(h2ws sample-path)" -o out/.',
     )
     sample.set_defaults(func=cmd_sample_path)
+
+    demo = command(
+        "demo",
+        "run live RFC 8441 traffic through mitmdump + the addon, write tables and a report "
+        "(needs h2ws[live,report])",
+        "The main job end to end, on 127.0.0.1 only and ending by itself: hypercorn (TLS, "
+        "RFC 8441 and HTTP/1.1 WebSockets), mitmdump with the h2ws addon in "
+        "front of it, Python h2 clients opening WebSockets and GETs on one HTTP/2 connection "
+        "each, and the same WebSockets over HTTP/1.1 for contrast; then the tables are checked "
+        "against what the clients logged, and summary.txt and report.html are written next to "
+        "them.  Needs the 'live' and 'report' extras: pip install 'h2ws[live,report]'.  A "
+        "failed step is exit 1.",
+    )
+    demo.add_argument(
+        "-o",
+        "--output",
+        default="out/demo",
+        metavar="DIR",
+        help="output directory: empty, new, or a previous demo's (replaced); default out/demo",
+    )
+    demo.add_argument(
+        "--clients",
+        type=_count("--clients", 1, "a number of connections"),
+        default=3,
+        metavar="N",
+        help="HTTP/2 connections, one per client (default 3)",
+    )
+    demo.add_argument(
+        "--websockets",
+        type=_count("--websockets", 1, "a number of WebSockets"),
+        default=4,
+        metavar="N",
+        help="RFC 8441 WebSockets per HTTP/2 connection; as many again over HTTP/1.1 (default 4)",
+    )
+    demo.add_argument(
+        "--gets",
+        type=_count("--gets", 0, "a number of requests"),
+        default=6,
+        metavar="N",
+        help="GETs per HTTP/2 connection, between the WebSockets (default 6)",
+    )
+    demo.add_argument(
+        "--timeout",
+        type=_count("--timeout", 1, "a number of seconds"),
+        default=120,
+        metavar="S",
+        help="bound on the clients' run (default 120); every process stops by itself",
+    )
+    demo.add_argument(
+        "--mode",
+        choices=("observe", "intercept"),
+        default="observe",
+        help="the addon's h2ws_mode (default observe: with intercept, hypercorn, the demo's "
+        "server, was seen to fail whole HTTP/2 connections; see the README)",
+    )
+    demo.add_argument(
+        "--no-report", action="store_true", help="tables and summary only (no 'report' extra)"
+    )
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -264,3 +264,68 @@ def test_unexpected_errors_are_one_line(
     assert cli.main(["summary", str(tmp_path)]) == cli.EXIT_BUG
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RuntimeError: boom" in err
+
+
+# -- h2ws summary -----------------------------------------------------------------------------
+
+
+def _write_tables(out: Path, **frames: list[dict[str, object]]) -> None:
+    import pandas as pd
+
+    from h2ws.analysis.metrics.load import _to_arrow
+    from h2ws.analysis.records import TABLES, arrow_schema
+
+    out.mkdir(parents=True, exist_ok=True)
+    for table in TABLES:
+        rows = frames.get(table)
+        arrow = _to_arrow(table, pd.DataFrame(rows)) if rows else None
+        pq.write_table(arrow or arrow_schema(table).empty_table(), out / f"{table}.parquet")
+
+
+def test_summary_prints_ids_and_counts_as_integers(tmp_path: Path) -> None:
+    """HTTP/2 streams (ids) next to HTTP/1.1 exchanges (no id) in one column: pandas would make
+    the column float (``5.0``, ``NaN``); the summary prints ``5`` and ``-``."""
+    _write_tables(
+        tmp_path,
+        connections=[
+            {"conn_id": "a:0", "http_version": "h2", "server_port": 8443, "streams": 2},
+            {"conn_id": "a:1", "http_version": "http/1.1", "server_port": 80, "streams": 1},
+        ],
+        streams=[
+            {"conn_id": "a:0", "stream_id": 5, "kind": "websocket", "status": 200,
+             "messages_c2s": 3, "bytes_c2s": 10},
+            {"conn_id": "a:0", "stream_id": 7, "kind": "http", "status": 404},
+            {"conn_id": "a:1", "stream_id": None, "exchange": 0, "kind": "websocket",
+             "status": 101, "messages_c2s": 2},
+        ],
+    )  # fmt: skip
+    proc = run("summary", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    websockets = text.split("websocket streams", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split() for line in websockets.splitlines()[3:]]  # after title, ----, header
+    assert [r[:5] for r in rows] == [["a:0", "5", "-", "-", "-"], ["a:1", "-", "0", "-", "-"]]
+    for wrong in (".0 ", "NaN", "<NA>", "None"):
+        assert wrong not in text, (wrong, text)
+    assert "8443" in text and "8443.0" not in text
+
+
+def test_summary_cuts_diagnostic_examples_at_a_word(tmp_path: Path) -> None:
+    message = "the peer sent a frame on stream 17 after its RST_STREAM " + "incomprehensibly " * 8
+    assert message[78:80].isalpha()  # a cut at the limit would fall inside a word
+    _write_tables(
+        tmp_path,
+        connections=[{"conn_id": "a:0", "http_version": "h2"}],
+        diagnostics=[
+            {"conn_id": "a:0", "layer": "h2", "severity": "warning", "code": "late_frame",
+             "message": message},
+        ],
+    )  # fmt: skip
+    proc = run("summary", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if "late_frame" in line)
+    count, example = line.split("late_frame", 1)[1].strip().split(" ", 1)
+    assert count == "1"
+    assert example.endswith("…") and len(example) <= 80, example
+    shown = example.removesuffix("…")
+    assert message.startswith(shown) and message[len(shown)] == " ", example  # a whole word

@@ -163,7 +163,7 @@ def test_a_re_export_shim_is_caught(source: str, caught: bool) -> None:
 def test_nothing_outside_tests_imports_tests() -> None:
     folders = [p.name for p in REPO.iterdir() if p.is_dir() and any(p.rglob("*.py"))]
     outside = [f for f in folders if f not in ("tests", "build") and not f.startswith(".")]
-    assert {"analysis", "addon", "testkit", "bench", "scripts"} <= set(outside)
+    assert {"analysis", "addon", "testkit", "bench"} <= set(outside)
     found: dict[str, set[str]] = {}
     for folder in outside:
         for path in sorted((REPO / folder).rglob("*.py")):

@@ -35,7 +35,7 @@ from h2ws.analysis.metrics.interleaving import (
     frame_interleaving,
 )
 from h2ws.analysis.metrics.latency import latency_cdf, message_interarrival, round_trip_times
-from h2ws.analysis.metrics.load import connect, from_frames
+from h2ws.analysis.metrics.load import _to_arrow, connect, from_frames
 from h2ws.analysis.metrics.messages import message_size_cdf, message_stats
 from h2ws.analysis.metrics.overview import RULES, SECTIONS, headline, overview
 from h2ws.analysis.metrics.setup_time import websocket_setup
@@ -144,6 +144,32 @@ def test_streams_of_a_connection_not_written_yet_still_count() -> None:
     out = streams_per_connection(d)
     assert row(out, conn_id="live:0").streams == 2
     assert row(concurrency_per_connection(d), conn_id="live:0").duration_s == pytest.approx(3)
+
+
+def test_intercept_mode_tables_count_the_client_leg_only(tmp_path: Path) -> None:
+    """Intercept mode writes each proxied connection twice (client leg, server leg); the
+    metrics read the client leg, in memory and from files alike, and the server leg stays in
+    the tables (``h2ws_all_*``)."""
+    legs = {
+        "connections": pd.DataFrame(
+            [{**conn("c", 0, 10), "leg": "client"}, {**conn("s", 0, 10), "leg": "server"}]
+        ),
+        "streams": pd.DataFrame(
+            [stream(c, sid, "websocket", 1, 9) for c in ("c", "s") for sid in (1, 3)]
+        ),
+        "diagnostics": pd.DataFrame(
+            [{"conn_id": "s", "code": "x"}, {"conn_id": None, "code": "y"}]
+        ),
+    }
+    for table, frame in legs.items():
+        pq.write_table(_to_arrow(table, frame), tmp_path / f"{table}.parquet")
+    for d in (from_frames(**legs), connect(tmp_path)):
+        out = streams_per_connection(d)
+        assert list(out["conn_id"]) == ["c"] and row(out, conn_id="c").websockets == 2
+        assert d.execute("SELECT count(*) FROM h2ws_all_streams").fetchall() == [(4,)]
+        assert d.execute("SELECT code FROM diagnostics").fetchall() == [("y",)]
+    plain = from_frames(connections=pd.DataFrame([conn("a", 0, 1), conn("b", 0, 1)]))
+    assert len(streams_per_connection(plain)) == 2  # no legs: nothing left out
 
 
 # -- concurrency ---------------------------------------------------------------------------

@@ -101,8 +101,9 @@ def test_installed_without_extras(venv: Path, tmp_path: Path) -> None:
     assert "1 connections" in extract.stdout and "24 messages" in extract.stdout
     summary = sh(venv / "h2ws", "summary", out, cwd=tmp_path)
     assert "h2c_hypercorn_ws.pcap:0" in summary.stdout
-    for command, extra in (("report", "report"), ("addon-path", "live")):
-        args = [command, str(out)] if command == "report" else [command]
+    for command, extra in (("report", "report"), ("addon-path", "live"), ("demo", "live")):
+        args = {"report": [command, str(out)], "demo": [command, "-o", str(tmp_path / "demo")]}
+        args = args.get(command, [command])
         proc = sh(venv / "h2ws", *args, cwd=tmp_path, check=False)
         assert proc.returncode == 3, proc.stderr
         lines = proc.stderr.splitlines()
@@ -150,3 +151,23 @@ def test_installed_with_extras(venv: Path, dist: Path, tmp_path: Path) -> None:
     text = log.read_text()
     assert "Traceback" not in text and "error" not in text.lower(), text
     assert str(addon) in text  # mitmdump says which script it loaded
+
+
+def test_installed_demo(venv: Path, dist: Path, tmp_path: Path) -> None:
+    """``pip install 'h2ws[live,report]' && h2ws demo``: the README's pip-user commands."""
+    (wheel,) = dist.glob("h2ws-*.whl")
+    spec = f"h2ws[live,report] @ {wheel.as_uri()}"
+    sh(venv / "python", "-m", "pip", "install", "-q", spec, cwd=tmp_path)
+    out = tmp_path / "out" / "demo"
+    args = ["--clients", "2", "--websockets", "2", "--gets", "2", "--timeout", "60"]
+    demo = sh(venv / "h2ws", "demo", "-o", "out/demo", *args, cwd=tmp_path)
+    assert "tables match the clients' logs" in demo.stdout, demo.stdout
+    assert "report:  out/demo/report.html" in demo.stdout, demo.stdout
+    assert "Traceback" not in demo.stderr, demo.stderr
+    for table in ("connections", "streams", "frames", "messages", "diagnostics"):
+        assert list((out / "tables" / table).glob("*.parquet")), table
+    html = (out / "report.html").read_text()
+    assert "2 HTTP/2 connections carried 4 WebSockets" in html
+    # the peers came from the installed package, not from this checkout
+    log = (out / "run" / "proxy" / "mitmdump.log").read_text()
+    assert str(REPO) not in log and "site-packages/h2ws/addon/addon.py" in log

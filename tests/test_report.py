@@ -248,3 +248,109 @@ def test_screenshot_of_the_report(report: dict[str, Any], tmp_path: Path) -> Non
     assert coloured > 0.01  # the charts' blues and reds are there, not just text
     # keep the screenshot next to the report for a human look (see tests/report_fixtures)
     assert shot.stat().st_size > 100_000
+
+
+# -- the rendered figures, checked by their pixels ----------------------------------------------
+#
+# The matplotlib-level checks (tests/test_plots.py) read the figure objects; these read the PNGs
+# the report really embeds, as a reader sees them.
+
+
+def _timeline_images(nb: Any) -> list[np.ndarray]:
+    import base64
+    import io
+
+    from PIL import Image
+
+    cell = next(c for c in nb.cells if "plot_connection_timeline" in c.source)
+    pngs = [o["data"]["image/png"] for o in cell.outputs if "image/png" in o.get("data", {})]
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(p))).convert("RGB")) for p in pngs]
+
+
+def _axes_frame(rgb: np.ndarray) -> tuple[int, int]:
+    """Left and right spine of the plot: the columns that are dark over much of the height."""
+    dark = rgb.max(axis=2) < 100
+    columns = np.where(dark.mean(axis=0) > 0.4)[0]
+    assert len(columns) >= 2, "no axes frame found"
+    return int(columns.min()), int(columns.max())
+
+
+def _near(rgb: np.ndarray, colour: str, tolerance: int = 40) -> np.ndarray:
+    import matplotlib.colors
+
+    want = np.array([round(255 * c) for c in matplotlib.colors.to_rgb(colour)])
+    return np.asarray((np.abs(rgb.astype(int) - want) <= tolerance).all(axis=2))
+
+
+def test_rendered_timeline_keeps_its_plot_area(report: dict[str, Any]) -> None:
+    """The plot area (between the axes' spines, found by pixels) is most of the image's width:
+    long stream labels once squeezed it to a sliver."""
+    images = _timeline_images(report["nb"])
+    assert images, "the report drew no timeline"
+    for rgb in images:
+        left, right = _axes_frame(rgb)
+        assert (right - left) / rgb.shape[1] >= 0.6, (left, right, rgb.shape)
+
+
+def test_rendered_timeline_draws_ticks_where_the_text_says(report: dict[str, Any]) -> None:
+    """The report's text: client→server ticks above a stream's middle, server→client below.
+    Found by colour in the embedded PNG: in every WebSocket bar that has both, the c2s pixels
+    lie above the bar's middle row and the s2c pixels below it."""
+    from h2ws.analysis.report import plots
+
+    text = report["html"].read_text()
+    assert "client→server" in text and "above" in text
+    checked = 0
+    for rgb in _timeline_images(report["nb"]):
+        import matplotlib.colors
+
+        left, right = _axes_frame(rgb)
+        # the bottom and top spines: rows dark over most of the plot's width
+        frame_rows = np.where((rgb[:, left:right].max(axis=2) < 100).mean(axis=1) > 0.6)[0]
+        assert len(frame_rows) >= 2, "no top and bottom spine found"
+        inside = rgb[frame_rows.min() + 3 : frame_rows.max() - 3, left + 3 : right - 3]
+
+        bar = np.array(matplotlib.colors.to_rgb(plots.KIND_COLOURS["websocket"]))
+        bar_rgb = np.round(255 * (0.35 * bar + 0.65)).astype(int)  # alpha 0.35 on white
+        bar_rows = (np.abs(inside.astype(int) - bar_rgb) <= 12).all(axis=2).sum(axis=1) > 20
+        c2s = _near(inside, plots.DIRECTION_COLOURS["c2s"])
+        s2c = _near(inside, plots.DIRECTION_COLOURS["s2c"])
+        rows = np.where(bar_rows)[0]
+        bands = np.split(rows, np.where(np.diff(rows) > 1)[0] + 1) if len(rows) else []
+        for band in bands:
+            top, bottom = int(band[0]), int(band[-1])
+            if bottom - top < 10:
+                continue  # not a stream's bar
+            middle = (top + bottom) / 2
+            up = np.where(c2s[top : bottom + 1].any(axis=1))[0] + top
+            down = np.where(s2c[top : bottom + 1].any(axis=1))[0] + top
+            if len(up) and len(down):
+                assert up.mean() < middle < down.mean(), (top, bottom, up.mean(), down.mean())
+                checked += 1
+    assert checked, "no WebSocket bar with ticks both ways found"
+
+
+def _legend_frame_rows(rgb: np.ndarray) -> np.ndarray:
+    """Rows holding a long horizontal run of the legend frame's grey (matplotlib's default
+    legend edge colour 0.8, drawn at the legend's alpha 0.8 and anti-aliased: 196 to 225 on
+    white): the top and bottom edges of a legend box."""
+    value = rgb.astype(int)
+    neutral = (value.max(axis=2) - value.min(axis=2)) <= 2
+    grey = neutral & (value[..., 0] >= 196) & (value[..., 0] <= 225)
+    longest = []
+    for row in grey:
+        runs = np.diff(np.flatnonzero(np.diff(np.concatenate(([0], row.astype(int), [0])))))
+        longest.append(int(runs[::2].max()) if len(runs) else 0)
+    return np.where(np.array(longest) > 150)[0]
+
+
+def test_rendered_timeline_legend_is_outside_the_plot(report: dict[str, Any]) -> None:
+    """The legend box (found by its frame's grey edges) lies below the plot's bottom spine,
+    covering no bar, tick or label of the plot."""
+    for rgb in _timeline_images(report["nb"]):
+        left, right = _axes_frame(rgb)
+        frame_rows = np.where((rgb[:, left:right].max(axis=2) < 100).mean(axis=1) > 0.6)[0]
+        bottom = int(frame_rows.max())
+        edges = _legend_frame_rows(rgb)
+        assert len(edges) >= 2, "no legend box found"
+        assert edges.min() > bottom, (edges.min(), bottom)

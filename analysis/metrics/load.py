@@ -117,6 +117,7 @@ def connect(
             _register(db, table, arrow_schema(table).empty_table())
     if found == 0:
         raise FileNotFoundError(f"no h2ws tables in {base} (expected connections.parquet …)")
+    client_leg_only(db)
     install_views(db)
     return db
 
@@ -167,8 +168,37 @@ def from_frames(
         given = tables.get(table)
         data = arrow_schema(table).empty_table() if given is None else _to_arrow(table, given)
         _register(db, table, data)
+    client_leg_only(db)
     install_views(db)
     return db
+
+
+def client_leg_only(db: duckdb.DuckDBPyConnection) -> None:
+    """The metrics describe the clients' connections: the server legs of intercept mode are
+    left out of the views (the tables keep them).
+
+    In intercept mode (``connections.leg``) every proxied connection is two rows, the client's
+    and mitmproxy's own to the server, with the same streams and messages: counted both, every
+    number of the report would be doubled.  The client leg is what the client did (its SETTINGS,
+    stream ids, multiplexing, fallbacks), which is what the report is about; what happened on
+    the server side is in the tables, for a query of its own.
+    """
+    row = db.execute("SELECT count(*) FROM connections WHERE leg = 'server'").fetchone()
+    if not row or not row[0]:
+        return
+    for table in TABLES:
+        db.execute(f"DROP VIEW IF EXISTS h2ws_all_{table}")
+        db.execute(f"ALTER VIEW {table} RENAME TO h2ws_all_{table}")
+    db.execute(
+        "CREATE VIEW connections AS SELECT * FROM h2ws_all_connections "
+        "WHERE leg IS DISTINCT FROM 'server'"
+    )
+    for table in TABLES:
+        if table != "connections":
+            db.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM h2ws_all_{table} WHERE conn_id IS NULL "
+                "OR conn_id NOT IN (SELECT conn_id FROM h2ws_all_connections WHERE leg = 'server')"
+            )
 
 
 def read_sql(name: str) -> str:

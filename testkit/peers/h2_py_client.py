@@ -1,14 +1,18 @@
 """An RFC 8441 client in Python (python-hyper h2 + wsproto's frame layer) over a plain socket.
 
     python -m h2ws.testkit.peers.h2_py_client --port N --log out.json [--upgrade] [--seed 1]
+        [--tls --ca CA [--servername S]] [--websockets 2] [--gets 1]
 
 With ``--upgrade`` the connection starts as HTTP/1.1 ``GET /hello`` with ``Upgrade: h2c`` and
 ``HTTP2-Settings`` (RFC 7540 3.2; the response to that GET arrives on stream 1 over HTTP/2);
-without it, h2c with prior knowledge.  Once the server's SETTINGS allow extended CONNECT it opens,
-interleaved on the one connection: ``/ws/0`` offering permessage-deflate, ``GET /big``, ``/ws/1``
-without extensions (and with a ping inside a fragmented message).  Each WebSocket follows the
-:mod:`h2ws.testkit.peers.plan` mix, closes with a close handshake and is then reset with
-RST_STREAM(CANCEL).  The log has the format of :mod:`h2ws.testkit.peers.plan`.
+without it, h2c with prior knowledge; with ``--tls``, TLS with ALPN ``h2`` only, trusting
+``--ca``.  Once the server's SETTINGS allow extended CONNECT it opens, interleaved on the one
+connection: ``/ws/0`` offering permessage-deflate, ``GET /big``, ``/ws/1`` without extensions
+(and with a ping inside a fragmented message) — by default; ``--websockets`` and ``--gets`` make
+more of each, alternating (even WebSockets offer permessage-deflate; the GETs cycle through
+``/big``, ``/hello`` and a 404).  Each WebSocket follows the :mod:`h2ws.testkit.peers.plan` mix,
+closes with a close handshake and is then reset with RST_STREAM(CANCEL).  The log has the
+format of :mod:`h2ws.testkit.peers.plan`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import hashlib
 import json
 import socket
+import ssl
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,11 +71,19 @@ class GetStream:
 
 
 class Client:
-    def __init__(self, sock: socket.socket, deadline: Deadline, authority: str, seed: int) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        deadline: Deadline,
+        authority: str,
+        seed: int,
+        scheme: bytes = b"http",
+    ) -> None:
         self.sock = sock
         self.deadline = deadline
         self.authority = authority
         self.seed = seed
+        self.scheme = scheme
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
@@ -201,7 +214,7 @@ class Client:
                 stream_id,
                 [
                     (b":method", b"GET"),
-                    (b":scheme", b"http"),
+                    (b":scheme", self.scheme),
                     (b":authority", self.authority.encode()),
                     (b":path", path.encode()),
                 ],
@@ -217,7 +230,7 @@ class Client:
         headers = [
             (b":method", b"CONNECT"),
             (b":protocol", b"websocket"),
-            (b":scheme", b"http"),
+            (b":scheme", self.scheme),
             (b":path", log.path.encode()),
             (b":authority", self.authority.encode()),
             (b"sec-websocket-version", b"13"),
@@ -277,13 +290,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=20.0)
+    parser.add_argument("--websockets", type=int, default=2, help="WebSockets to open")
+    parser.add_argument("--gets", type=int, default=1, help="GETs, between the WebSockets")
+    parser.add_argument("--tls", action="store_true", help="TLS with ALPN h2 (else h2c)")
+    parser.add_argument("--ca", help="CA certificate (PEM) to trust with --tls")
+    parser.add_argument("--servername", default="localhost", help="SNI and :authority with --tls")
     args = parser.parse_args(argv)
+    if args.tls and args.upgrade:
+        parser.error("--upgrade is h2c only")
 
     deadline = Deadline(args.timeout)
-    authority = f"{args.host}:{args.port}"
-    with socket.create_connection((args.host, args.port), timeout=deadline.left()) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client = Client(sock, deadline, authority, args.seed)
+    authority = f"{args.servername if args.tls else args.host}:{args.port}"
+    with socket.create_connection((args.host, args.port), timeout=deadline.left()) as raw:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = raw
+        if args.tls:
+            context = ssl.create_default_context(cafile=args.ca)
+            context.set_alpn_protocols(["h2"])
+            sock = context.wrap_socket(raw, server_hostname=args.servername)
+            if sock.selected_alpn_protocol() != "h2":
+                print("h2_py_client: the server did not choose ALPN h2", file=sys.stderr)
+                return 3
+        scheme = b"https" if args.tls else b"http"
+        client = Client(sock, deadline, authority, args.seed, scheme)
         if args.upgrade:
             upgrade(sock, client, "/hello")
         else:
@@ -292,13 +321,21 @@ def main(argv: list[str] | None = None) -> int:
         if client.server_settings["ENABLE_CONNECT_PROTOCOL"] != 1:
             print("h2_py_client: no SETTINGS_ENABLE_CONNECT_PROTOCOL=1", file=sys.stderr)
             return 3
-        client.open_websocket(0, deflate=True)
-        client.open_get(f"/big?n={args.big}")
-        client.open_websocket(1, deflate=False)
+        gets = [f"/big?n={args.big}", "/hello", "/missing"]
+        for i in range(max(args.websockets, args.gets)):
+            if i < args.websockets:
+                client.open_websocket(i, deflate=i % 2 == 0)
+            if i < args.gets:
+                client.open_get(gets[i % len(gets)])
         client.run_until(client.all_done)
         client.conn.close_connection()
         client.flush()
-        sock.shutdown(socket.SHUT_WR)
+        if args.tls:
+            # An SSL socket cannot half-close; the GOAWAY says we are done, and the server
+            # gets a moment to close its side.
+            client.deadline = Deadline(min(client.deadline.end - time.monotonic(), 2.0))
+        else:
+            sock.shutdown(socket.SHUT_WR)
         try:  # let the server close its side
             while client.recv():
                 pass
@@ -307,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 
     log = {
         "client": "python-h2",
-        "transport": "h2c-upgrade" if args.upgrade else "h2c",
+        "transport": "h2" if args.tls else "h2c-upgrade" if args.upgrade else "h2c",
         "host": args.host,
         "port": args.port,
         "local_port": client.local_port,
