@@ -12,16 +12,20 @@ setup:
 demo: setup
 	OUT=$(OUT) bash scripts/demo.sh
 
-test: setup
+test: setup lint typecheck
+	$(VENV)/bin/pytest -q
+
+lint: setup
 	$(VENV)/bin/ruff check addon analysis testkit tests bench scripts
 	$(VENV)/bin/ruff format --check addon analysis testkit tests bench scripts
+
+typecheck: setup
 	@# mypy cannot see through the editable install's package-dir mapping: give it a tree.
 	rm -rf build/typecheck && mkdir -p build/typecheck/h2ws
 	ln -s ../../../analysis build/typecheck/h2ws/analysis
 	ln -s ../../../addon build/typecheck/h2ws/addon
 	ln -s ../../../testkit build/typecheck/h2ws/testkit  # h2ws demo imports h2ws.testkit.demo
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p h2ws.analysis -p h2ws.addon
-	$(VENV)/bin/pytest -q
 
 bench: setup
 	$(PY) bench/bench_extract.py

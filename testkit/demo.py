@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from h2ws.analysis.sinks.export import read_table
+from h2ws.analysis.records import TABLES
+from h2ws.analysis.sinks.reader import read_table
 from h2ws.testkit.live.proxy import Mitmdump
 from h2ws.testkit.peers.runner import EchoServer, make_certificate, python_client_cmd
 
 Rows = list[dict[str, Any]]
-TABLES = ("connections", "streams", "frames", "messages", "diagnostics")
 #: A file in every demo output directory: a second run may replace what a first one wrote, and
 #: nothing else (``-o`` naming another non-empty directory is refused).
 MARKER = ".h2ws-demo"
