@@ -1052,3 +1052,34 @@ def test_headline_says_what_each_set_up_time_measures() -> None:
         "RFC 8441 WebSockets",
         "HTTP requests beside them",
     ]
+
+
+def test_connections_caught_in_their_middle_are_counted_and_said() -> None:
+    """A capture that missed a connection's start (``start_captured`` false) and the opening of
+    some of its streams (``inferred``): those streams count like any other, the overview counts
+    both, and the headline says the start was not captured."""
+    d = db(
+        connections=[
+            conn("late", 0, 10, start_captured=False),
+            conn("whole", 0, 10, start_captured=True),
+        ],
+        streams=[
+            stream("late", 1, "websocket", 0, 10, inferred=True),
+            stream("late", 3, "websocket", 0, 10, inferred=True),
+            stream("late", 5, "http", 2, 3, inferred=False),
+            stream("whole", 1, "websocket", 1, 9, inferred=False),
+        ],
+    )
+    spc = streams_per_connection(d)
+    late = row(spc, conn_id="late")
+    assert late.streams == 3 and late.websockets == 2 and late.inferred == 2
+    assert not late.start_captured and row(spc, conn_id="whole").start_captured
+    rows = overview(compute_all(d))
+    values = dict(zip(rows["metric"], rows["value"], strict=False))
+    assert values["connections whose start was not captured (recognised from their middle)"] == 1
+    assert values["streams whose opening was not captured (recognised from their bytes)"] == 2
+    assert row(concurrency_per_connection(d), conn_id="late").peak_streams == 3
+    sentence, _ = headline(rows)
+    assert "the capture missed the start of 1 connection" in sentence
+    whole = db(connections=[conn("whole", 0, 10, start_captured=True)])
+    assert "missed the start" not in headline(overview(compute_all(whole)))[0]

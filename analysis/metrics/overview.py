@@ -146,6 +146,12 @@ RULES: list[Rule] = [
          lambda f: f["http"].sum()),
     Rule("streams_per_connection", "streams", "other streams (CONNECT tunnels, pushes)",
          "streams", lambda f: f["other"].sum()),
+    Rule("streams_per_connection", "connections",
+         "connections whose start was not captured (recognised from their middle)",
+         "connections", lambda f: f["start_captured"].eq(False).sum()),
+    Rule("streams_per_connection", "streams",
+         "streams whose opening was not captured (recognised from their bytes)", "streams",
+         lambda f: f["inferred"].sum()),
     Rule("streams_per_connection", "streams", "mean streams per HTTP/2 connection", "streams",
          lambda f: _mean_if_any(_h2(f), "streams")),
     Rule("streams_per_connection", "streams", "most streams on one connection", "streams",
@@ -368,6 +374,12 @@ def headline(overview_rows: pd.DataFrame) -> tuple[str, list[tuple[str, str]]]:
         parts.append(f"WebSocket set-up took {open_h2:.1f} ms over HTTP/2 (CONNECT → 200, median)")
     if h1_ws:
         parts.append(f"{_plural(h1_ws, 'WebSocket')} went over HTTP/1.1")
+    late = get("connections whose start was not captured (recognised from their middle)")
+    if late:
+        parts.append(
+            f"the capture missed the start of {_plural(late, 'connection')} (recognised from "
+            "their middle; streams opened before the capture are counted from their bytes)"
+        )
     sentence = "; ".join(parts) + "."
 
     figures = [

@@ -21,6 +21,9 @@ def streams_per_connection(db: Tables) -> pd.DataFrame:
     them opened), ``http``, ``other`` (CONNECT tunnels, pushes), ``authorities`` (distinct
     ``:authority``; more than one means connection coalescing, RFC 9113 §9.1.1),
     ``authority_list``, and ``mixed``: WebSockets and HTTP requests shared the connection.
+    ``start_captured`` is false for a connection the capture caught in its middle, and
+    ``inferred`` counts its streams known from their bytes only (their opening was before the
+    capture): they are streams like any other here, and in every metric.
     """
     return query(
         db,
@@ -30,12 +33,14 @@ def streams_per_connection(db: Tables) -> pd.DataFrame:
                    any_value(c.http_version) AS http_version, any_value(c.tls) AS tls,
                    any_value(c.server) AS server,
                    any_value(c.t_end - c.t_start) / 1e6 AS duration_s,
+                   any_value(c.start_captured) AS start_captured,
                    count(s.kind) AS streams,
                    count(*) FILTER (WHERE s.kind = 'websocket') AS websockets,
                    count(*) FILTER (WHERE s.kind = 'websocket' AND s.ws_accepted)
                        AS websockets_accepted,
                    count(*) FILTER (WHERE s.kind = 'http') AS http,
                    count(*) FILTER (WHERE s.kind NOT IN ('websocket', 'http')) AS other,
+                   count(*) FILTER (WHERE s.inferred) AS inferred,
                    count(DISTINCT s.authority) AS authorities,
                    string_agg(DISTINCT s.authority, ', ' ORDER BY s.authority) AS authority_list
             FROM h2ws_conn c LEFT JOIN h2ws_streams s USING (conn_id)

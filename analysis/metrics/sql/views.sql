@@ -2,7 +2,7 @@ CREATE OR REPLACE TEMP VIEW h2ws_conn AS
 WITH known AS (
     SELECT conn_id, capture, http_version, tls, tls_version, sni, server_addr, server_port,
            enable_connect_protocol, ts_enable_connect_protocol, settings_c2s, settings_s2c,
-           ts_start, ts_end, end_cause
+           ts_start, ts_end, end_cause, start_captured
     FROM connections
 ), orphans AS (
     -- streams of a connection not written yet (a live capture still running)
