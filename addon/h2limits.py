@@ -1,4 +1,5 @@
-"""Intercept mode: the ``h2ws_max_*`` header limits on mitmproxy's own HTTP/2 connections.
+"""The ``h2ws_max_*`` header limits on mitmproxy's own HTTP/2 connections (all of them in
+intercept mode; in observe mode those mitmproxy still terminates itself).
 
 Why: in intercept mode mitmproxy terminates HTTP/2 on both legs with hyper-h2, which decodes
 HPACK with ``hpack.Decoder``.  That decoder copies the rest of the block for every literal

@@ -92,7 +92,8 @@ class State:
     enabled: bool = False
     #: ``tap(layer, conn, received, data)``: the bytes of each HTTP connection layer (tables)
     tap: Callable[[layer.Layer, Connection, bool, bytes], None] | None = None
-    #: the ``h2ws_max_*`` header limits put on mitmproxy's HTTP/2 connections (``h2limits``)
+    #: the ``h2ws_max_*`` header limits put on mitmproxy's HTTP/2 connections (``h2limits``),
+    #: in both modes
     header_limits: HeaderLimits | None = None
     applied: list[str] = field(default_factory=list)
 
@@ -203,9 +204,13 @@ _orig_http2connection_init = _http2.Http2Connection.__init__
 def _http2connection_init(self: _http2.Http2Connection, context: Any, conn: Connection) -> None:
     """Wraps ``Http2Connection.__init__`` (client and server legs): hyper-h2's HPACK decoding
     is quadratic in a block's literals and its limits are not h2ws's, so the connection gets
-    the ``h2ws_max_*`` header limits and the linear decoder (:func:`h2limits.bound`)."""
+    the ``h2ws_max_*`` header limits and the linear decoder (:func:`h2limits.bound`).
+
+    In both modes: in observe mode the connections that mitmproxy still terminates itself
+    (legs whose ALPN do not match, ``h2ws_relay=false``) would otherwise stall the proxy's one
+    event loop on a hostile block just as in intercept mode."""
     _orig_http2connection_init(self, context, conn)
-    if STATE.enabled and STATE.header_limits is not None:
+    if STATE.header_limits is not None:
         h2limits.bound(self.h2_conn, STATE.header_limits)
 
 

@@ -210,16 +210,16 @@ class H2wsAddon:
             "Largest WebSocket message decoded (after inflate); bounds decompression bombs.",
         )
         # HTTP/2 header block limits of h2ws's own decoding (docs/schema.md, "Limits"); over
-        # one, a block is skipped with a diagnostic and the connection decodes on.  Intercept
-        # mode puts them on mitmproxy's HTTP/2 connections too (h2limits.py): GOAWAY there.
+        # one, a block is skipped with a diagnostic and the connection decodes on.  They are
+        # put on mitmproxy's own HTTP/2 connections too (h2limits.py): GOAWAY there.
         limits = HeaderLimits()
         for name, default, what in _header_limit_options(limits):
             loader.add_option(
                 name,
                 int,
                 default,
-                f"{what} (h2ws's decoding; in intercept mode also mitmproxy's HTTP/2 "
-                "connections, refused over it; docs/schema.md).",
+                f"{what} (h2ws's decoding, and mitmproxy's own HTTP/2 connections, "
+                "refused over it; docs/schema.md).",
             )
         loader.add_option(
             "h2ws_flush_interval",
@@ -244,7 +244,7 @@ class H2wsAddon:
             intercept.STATE.enabled = self._intercept
         if any(name.startswith("h2ws_") for name in updated):
             self.decoders.options = self._decode_options()  # for connections from now on
-            # the same limits on mitmproxy's own HTTP/2 connections (intercept mode)
+            # the same limits on mitmproxy's own HTTP/2 connections (both modes)
             intercept.STATE.header_limits = self.decoders.options.headers
             self.mirror.max_bytes = max(0, opts.h2ws_flow_bytes)
             self._keep_raw = opts.h2ws_keep_raw

@@ -221,3 +221,33 @@ def test_unbound_connection_is_h2s_own() -> None:
     conn = proxy_side(None)
     assert conn.local_settings.max_header_list_size == 2**16
     assert not isinstance(conn.incoming_buffer, h2limits.BoundedFrameBuffer)
+
+
+@pytest.mark.parametrize("intercept_mode", [True, False])
+def test_mitmproxys_own_connections_get_the_limits_in_both_modes(intercept_mode: bool) -> None:
+    """``Http2Connection.__init__`` as patched: every HTTP/2 connection mitmproxy terminates
+    is bounded once the addon set its limits, in observe mode too (where mitmproxy still
+    terminates the legs it does not relay); before that, h2's own."""
+    from mitmproxy.proxy.layers.http._http2 import Http2Server
+
+    from h2ws.addon import intercept
+    from tests.layer_harness import make_context
+
+    saved = (intercept.STATE.enabled, intercept.STATE.header_limits)
+    applied_before = bool(intercept.STATE.applied)
+    intercept.apply()
+    try:
+        intercept.STATE.enabled = intercept_mode
+        intercept.STATE.header_limits = None
+        context = make_context()
+        plain = Http2Server(context)
+        assert not isinstance(plain.h2_conn.incoming_buffer, h2limits.BoundedFrameBuffer)
+        intercept.STATE.header_limits = DEFAULTS
+        bounded = Http2Server(context)
+        assert isinstance(bounded.h2_conn.incoming_buffer, h2limits.BoundedFrameBuffer)
+        expected = DEFAULTS.max_list_bytes
+        assert bounded.h2_conn.local_settings.max_header_list_size == expected
+    finally:
+        intercept.STATE.enabled, intercept.STATE.header_limits = saved
+        if not applied_before:
+            intercept.revert()
