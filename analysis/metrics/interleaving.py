@@ -61,6 +61,25 @@ def _bins_sql(bins: int, bin_s: float | None) -> str:
     return f"SELECT conn_id, t_start, {width} AS width FROM h2ws_conn"
 
 
+def _stream_bytes_per_bin_sql(bins: int, bin_s: float | None, bytes_type: str) -> str:
+    """``WITH … b AS (…)``: DATA frame bytes per connection, direction, time bin and stream
+    (``b.bytes`` as ``bytes_type``; ``b.width`` the bin's width in µs), for the queries that
+    share out a bin's bytes."""
+    return f"""WITH w AS ({_bins_sql(bins, bin_s)}),
+        d AS (
+            SELECT f.conn_id, f.direction, f.stream_id, f.length,
+                   CAST(greatest(floor((epoch_us(f.ts) - w.t_start) / w.width), 0) AS BIGINT)
+                       AS bin,
+                   w.width
+            FROM frames f JOIN w USING (conn_id)
+            WHERE f.type = 'DATA'
+        ), b AS (
+            SELECT conn_id, direction, bin, stream_id, any_value(width) AS width,
+                   CAST(sum(length) AS {bytes_type}) AS bytes
+            FROM d GROUP BY conn_id, direction, bin, stream_id
+        )"""
+
+
 def bytes_share_over_time(db: Tables, bins: int = 60, bin_s: float | None = None) -> pd.DataFrame:
     """Which streams the connection's bytes went to, per time bin.
 
@@ -71,19 +90,7 @@ def bytes_share_over_time(db: Tables, bins: int = 60, bin_s: float | None = None
     return query(
         db,
         f"""
-        WITH w AS ({_bins_sql(bins, bin_s)}),
-        d AS (
-            SELECT f.conn_id, f.direction, f.stream_id, f.length,
-                   CAST(greatest(floor((epoch_us(f.ts) - w.t_start) / w.width), 0) AS BIGINT)
-                       AS bin,
-                   w.width
-            FROM frames f JOIN w USING (conn_id)
-            WHERE f.type = 'DATA'
-        ), b AS (
-            SELECT conn_id, direction, bin, stream_id, any_value(width) AS width,
-                   CAST(sum(length) AS BIGINT) AS bytes
-            FROM d GROUP BY conn_id, direction, bin, stream_id
-        )
+        {_stream_bytes_per_bin_sql(bins, bin_s, "BIGINT")}
         SELECT b.conn_id, b.direction, b.bin, b.bin * b.width / 1e6 AS t_s,
                b.width / 1e6 AS bin_s, b.stream_id, s.kind, b.bytes,
                b.bytes / sum(b.bytes) OVER (PARTITION BY b.conn_id, b.direction, b.bin) AS share
@@ -103,19 +110,7 @@ def fairness_over_time(db: Tables, bins: int = 60, bin_s: float | None = None) -
     return query(
         db,
         f"""
-        WITH w AS ({_bins_sql(bins, bin_s)}),
-        d AS (
-            SELECT f.conn_id, f.direction, f.stream_id, f.length,
-                   CAST(greatest(floor((epoch_us(f.ts) - w.t_start) / w.width), 0) AS BIGINT)
-                       AS bin,
-                   w.width
-            FROM frames f JOIN w USING (conn_id)
-            WHERE f.type = 'DATA'
-        ), b AS (
-            SELECT conn_id, direction, bin, stream_id, any_value(width) AS width,
-                   CAST(sum(length) AS DOUBLE) AS bytes
-            FROM d GROUP BY conn_id, direction, bin, stream_id
-        )
+        {_stream_bytes_per_bin_sql(bins, bin_s, "DOUBLE")}
         SELECT conn_id, direction, bin, bin * any_value(width) / 1e6 AS t_s,
                count(*) AS streams, CAST(sum(bytes) AS BIGINT) AS bytes,
                sum(bytes) * sum(bytes) / nullif(count(*) * sum(bytes * bytes), 0) AS jain
