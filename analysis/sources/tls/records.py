@@ -393,16 +393,6 @@ class TlsLayer:
             d.keys = None
             d.hs = bytearray()
 
-    def _midstream(self, conn: _Conn, ts: float, out: list[ChunkEvent]) -> None:
-        self._give_up(
-            conn,
-            ts,
-            out,
-            "warning",
-            "tls_midstream",
-            "the capture starts after the TLS handshake began; encrypted bytes only counted",
-        )
-
     # -- records ------------------------------------------------------------------------------
 
     def _data(self, conn: _Conn, event: Data, out: list[ChunkEvent]) -> None:
