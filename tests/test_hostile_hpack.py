@@ -99,6 +99,14 @@ header_value = st.binary(max_size=40)
 header_list = st.lists(st.tuples(header_name, header_value, st.booleans()), min_size=0, max_size=12)
 
 
+#: Header lists to encode one after another: (fields, Huffman or not, a table size update first).
+encoded_blocks = st.lists(
+    st.tuples(header_list, st.booleans(), st.sampled_from([None, 0, 64, 256, 4096])),
+    min_size=1,
+    max_size=8,
+)
+
+
 def hpack_decoder() -> hpack.Decoder:
     d = hpack.Decoder(max_header_list_size=2**31)
     d.max_allowed_table_size = 2**31
@@ -106,13 +114,7 @@ def hpack_decoder() -> hpack.Decoder:
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    blocks=st.lists(
-        st.tuples(header_list, st.booleans(), st.sampled_from([None, 0, 64, 256, 4096])),
-        min_size=1,
-        max_size=8,
-    )
-)
+@given(blocks=encoded_blocks)
 def test_fast_decoder_agrees_with_hpack_on_valid_blocks(
     blocks: list[tuple[list[tuple[str, bytes, bool]], bool, int | None]],
 ) -> None:

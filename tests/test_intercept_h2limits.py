@@ -29,7 +29,7 @@ from tests.test_hostile_hpack import (
     REQUEST,
     MiB,
     continuation,
-    header_list,
+    encoded_blocks,
     headers_frame,
     hpack_decoder,
     literal_block,
@@ -101,13 +101,7 @@ def big_block(size: int, frame_size: int = 2**17) -> list[bytes]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    blocks=st.lists(
-        st.tuples(header_list, st.booleans(), st.sampled_from([None, 0, 64, 256, 4096])),
-        min_size=1,
-        max_size=8,
-    )
-)
+@given(blocks=encoded_blocks)
 def test_bounded_decoder_agrees_with_hpack_on_valid_blocks(
     blocks: list[tuple[list[tuple[str, bytes, bool]], bool, int | None]],
 ) -> None:
