@@ -76,12 +76,13 @@ class PayloadPolicy:
         """(payload, payload_truncated) of a row that may keep more than this policy does.
 
         A payload longer than the preview is cut and marked truncated if the message was
-        longer; ``none`` drops the payload; a row without payload stays as it is.
+        longer; ``none`` drops the payload (truncated if the message had any byte, as
+        :meth:`cut` says); a row without payload stays as it is.
         """
         if self.mode == "full" or payload is None:
             return payload, truncated
         if self.mode == "none":
-            return None, False
+            return None, length > 0
         n = self.preview_bytes
         if len(payload) > n:
             return payload[:n], length > n
@@ -97,7 +98,10 @@ class PayloadPolicy:
             return payloads, truncated
         if self.mode == "none":
             kept: list[bytes | None] = [None] * len(payloads)
-            return kept, [t and p is None for p, t in zip(payloads, truncated, strict=True)]
+            return kept, [
+                length > 0 if p is not None else t
+                for p, length, t in zip(payloads, lengths, truncated, strict=True)
+            ]
         n = self.preview_bytes
         kept = [p[:n] if p is not None and len(p) > n else p for p in payloads]
         return kept, [

@@ -99,7 +99,10 @@ def test_trim_payload() -> None:
 
     assert trim_payload(record(), PayloadPolicy("full")).payload == b"x" * 300
     none = trim_payload(record(), PayloadPolicy("none"))
-    assert (none.payload, none.payload_truncated) == (None, False)
+    assert (none.payload, none.payload_truncated) == (
+        None,
+        True,
+    )  # as a capture says: the message had bytes
     preview = trim_payload(record(), PayloadPolicy("preview", 256))
     assert (len(preview.payload or b""), preview.payload_truncated) == (256, True)
     short = MessageRecord(payload=b"abc", length=3)
@@ -141,6 +144,22 @@ def test_payloads_trimmed_on_columns_as_trim_payload_trims_rows(
     assert [(m["payload"], m["payload_truncated"]) for m in got] == [
         (r.payload, r.payload_truncated) for r in expected
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60), _payload_policies)
+def test_payload_rule_is_one_for_captures_flow_files_and_live(
+    payload: bytes, policy: PayloadPolicy
+) -> None:
+    """A capture's decoder applies the policy to a whole message (PayloadPolicy.cut); flow
+    files and the live recorder trim a row that kept all of it (trim, trim_columns): each
+    path writes the same payload and payload_truncated, under every mode (``none``
+    included: truncated whenever the message had a byte)."""
+    length = len(payload)
+    expected = policy.cut(payload, length)
+    assert policy.trim(payload, length, False) == expected
+    kept, truncated = policy.trim_columns([payload], [length], [False])
+    assert (kept[0], truncated[0]) == expected
 
 
 def test_table_writer_trims_long_payloads_at_once_and_leaves_the_records(
