@@ -30,10 +30,13 @@ How an extended CONNECT goes through:
   ``WebsocketLayer``; its writes become DATA frames on the stream, its closes END_STREAM (or,
   on the HTTP/1.1 leg, closing that connection), and a reset stream reaches it as a closed
   connection.  Data the client sends before the 2xx is held (at most ``EARLY_DATA_LIMIT``).
+  On the HTTP/2 server leg the last bytes and END_STREAM go in one DATA frame, and a stream
+  the server has already ended gets RST_STREAM(CANCEL) instead (:class:`RequestLastData`).
 - ``HttpLayer`` routes ``inject.websocket`` to the stream of the flow.
 
 Limits: a WebSocket layer failure resets that stream only (logged); after the close handshake
-each leg gets END_STREAM and the stream is forgotten, whether or not the peer ends it too.
+each leg is ended (END_STREAM, or RST_STREAM(CANCEL) to a server that ended the stream first)
+and the stream is forgotten, whether or not the peer ends it too.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import h2.errors
+import h2.stream
 from mitmproxy import http
 from mitmproxy.addons.next_layer import NextLayer as BuiltinNextLayer
 from mitmproxy.connection import Connection, Server
@@ -240,6 +245,36 @@ class NeedsHttp1Upgrade(hev.ResponseProtocolError):
 _orig_http2client_handle_event = _http2.Http2Client._handle_event
 
 
+@dataclass
+class RequestLastData(hev.RequestData):
+    """The last bytes of a WebSocket's HTTP/2 server-leg stream: sent with END_STREAM in ONE
+    DATA frame, or, when the server has already ended the stream, not sent: RST_STREAM(CANCEL).
+
+    Why: mitmproxy's ``WebsocketLayer`` sends its close frame and closes the connection at once,
+    which ``Http2Client`` would send as two frames (DATA, then an empty DATA with END_STREAM).
+    hypercorn (the RFC 8441 server of the demo) forgets a WebSocket stream as soon as its app
+    has answered the close frame, and then fails the WHOLE connection on any DATA frame for
+    that stream (a KeyError in hypercorn's ``_handle_events``; an empty END_STREAM frame
+    included), cutting every other stream.  A lone END_STREAM it tolerates, and so it does a
+    reset; Chromium too ends its RFC 8441 WebSockets with RST_STREAM(CANCEL).  A server that
+    has ended its half reads nothing more, so a close frame in answer to its own is dropped.
+    """
+
+
+def _end_websocket_stream(
+    self: _http2.Http2Client, event: RequestLastData
+) -> layer.CommandGenerator[None]:
+    sid = event.stream_id
+    if not self.is_open_for_us(sid):
+        return
+    if self.h2_conn.streams[sid].state_machine.state is h2.stream.StreamState.HALF_CLOSED_REMOTE:
+        self.h2_conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+    else:
+        self.h2_conn.send_data(sid, event.data, end_stream=True)
+    if data := self.h2_conn.data_to_send():
+        yield commands.SendData(self.conn, data)
+
+
 def _settings_known(client: _http2.Http2Client) -> bool:
     return client.provisional_max_concurrency is None
 
@@ -249,7 +284,10 @@ def _http2client_handle_event(
 ) -> layer.CommandGenerator[None]:
     """Wraps ``Http2Client._handle_event``: an extended CONNECT waits for the server's first
     SETTINGS (RFC 8441 §3: only then is the setting known) and goes to the HTTP/1.1 fallback
-    when the setting is not enabled."""
+    when the setting is not enabled; a WebSocket stream ends as :class:`RequestLastData` says."""
+    if isinstance(event, RequestLastData):
+        yield from _end_websocket_stream(self, event)
+        return
     held: list[hev.RequestHeaders] = self.__dict__.setdefault("_h2ws_held", [])
     if isinstance(event, hev.RequestHeaders) and is_extended_connect(event.request):
         if not _settings_known(self):
@@ -796,7 +834,21 @@ class WebSocketStream:
     def _to_child(self, event: events.Event) -> Commands:
         s = self.stream
         assert self.child is not None
+        #: the child's latest bytes for an HTTP/2 server, held for one command: if the close
+        #: of the server connection follows, both go as one :class:`RequestLastData`
+        held: bytes | None = None
         for command in self.child.handle_event(event):
+            if held is not None:
+                if (
+                    isinstance(command, commands.CloseConnection)
+                    and command.connection is s.context.server
+                ):
+                    self.closed_server = True
+                    yield mhttp.SendHttp(RequestLastData(self.sid, held), s.context.server)
+                    held = None
+                    continue
+                yield mhttp.SendHttp(hev.RequestData(self.sid, held), s.context.server)
+                held = None
             if isinstance(command, commands.SendData):
                 if command.connection is s.context.client:
                     if not self.closed_client:
@@ -804,7 +856,12 @@ class WebSocketStream:
                             hev.ResponseData(self.sid, command.data), s.context.client
                         )
                 elif not self.closed_server:
-                    yield mhttp.SendHttp(hev.RequestData(self.sid, command.data), s.context.server)
+                    if self.upstream_h1:
+                        yield mhttp.SendHttp(
+                            hev.RequestData(self.sid, command.data), s.context.server
+                        )
+                    else:
+                        held = command.data
             elif isinstance(command, commands.CloseConnection):
                 if command.connection is s.context.client:
                     if not self.closed_client:
@@ -818,10 +875,12 @@ class WebSocketStream:
                             self.sid, "EOF", hev.ErrorCode.PASSTHROUGH_CLOSE
                         )
                     else:
-                        end = hev.RequestEndOfMessage(self.sid)
+                        end = RequestLastData(self.sid, b"")
                     yield mhttp.SendHttp(end, s.context.server)
             else:
                 yield command
+        if held is not None:
+            yield mhttp.SendHttp(hev.RequestData(self.sid, held), s.context.server)
         yield from self._maybe_drop()
 
     def _maybe_drop(self) -> Commands:

@@ -524,9 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--mode",
         choices=("observe", "intercept"),
-        default="observe",
-        help="the addon's h2ws_mode (default observe: with intercept, hypercorn, the demo's "
-        "server, was seen to fail whole HTTP/2 connections; see the README)",
+        default="intercept",
+        help="the addon's h2ws_mode: intercept (default, as the addon's own default: "
+        "mitmproxy's HTTP/2 layer carries the WebSockets as live flows) or observe (the "
+        "byte-exact relay)",
     )
     demo.add_argument(
         "--no-report", action="store_true", help="tables and summary only (no 'report' extra)"

@@ -60,16 +60,10 @@ class Workload:
     seed: int = 7
     timeout: float = 120.0
     #: The addon's mode (``h2ws_mode``); see :data:`MODES`.
-    mode: str = "observe"
+    mode: str = "intercept"
 
 
-#: Why observe mode is the demo's default: in intercept mode a run of this workload was seen
-#: to fail, hypercorn failing a whole server-side HTTP/2 connection (a KeyError inside
-#: hypercorn, every other WebSocket on it cut) — most likely on the END_STREAM intercept mode
-#: sends each server-leg stream after the close handshake (hypercorn fails a connection on DATA
-#: after its close frame, see ``h2_py_client``).  Observe mode relays the clients' own
-#: RST_STREAM(CANCEL).  ``--mode intercept`` runs the addon's default mode; the demo's check
-#: fails when that failure strikes.
+#: The addon's modes (``h2ws_mode``); the demo runs intercept mode, the addon's default.
 MODES = ("observe", "intercept")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import h2.errors
 import h2.events
 import pytest
 import wsproto
@@ -125,6 +126,57 @@ def test_websocket_is_a_live_flow_on_the_stream(patched: None) -> None:
     assert "websocket_end" in hook_names(driver)
     assert not flow.live and flow.websocket.close_code == 1000
     assert not driver.closed  # no connection was closed
+
+
+def test_client_close_ends_the_server_stream_in_one_frame(patched: None) -> None:
+    """The close frame and END_STREAM reach the server in ONE DATA frame: hypercorn forgets
+    the stream once its app has answered the close frame and fails the whole connection on a
+    later DATA frame for it, even an empty END_STREAM one."""
+    driver = Driver()
+    sid = open_websocket(driver)
+    upstream = driver.server().of(h2.events.RequestReceived)[0].stream_id
+    client_ws = WsConnection(ConnectionType.CLIENT)
+    driver.client.conn.send_data(sid, client_ws.send(wsproto.events.CloseConnection(1000)))
+    driver.pump()
+    server = driver.server()
+    (last,) = server.of(h2.events.DataReceived, upstream)
+    assert last.stream_ended is not None  # END_STREAM on the frame of the close
+    server_ws = WsConnection(ConnectionType.SERVER)
+    server_ws.receive_data(last.data)
+    (close,) = server_ws.events()
+    assert isinstance(close, wsproto.events.CloseConnection) and close.code == 1000
+    assert not server.of(h2.events.StreamReset, upstream)
+
+
+def test_server_that_ended_first_gets_a_reset_not_data(patched: None) -> None:
+    """A server that sent its close frame with END_STREAM reads no more: its stream is reset
+    (CANCEL), with no DATA after its END_STREAM; the client gets the close and END_STREAM."""
+    driver = Driver()
+    sid = open_websocket(driver)
+    second = open_second_websocket(driver)
+    server = driver.server()
+    upstream, other = (e.stream_id for e in server.of(h2.events.RequestReceived))
+    server_ws = WsConnection(ConnectionType.SERVER)
+    server.conn.send_data(
+        upstream, server_ws.send(wsproto.events.CloseConnection(1001)), end_stream=True
+    )
+    driver.pump()
+    (reset,) = server.of(h2.events.StreamReset, upstream)
+    assert reset.error_code == h2.errors.ErrorCodes.CANCEL
+    assert not server.of(h2.events.DataReceived, upstream)
+    client_ws = WsConnection(ConnectionType.CLIENT)
+    client_ws.receive_data(driver.client.data(sid))
+    (close,) = client_ws.events()
+    assert isinstance(close, wsproto.events.CloseConnection) and close.code == 1001
+    assert driver.client.of(h2.events.StreamEnded, sid)
+    # the other WebSocket of the connection still relays
+    ws = WsConnection(ConnectionType.CLIENT)
+    driver.client.conn.send_data(second, ws.send(wsproto.events.TextMessage("still")))
+    driver.pump()
+    other_ws = WsConnection(ConnectionType.SERVER)
+    other_ws.receive_data(server.data(other))
+    assert [e.data for e in other_ws.events()] == ["still"]
+    assert not driver.closed
 
 
 def test_hooks_modify_drop_and_inject(patched: None) -> None:
