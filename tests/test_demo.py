@@ -59,14 +59,18 @@ def test_demo_tables_hold_both_workloads(demo: tuple[Path, str]) -> None:
         name: demo_kit.read_table(out / "tables", name).to_pylist() for name in demo_kit.TABLES
     }
     conns = tables["connections"]
-    h2 = [c for c in conns if c["http_version"] == "h2"]
-    h1 = [c for c in conns if c["http_version"] == "http/1.1"]
-    # 2 RFC 8441 connections with 2 WebSockets + 3 GETs each; the same 4 WebSockets over HTTP/1.1.
-    # (Python clients: h2_py_client --tls, h1_ws_client --parallel.)
-    assert [c["websockets"] for c in h2] == [2, 2] and [c["streams"] for c in h2] == [5, 5]
-    assert len(h1) == 4 and all(c["websockets"] == 1 for c in h1)
+    # Intercept mode (the demo's default) records each proxied connection once per leg.
+    assert sorted({c["leg"] for c in conns}) == ["client", "server"]
+    for leg in ("client", "server"):
+        h2 = [c for c in conns if c["http_version"] == "h2" and c["leg"] == leg]
+        h1 = [c for c in conns if c["http_version"] == "http/1.1" and c["leg"] == leg]
+        # 2 RFC 8441 connections with 2 WebSockets + 3 GETs each; the same 4 WebSockets over
+        # HTTP/1.1.  (Python clients: h2_py_client --tls, h1_ws_client --parallel.)
+        assert [c["websockets"] for c in h2] == [2, 2], leg
+        assert [c["streams"] for c in h2] == [5, 5], leg
+        assert len(h1) == 4 and all(c["websockets"] == 1 for c in h1), leg
+        assert all(c["enable_connect_protocol"] for c in h2), leg
     assert all(c["source"] == "live" and c["tls"] for c in conns)
-    assert all(c["enable_connect_protocol"] for c in h2)
 
 
 def test_check_reports_what_the_tables_miss(demo: tuple[Path, str]) -> None:
