@@ -630,3 +630,34 @@ def test_random_cuts_of_an_http1_websocket_decode_exactly(data: st.DataObject) -
     offset = data.draw(st.integers(0, len(RAW[k][1]) - 1), label="offset")
     part = decode(cut(RAW, k, offset), midstream=True)
     assert_exact(RAW_ORACLE, k, offset, part, tcp=True)
+
+
+def _server_only(frames: int) -> Chunks:
+    with seeded(9) as rng:
+        pair = H2Pair()
+        sid = pair.open_websocket("/feed")
+        start = len(pair.chunks)
+        server = ws_peer("s2c")
+        for _ in range(frames):
+            pair.send("s2c", sid, server.send_data(rng.randbytes(rng.randint(1, 200)), fin=True))
+        return pair.chunks[start:]
+
+
+def test_a_websocket_whose_client_is_silent_needs_four_server_frames() -> None:
+    """Unmasked frames alone are weak evidence: one way, a stream is a WebSocket from
+    MIN_ONE_WAY_FRAMES chained frames on; with fewer it stays ``unknown``, nothing decoded."""
+    assert ws_resync.MIN_ONE_WAY_FRAMES == 4
+    for frames, kind in ((3, "unknown"), (4, "websocket"), (12, "websocket")):
+        part = decode(_server_only(frames), midstream=True)
+        (s,) = [r for r in of(part, StreamRecord) if r.inferred]
+        assert (s.kind, len(of(part, MessageRecord))) == (kind, frames if kind != "unknown" else 0)
+
+
+def test_an_http1_websocket_seen_only_from_the_server_is_not_guessed() -> None:
+    """A raw TCP connection has no framing of its own to back unmasked frames: without two
+    masked client frames it stays ``unknown``."""
+    chunks = [c for c in raw_websocket_mixed()[2:] if c[0] == "s2c"]
+    part = decode(chunks, midstream=True)
+    (row,) = of(part, ConnectionRecord)
+    assert row.http_version != "http/1.1" and not of(part, MessageRecord)
+    assert "unknown_protocol" in codes(part)
