@@ -13,11 +13,15 @@ import os
 import random
 import struct
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import FrameProtocol
 
 from h2ws.analysis.core.chunks import ConnectionInfo, Data, Opened
 from h2ws.analysis.core.decoder import ConnectionDecoder
@@ -35,6 +39,7 @@ from h2ws.analysis.records import (
 from h2ws.analysis.sources.capture import capture_events
 from h2ws.testkit.h2pair import H2Pair, ws_peer
 
+from .cut_oracle import Oracle, h2_oracle, must_recognise, tcp_oracle
 from .paths import SAMPLE_CAPTURES
 
 FULL = DecodeOptions(payload=PayloadPolicy(mode="full"))
@@ -95,6 +100,50 @@ def assert_suffix(whole: list[Record], part: list[Record]) -> None:
                 i -= 1
             assert i >= 0, (key, item)
         assert len(want) - i - len(got) <= lost[key], key  # a lost one may come first
+
+
+def assert_exact(oracle: Oracle, k: int, offset: int, part: list[Record], *, tcp: bool) -> int:
+    """The decode of the cut (k, offset) against :mod:`tests.cut_oracle`: per WebSocket and
+    direction, exactly the whole decode's messages whose bytes are all after the cut (opcode,
+    length, sha256, order) -- but for compressed ones that need deflate history from before it,
+    which ``ws_deflate_context_lost`` counts -- a ``ws_midstream_message`` exactly where a
+    message begun before the cut was lost, and no message anywhere else.  A WebSocket may stay
+    unrecognised only when the frames after the cut are fewer than the documented rule needs.
+    Returns the number of messages checked."""
+    expected = oracle.expected(k, offset)
+    ev, has = oracle.evidence(k, offset), oracle.has_bytes(k, offset)
+    affected = oracle.affected(k, offset)
+    got = messages(part)
+    assert set(got) <= set(expected), "messages on a stream that is no WebSocket"
+    ws = {s.stream_id for s in of(part, StreamRecord) if s.kind == "websocket"}
+    lost: Counter[tuple[int | None, str]] = Counter()
+    said: set[tuple[int | None, str]] = set()
+    for r in of(part, DiagnosticRecord):
+        d = r.message.partition(":")[0]
+        if r.code == "ws_deflate_context_lost":
+            lost[r.stream_id, d] += int(r.message.partition(": ")[2].split()[0])
+        elif r.code == "ws_midstream_message":
+            said.add((r.stream_id, d))
+    checked = 0
+    for key, rows in expected.items():
+        if key[0] not in ws:
+            assert not must_recognise(ev, has, key[0], tcp), (key, ev, "not recognised")
+            continue
+        want = [(m.opcode, m.length, m.sha256) for m in rows]
+        mine = got.get(key, [])
+        # the rows missing may only be compressed ones, as many as the diagnostic counts
+        i = 0
+        for m in rows:
+            item = (m.opcode, m.length, m.sha256)
+            if i < len(mine) and mine[i] == item:
+                i += 1
+            else:
+                assert m.compressed, (key, "lost", item)
+        assert i == len(mine), (key, "invented or out of order", mine[i:])
+        assert len(want) - len(mine) == lost[key], (key, len(want), len(mine), lost[key])
+        assert (key in said) == (key in affected), (key, "ws_midstream_message")
+        checked += len(mine)
+    return checked
 
 
 # ---------------------------------------------------------------------- traffic
@@ -437,11 +486,178 @@ def test_http1_websocket_roles_told_by_masking() -> None:
     assert of(part, MessageRecord)
 
 
-def test_websocket_boundary_is_the_one_every_chance_chain_shares() -> None:
+def test_websocket_boundary_is_the_first_from_which_frames_chain() -> None:
     server = ws_peer("s2c")
     real = b"".join(server.send_data(f"message {i}", fin=True) for i in range(4))
-    # the tail of a frame begun before the capture; from its second byte it reads as a ping
-    data = b"\xff\x89\x00" + real
-    chain = ws_resync.find_ws_chain(data, False)
+    # the tail of a frame begun before the capture: no header in it chains onto the frames
+    chain = ws_resync.find_ws_chain(b"\xff\x8b\x00" + real, False)
     assert chain is not None and chain.start == 3 and chain.evidence == 4
     assert chain.lost_lead
+    # a second boundary inside the tail (a ping inside the message): decoded too
+    chain = ws_resync.find_ws_chain(b"\x07\x00" + server.ping(b"in") + real, False)
+    assert chain is not None and chain.start == 2 and chain.evidence == 5
+    # the documented limit: a chance header in the tail that chains exactly onto the frames
+    # (here an empty ping) cannot be told from a real one, and is taken
+    chain = ws_resync.find_ws_chain(b"\xff\x89\x00" + real, False)
+    assert chain is not None and chain.start == 1
+    # a close frame with a code no endpoint sends, or text that is not UTF-8: never a frame
+    for fake in (b"\x88\x02\x03\xed", b"\x81\x02\xff\xfe"):
+        chain = ws_resync.find_ws_chain(b"\xff" + fake + real, False)
+        assert chain is not None and chain.start == 1 + len(fake), fake
+
+
+# ---------------------------------------------------------------------- exact cuts (#14)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[random.Random]:
+    """Reproducible traffic: wsproto draws its masking keys from ``os.urandom``."""
+    rng = random.Random(seed)
+    with patch.object(os, "urandom", rng.randbytes):
+        yield rng
+
+
+def _send_message(rng: random.Random, frame: FrameProtocol, n: int, deflate: bool) -> bytes:
+    """One message of a mixed workload: binary, JSON-like text, fragmented with a ping inside,
+    now and then one larger than an HTTP/2 frame (so DATA starts inside a WebSocket frame)."""
+    kind = n % 6
+    if kind == 0:  # fragmented, a ping between its frames
+        payload = rng.randbytes(rng.randint(20, 400))
+        wire = frame.send_data(payload[:10], fin=False) + frame.ping(b"p")
+        return wire + frame.send_data(payload[10:], fin=True)
+    if kind == 1:
+        items = ", ".join(str(rng.randint(0, 999)) for _ in range(30))
+        text = f'{{"n": {n}, "items": [{items}]}}'
+        return frame.send_data(text, fin=True)
+    if kind == 2 and n % 4 == 2:
+        return frame.send_data(rng.randbytes(rng.randint(17000, 40000)), fin=True)
+    if kind == 3 and deflate:  # a fragmented text message, compressed
+        text = f"é repeated text {n} " * rng.randint(1, 20)
+        return frame.send_data(text[:7], fin=False) + frame.send_data(text[7:], fin=True)
+    return frame.send_data(rng.randbytes(rng.randint(0, 300)), fin=True)
+
+
+def mixed_pair(seed: int = 5) -> Chunks:
+    """Four RFC 8441 WebSockets on one h2c connection (python-hyper h2 + wsproto), two of them
+    with permessage-deflate; binary, text, fragmented and large messages; GETs with binary
+    bodies interleaved."""
+    with seeded(seed) as rng:
+        pair = H2Pair()
+        peers: dict[tuple[int, str], FrameProtocol] = {}
+        sids = []
+        for i in range(4):
+            deflate = i % 2 == 1
+            sid = pair.open_websocket(
+                f"/ws{i}", extensions="permessage-deflate" if deflate else None
+            )
+            sids.append(sid)
+            for d in ("c2s", "s2c"):
+                pmd = None
+                if deflate:
+                    pmd = PerMessageDeflate()
+                    pmd.finalize("permessage-deflate")
+                peers[sid, d] = ws_peer(d, pmd)
+        for n in range(90):
+            sid = rng.choice(sids)
+            d = rng.choice(("c2s", "s2c"))
+            deflate = sids.index(sid) % 2 == 1
+            pair.send(d, sid, _send_message(rng, peers[sid, d], n, deflate))
+            if n % 9 == 4:
+                pair.get(f"/r{n}", body=rng.randbytes(rng.randint(1, 5000)))
+        return pair.chunks
+
+
+def raw_websocket_mixed(seed: int = 3) -> Chunks:
+    """An HTTP/1.1 WebSocket (wsproto frames after an Upgrade), several messages per TCP
+    segment now and then, as a sender under load writes them."""
+    with seeded(seed) as rng:
+        chunks: Chunks = [("c2s", _UPGRADE, 1.0), ("s2c", _ACCEPT, 1.01)]
+        peers = {"c2s": ws_peer("c2s"), "s2c": ws_peer("s2c")}
+        ts = 1.02
+        n = 0
+        while n < 60:
+            d = rng.choice(("c2s", "s2c"))
+            wire = b""
+            for _ in range(rng.choice((1, 1, 2, 3))):
+                wire += _send_message(rng, peers[d], n, False)
+                n += 1
+            ts += 0.01
+            chunks.append((d, wire, ts))
+        return chunks
+
+
+def _whole(chunks: Chunks) -> list[Record]:
+    return decode(chunks, midstream=False)
+
+
+MIXED = mixed_pair()
+MIXED_WHOLE = _whole(MIXED)
+MIXED_ORACLE = h2_oracle(
+    MIXED,
+    of(MIXED_WHOLE, MessageRecord),
+    {s.stream_id for s in of(MIXED_WHOLE, StreamRecord) if s.kind == "websocket"},
+)
+RAW = raw_websocket_mixed()
+RAW_ORACLE = tcp_oracle(RAW, of(_whole(RAW), MessageRecord))
+
+
+def test_the_mixed_traffic_is_what_the_cut_tests_need() -> None:
+    rows = of(MIXED_WHOLE, MessageRecord)
+    assert len(rows) > 100 and not codes(MIXED_WHOLE)
+    assert {m.opcode for m in rows} >= {"text", "binary", "ping"}
+    assert any(m.compressed for m in rows) and any(m.fragments > 1 and m.compressed for m in rows)
+    assert any(m.length > 16384 for m in rows)
+    assert sum(s.kind == "http" for s in of(MIXED_WHOLE, StreamRecord)) >= 9
+    raw = of(_whole(RAW), MessageRecord)
+    assert len(raw) >= 60 and any(
+        len(RAW_ORACLE.carriers[None, d].messages) for d in ("c2s", "s2c")
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_random_cuts_of_mixed_h2c_traffic_decode_exactly(data: st.DataObject) -> None:
+    k = data.draw(st.integers(1, len(MIXED) - 1), label="chunk")
+    offset = data.draw(st.integers(0, len(MIXED[k][1]) - 1), label="offset")
+    part = decode(cut(MIXED, k, offset), midstream=True)
+    assert_exact(MIXED_ORACLE, k, offset, part, tcp=False)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_random_cuts_of_an_http1_websocket_decode_exactly(data: st.DataObject) -> None:
+    k = data.draw(st.integers(2, len(RAW) - 1), label="chunk")
+    offset = data.draw(st.integers(0, len(RAW[k][1]) - 1), label="offset")
+    part = decode(cut(RAW, k, offset), midstream=True)
+    assert_exact(RAW_ORACLE, k, offset, part, tcp=True)
+
+
+def _server_only(frames: int) -> Chunks:
+    with seeded(9) as rng:
+        pair = H2Pair()
+        sid = pair.open_websocket("/feed")
+        start = len(pair.chunks)
+        server = ws_peer("s2c")
+        for _ in range(frames):
+            pair.send("s2c", sid, server.send_data(rng.randbytes(rng.randint(1, 200)), fin=True))
+        return pair.chunks[start:]
+
+
+def test_a_websocket_whose_client_is_silent_needs_four_server_frames() -> None:
+    """Unmasked frames alone are weak evidence: one way, a stream is a WebSocket from
+    MIN_ONE_WAY_FRAMES chained frames on; with fewer it stays ``unknown``, nothing decoded."""
+    assert ws_resync.MIN_ONE_WAY_FRAMES == 4
+    for frames, kind in ((3, "unknown"), (4, "websocket"), (12, "websocket")):
+        part = decode(_server_only(frames), midstream=True)
+        (s,) = [r for r in of(part, StreamRecord) if r.inferred]
+        assert (s.kind, len(of(part, MessageRecord))) == (kind, frames if kind != "unknown" else 0)
+
+
+def test_an_http1_websocket_seen_only_from_the_server_is_not_guessed() -> None:
+    """A raw TCP connection has no framing of its own to back unmasked frames: without two
+    masked client frames it stays ``unknown``."""
+    chunks = [c for c in raw_websocket_mixed()[2:] if c[0] == "s2c"]
+    part = decode(chunks, midstream=True)
+    (row,) = of(part, ConnectionRecord)
+    assert row.http_version != "http/1.1" and not of(part, MessageRecord)
+    assert "unknown_protocol" in codes(part)

@@ -53,3 +53,36 @@ def test_summary_names_versions_and_legs(tmp_path: Path) -> None:
         "cl": ("client", "h2"), "sv": ("server", "h2"), "fb": ("server", "http/1.1"),
         "oc": ("-", "h2c"), "hk": ("-", "h2"),
     }  # fmt: skip
+
+
+def test_summary_says_which_connections_started_before_the_capture(tmp_path: Path) -> None:
+    conns = [
+        ConnectionRecord(conn_id="whole", http_version="h2c", streams=1, start_captured=True),
+        ConnectionRecord(conn_id="late", http_version="h2c", streams=3, start_captured=False),
+        ConnectionRecord(conn_id="raw", http_version="http/1.1", streams=1, start_captured=False),
+    ]
+    streams = [
+        StreamRecord(conn_id="whole", stream_id=1, kind="websocket"),
+        StreamRecord(conn_id="late", stream_id=1, kind="websocket", inferred=True),
+        StreamRecord(conn_id="late", stream_id=3, kind="unknown", inferred=True),
+        StreamRecord(conn_id="late", stream_id=5, kind="http"),
+        StreamRecord(conn_id="raw", stream_id=None, exchange=0, kind="websocket", inferred=True),
+    ]
+    with TableSink(tmp_path, "parquet") as sink:
+        for record in [*conns, *streams]:
+            sink.write(record)
+    text = summarise(tmp_path)
+    header = text.split("connections (3)", 1)[1].splitlines()[2].split()
+    start, inferred = header.index("start"), header.index("inferred")
+    rows = {r[0]: (r[start], r[inferred]) for r in _section(text, "connections (3)")}
+    assert rows == {
+        "whole": ("captured", "0"),
+        "late": ("midstream", "2"),
+        "raw": ("midstream", "1"),
+    }
+    kinds = _section(text, "streams by kind")
+    header = text.split("streams by kind", 1)[1].splitlines()[2].split()
+    col = header.index("inferred")
+    by = {(r[1], r[2]): r[col] for r in kinds}
+    assert by == {("h2c", "websocket"): "1", ("h2c", "unknown"): "1", ("h2c", "http"): "0",
+                  ("HTTP/1.1", "websocket"): "1"}, text  # fmt: skip

@@ -31,6 +31,11 @@ from h2ws.analysis.records import (
 
 #: An HTTP/1.x request line starts with a method token and a space (RFC 9112 §3).
 _HTTP1_REQUEST = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32} ")
+#: ... and a whole request line, when the connection's start was not captured: there the first
+#: bytes may be anything (the rest of a WebSocket frame), and a token and a space are no proof.
+_HTTP1_REQUEST_LINE = re.compile(
+    rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32} [\x21-\x7e]{1,8192} HTTP/1\.[01]\r\n"
+)
 _TLS_RECORD = re.compile(rb"^[\x14-\x17]\x03[\x00-\x04]")
 #: How many bytes we wait for before deciding that a connection speaks nothing we know.
 _SNIFF_LIMIT = 64 * 1024
@@ -230,7 +235,7 @@ class ConnectionDecoder:
             c2s
             and (
                 c2s.startswith(PREFACE[: len(c2s)])
-                or _HTTP1_REQUEST.match(c2s)
+                or _HTTP1_REQUEST_LINE.match(c2s)
                 or _TLS_RECORD.match(c2s)
             )
         ):
@@ -306,8 +311,8 @@ class ConnectionDecoder:
             client, server = ("s2c", "c2s") if swap else ("c2s", "s2c")
             cbuf, sbuf = self._sniff[client], self._sniff[server]
             chains = {
-                "c2s": ws_resync.find_ws_chain(cbuf, True) if cbuf else None,
-                "s2c": ws_resync.find_ws_chain(sbuf, False) if sbuf else None,
+                "c2s": ws_resync.find_ws_chain(cbuf, True, self._starts(client)) if cbuf else None,
+                "s2c": ws_resync.find_ws_chain(sbuf, False, self._starts(server)) if sbuf else None,
             }
             if not ws_resync.judge(
                 chains["c2s"], chains["s2c"], bool(cbuf), bool(sbuf), carrier="tcp"
@@ -318,6 +323,17 @@ class ConnectionDecoder:
             self._start_raw_ws(chains, ts)
             return True
         return False
+
+    def _starts(self, direction: str) -> list[int]:
+        """Where each held chunk of ``direction`` starts in its sniff buffer: a sender writes
+        a message at a time, so these are the likely frame boundaries beyond the search
+        window (a frame longer than the window cut by the capture)."""
+        out, pos = [], 0
+        for d, data, _ in self._held:
+            if d == direction:
+                out.append(pos)
+                pos += len(data)
+        return out
 
     def _start_raw_ws(self, chains: dict[str, ws_resync.WsChain | None], ts: float | None) -> None:
         rec = self.record

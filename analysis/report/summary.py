@@ -94,12 +94,29 @@ def _leg(streams: pd.DataFrame, conns: pd.DataFrame) -> pd.Series:
     return streams["conn_id"].map(legs).fillna("-")
 
 
+def _start(captured: pd.Series) -> pd.Series:
+    """``captured`` where the capture holds the connection's start, ``midstream`` where it
+    does not (:doc:`schema`, "Captures that start late"), ``-`` when the row does not say."""
+    named = captured.astype("boolean").map({True: "captured", False: "midstream"})
+    return named.astype(object).where(captured.notna(), "-")
+
+
+def _inferred(conn_ids: pd.Series, streams: pd.DataFrame) -> pd.Series:
+    """Per connection, its streams whose kind was inferred from their bytes (``inferred``)."""
+    if streams.empty:
+        return pd.Series(0, index=conn_ids.index, dtype="Int64")
+    counts = streams[streams["inferred"].astype("boolean").fillna(False)].groupby("conn_id").size()
+    return conn_ids.map(counts).fillna(0).astype("Int64")
+
+
 def summarise(out_dir: str | os.PathLike[str]) -> str:
-    conns = _read(out_dir, "connections", [*CONNECTION_COLUMNS, "ts_start", "ts_end"])
+    conns = _read(
+        out_dir, "connections", [*CONNECTION_COLUMNS, "ts_start", "ts_end", "start_captured"]
+    )
     streams = _read(
         out_dir,
         "streams",
-        sorted({*WEBSOCKET_COLUMNS, "kind", "bytes_c2s", "bytes_s2c"}),
+        sorted({*WEBSOCKET_COLUMNS, "kind", "bytes_c2s", "bytes_s2c", "inferred"}),
     )
     messages = _read(out_dir, "messages", ["direction", "opcode", "length", "compressed"])
     diags = _read(out_dir, "diagnostics", ["layer", "severity", "code", "message"])
@@ -108,6 +125,8 @@ def summarise(out_dir: str | os.PathLike[str]) -> str:
     if not conns.empty:
         shown = conns[CONNECTION_COLUMNS].copy()
         shown["duration_s"] = (conns["ts_end"] - conns["ts_start"]).dt.total_seconds().round(3)
+        shown["start"] = _start(conns["start_captured"])
+        shown["inferred"] = _inferred(conns["conn_id"], streams)
         parts.append(_section(f"connections ({len(conns)})", shown))
     else:
         parts.append(_section("connections (0)", conns))
@@ -118,6 +137,7 @@ def summarise(out_dir: str | os.PathLike[str]) -> str:
             .groupby(["leg", "over", "kind"], dropna=False)
             .agg(
                 streams=("kind", "size"),
+                inferred=("inferred", "sum"),
                 connections=("conn_id", "nunique"),
                 bytes_c2s=("bytes_c2s", "sum"),
                 bytes_s2c=("bytes_s2c", "sum"),
