@@ -115,13 +115,14 @@ class TableWriter:
                     break
         self.sink.write_all(records)
 
-    def flush(self) -> None:
+    def flush(self, *, final: bool = False) -> None:
         """Every row written so far goes to part files, which become readable (complete,
-        atomically renamed) as soon as the writer thread has written them."""
-        if self.failed or not self.sink.pending:
+        atomically renamed) as soon as the writer thread has written them (``final``: and
+        every table without a row an empty one, ``PartitionedSink.take_parts``)."""
+        if self.failed or not (final or self.sink.pending):
             return
         try:
-            parts = self.sink.take_parts()
+            parts = self.sink.take_parts(final=final)
         except Exception as exc:
             self._fail(exc)
             return
@@ -142,7 +143,7 @@ class TableWriter:
 
     def close(self) -> None:
         """Flush, and return once every part file is written."""
-        self.flush()
+        self.flush(final=True)
         self._writer.shutdown(wait=True)
 
 

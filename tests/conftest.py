@@ -44,11 +44,17 @@ def peers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("peers")
 
 
+#: The session's echo servers serve the whole run (a full run takes 7 to 9 minutes on 2 loaded
+#: CPUs; their former 300 s ran out before the last tests that use them); they stop when
+#: pytest ends (their stdin closes), and by themselves after this, CI's own bound.
+SESSION_SERVER_LIFETIME = 90 * 60.0
+
+
 @pytest.fixture(scope="session")
 def echo_server(peers_dir: Path) -> Iterator[EchoServer]:
     """hypercorn + ``echo_app`` on 127.0.0.1:<free port>: h2c prior knowledge, HTTP/1.1
     (Upgrade: websocket, Upgrade: h2c)."""
-    with EchoServer(peers_dir / "server") as server:
+    with EchoServer(peers_dir / "server", lifetime=SESSION_SERVER_LIFETIME) as server:
         yield server
 
 
@@ -60,7 +66,9 @@ def tls_certificate(peers_dir: Path) -> Certificate:
 @pytest.fixture(scope="session")
 def echo_server_tls(peers_dir: Path, tls_certificate: Certificate) -> Iterator[EchoServer]:
     """The same over TLS (ALPN h2, http/1.1) with a certificate made for this run."""
-    with EchoServer(peers_dir / "server-tls", tls_certificate) as server:
+    with EchoServer(
+        peers_dir / "server-tls", tls_certificate, lifetime=SESSION_SERVER_LIFETIME
+    ) as server:
         yield server
 
 

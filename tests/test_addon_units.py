@@ -162,6 +162,26 @@ def test_payload_rule_is_one_for_captures_flow_files_and_live(
     assert (kept[0], truncated[0]) == expected
 
 
+def test_live_tables_without_rows_get_an_empty_part(tmp_path: Path) -> None:
+    """A live run with no diagnostic (the usual case) still leaves a diagnostics table: one
+    empty part with the schema, so that DuckDB's read_parquet over the folder works."""
+    import duckdb
+
+    from h2ws.addon.recorder import TableWriter
+    from h2ws.analysis.records import FrameRecord
+
+    writer = TableWriter(tmp_path, "parquet", PayloadPolicy())
+    writer.write([FrameRecord("c", 0)])
+    writer.flush()
+    writer.close()
+    for table in ("connections", "streams", "frames", "messages", "diagnostics"):
+        assert len(list((tmp_path / table).glob("*.parquet"))) == 1, table
+    glob = str(tmp_path / "diagnostics" / "*.parquet")
+    assert duckdb.sql(f"select count(*) from read_parquet('{glob}')").fetchall() == [(0,)]
+    glob = str(tmp_path / "frames" / "*.parquet")
+    assert duckdb.sql(f"select count(*) from read_parquet('{glob}')").fetchall() == [(1,)]
+
+
 def test_table_writer_trims_long_payloads_at_once_and_leaves_the_records(
     tmp_path: Path,
 ) -> None:

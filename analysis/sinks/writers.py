@@ -497,6 +497,7 @@ class PartitionedSink:
         # Parts from an earlier run in the same directory are kept: number after them.
         self._run = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self._part = 0
+        self._written: set[str] = set()  # tables with a part file of this run
         for table in TABLES:
             (self.out_dir / table).mkdir(parents=True, exist_ok=True)
 
@@ -540,16 +541,21 @@ class PartitionedSink:
     def flush(self) -> None:
         self.write_parts(self.take_parts())
 
-    def take_parts(self) -> list[Part]:
+    def take_parts(self, *, final: bool = False) -> list[Part]:
         """The first half of :meth:`flush`: every table's pending rows as one table, with the
         part file it goes to.  The second half, :meth:`write_parts`, mostly runs in pyarrow
-        without the interpreter lock, so the live addon runs it on a thread of its own."""
+        without the interpreter lock, so the live addon runs it on a thread of its own.
+
+        ``final`` (the last call): a table that got no row (no diagnostics, say) gets one
+        empty part with its schema, as :class:`TableSink` writes empty tables, so that a query
+        over ``<table>/*.parquet`` (DuckDB's ``read_parquet``) finds the table."""
         ext = EXTENSIONS[self.fmt]
         parts = []
         for table, buffer in self._buffers.items():
-            if buffer.rows:
-                final = self.out_dir / table / f"part-{self._run}-{self._part:06d}{ext}"
-                parts.append(Part(final, buffer.take_table()))
+            if buffer.rows or (final and table not in self._written):
+                self._written.add(table)
+                path = self.out_dir / table / f"part-{self._run}-{self._part:06d}{ext}"
+                parts.append(Part(path, buffer.take_table()))
         self._part += 1
         return parts
 
@@ -563,7 +569,7 @@ class PartitionedSink:
             os.replace(tmp, part.path)
 
     def close(self) -> None:
-        self.flush()
+        self.write_parts(self.take_parts(final=True))
 
 
 __all__ = [
