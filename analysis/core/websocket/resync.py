@@ -79,6 +79,8 @@ class WsFrame:
 class WsChain:
     start: int
     frames: list[WsFrame]  # complete frames only
+    #: the frames end exactly at the end of the bytes (no incomplete last frame)
+    whole: bool = True
 
     @property
     def evidence(self) -> int:
@@ -246,7 +248,7 @@ def find_ws_chain(
     """
     found = chain_from(buf, 0, masked)
     if found is not None and WsChain(0, found[0]).evidence:
-        return WsChain(0, found[0])
+        return WsChain(0, found[0], found[1] == len(buf))
     end = len(buf)
     candidates = list(range(1, min(SEARCH_WINDOW, end)))
     candidates += [b for b in boundaries if SEARCH_WINDOW <= b < end]
@@ -262,6 +264,9 @@ def find_ws_chain(
         stop = min(groups, key=lambda s: (-len(groups[s]), s))
         return min(groups[stop], key=lambda c: c[0])
 
+    def stop_of(frames: list[WsFrame]) -> int:
+        return next(s for s, members in groups.items() if any(m[1] is frames for m in members))
+
     scan(candidates)
     if not groups:
         return None
@@ -272,18 +277,28 @@ def find_ws_chain(
         seen = set(candidates)
         scan(o for o in range(SEARCH_WINDOW, start) if o not in seen)
         start, frames = best()
-    chain = WsChain(start, frames)
+    chain = WsChain(start, frames, stop_of(frames) == end)
     return chain if chain.evidence else None
 
 
 def judge(
-    c2s: WsChain | None, s2c: WsChain | None, has_c2s: bool, has_s2c: bool, *, carrier: str
+    c2s: WsChain | None,
+    s2c: WsChain | None,
+    has_c2s: bool,
+    has_s2c: bool,
+    *,
+    carrier: str,
+    final: bool = False,
 ) -> bool:
     """Whether the two directions' chains make a WebSocket (the rule of the module doc).
 
     ``carrier`` is ``h2`` (the HTTP/2 framing already holds) or ``tcp`` (nothing else does:
     the client's masked frames must show :data:`MIN_CLIENT_FRAMES` times)."""
     if (has_c2s and c2s is None) or (has_s2c and s2c is None):
+        return False
+    if not final and not all(c.whole for c in (c2s, s2c) if c is not None):
+        # an incomplete last frame is what most chance chains end in (a length running past
+        # the end): judged again when more bytes came, once the frames end where they do
         return False
     ec = c2s.evidence if c2s is not None else 0
     es = s2c.evidence if s2c is not None else 0
