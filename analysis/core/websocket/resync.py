@@ -26,7 +26,10 @@ every offset up to it.  The start is the first frame boundary from which frames 
 from the first one that opens a message or is a control frame count (a run of continuation
 frames is what a 2-byte length-prefixed protocol looks like).
 
-The rule (:func:`judge`): a carrier is a WebSocket when both directions with bytes chain, and
+The rule (:func:`judge`): a carrier is a WebSocket when both directions with bytes chain, their
+frames ending exactly where the bytes do (a chance chain through random bytes nearly always ends
+in a frame whose length runs past the end; the carrier is judged again when more bytes came --
+except at a raw TCP connection's last try, ``final``), and
 
 * both directions have bytes: at least 1 evidence frame each and :data:`MIN_FRAMES` (3)
   together -- so a stream with fewer than 3 frames after the cut stays ``unknown``;
