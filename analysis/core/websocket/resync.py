@@ -243,7 +243,8 @@ def find_ws_chain(
     where their chain stops: the real frames' chain and every chance chain that fell onto it
     stop at the same place (the end, or the last frame's start), while a chance chain that
     never meets the real frames ends in a frame of its own (a length running past the end).
-    The largest group is the real one (ties: the one stopping first), and its earliest
+    The real group is the largest of those that stop at the end (else the largest; ties: the
+    one stopping first), and its earliest
     candidate is the start: the first frame boundary, so no whole message after it is lost.
     A chance header before it that chains onto the real frames is taken for a frame; the
     rules on the way (message order, UTF-8 text, close codes, non-zero masking keys) make
@@ -264,7 +265,7 @@ def find_ws_chain(
                 groups.setdefault(found[1], []).append((offset, found[0]))
 
     def best() -> tuple[int, list[WsFrame]]:
-        stop = min(groups, key=lambda s: (-len(groups[s]), s))
+        stop = min(groups, key=lambda s: (s != end, -len(groups[s]), s))
         return min(groups[stop], key=lambda c: c[0])
 
     def stop_of(frames: list[WsFrame]) -> int:
