@@ -358,9 +358,18 @@ def _http1(rng: random.Random) -> bytes:
     )
 
 
-@settings(max_examples=120, deadline=None)
+def _grpc_like(rng: random.Random) -> bytes:
+    """A 5-byte prefix (flag, 4-byte length) per message, as gRPC and many binary RPCs frame."""
+    out = b""
+    for _ in range(rng.randint(5, 40)):
+        body = rng.randbytes(rng.randint(0, 400))
+        out += bytes([rng.randint(0, 1)]) + struct.pack(">I", len(body)) + body
+    return out
+
+
+@settings(max_examples=200, deadline=None)
 @given(
-    st.sampled_from(["random", "tls", "len2", "len4", "http1"]),
+    st.sampled_from(["random", "tls", "len2", "len4", "grpc", "http1", "oneway"]),
     st.integers(0, 2**32),
     st.integers(0, 64),
 )
@@ -370,8 +379,10 @@ def test_non_http2_traffic_is_never_taken_for_http2_or_websocket(
     rng = random.Random(seed)
 
     def make() -> bytes:
-        if kind == "random":
-            return os.urandom(rng.randint(1, 5000))
+        if kind in ("random", "oneway"):
+            return rng.randbytes(rng.randint(1, 5000))
+        if kind == "grpc":
+            return _grpc_like(rng)
         if kind == "tls":
             return _tls_records(rng)
         if kind == "http1":
@@ -379,6 +390,8 @@ def test_non_http2_traffic_is_never_taken_for_http2_or_websocket(
         return _length_prefixed(rng, 2 if kind == "len2" else 4)
 
     c2s, s2c = make()[skip:], make()[skip:]
+    if kind == "oneway":  # a server that talks to a silent client
+        c2s = b""
     chunks: Chunks = []
     for i in range(0, max(len(c2s), len(s2c)), 1000):
         if c2s[i : i + 1000]:
@@ -390,6 +403,78 @@ def test_non_http2_traffic_is_never_taken_for_http2_or_websocket(
     part = decode(chunks, midstream=True)
     (row,) = of(part, ConnectionRecord)
     assert row.http_version not in ("h2", "h2c")
+    assert not of(part, MessageRecord)
+    assert not [r for r in of(part, StreamRecord) if r.kind == "websocket"]
+
+
+def _tls_body(rng: random.Random) -> bytes:
+    body = rng.randbytes(rng.randint(20, 3000))
+    return b"\x17\x03\x03" + struct.pack(">H", len(body)) + body
+
+
+def test_real_tls_without_keys_cut_anywhere_is_never_http2_or_websocket() -> None:
+    """The team's real TLS captures, read below the TLS layer (raw TCP payloads, no keys) and
+    cut at every chunk and inside it: TLS, or unknown -- never HTTP/2 or a WebSocket."""
+    from h2ws.analysis.sources.pcap import CaptureReader
+    from h2ws.analysis.sources.tcp import TcpReassembler
+
+    for name in (
+        "tls_node_ws.pcapng",
+        "ff153_hypercorn_pmd.pcapng",
+        "chr_h1_fallback_newconn.pcapng",
+    ):
+        reassembler = TcpReassembler(capture=name, conn_id_prefix=name)
+        events = []
+        for item in CaptureReader(SAMPLE_CAPTURES / name):
+            if not isinstance(item, DiagnosticRecord):
+                events += reassembler.feed(item)
+        events += reassembler.finish()
+        by_conn: dict[str, Chunks] = {}
+        for e in events:
+            if isinstance(e, Data):
+                by_conn.setdefault(e.conn_id, []).append((e.direction, e.data, e.ts))
+        assert by_conn, name
+        for chunks in by_conn.values():
+            for k in range(1, min(len(chunks), 40)):
+                for offset in (0, 1, 7, len(chunks[k][1]) // 2):
+                    if offset >= len(chunks[k][1]):
+                        continue
+                    part = decode(cut(chunks, k, offset), midstream=True)
+                    (row,) = of(part, ConnectionRecord)
+                    assert row.http_version not in ("h2", "h2c", "http/1.1"), (name, k, offset)
+                    assert not of(part, MessageRecord) and not of(part, StreamRecord)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32), st.booleans())
+def test_http2_streams_of_random_data_are_never_websockets(seed: int, both: bool) -> None:
+    """Uploads and downloads whose requests were before the capture (random DATA one or both
+    ways, several streams): ``unknown`` streams, never WebSockets."""
+    with seeded(seed) as rng:
+        pair = H2Pair()
+        sids = []
+        for i in range(3):
+            sid = pair.client.get_next_available_stream_id()
+            head = [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":authority", "x"),
+                (":path", f"/{i}"),
+            ]
+            pair.client.send_headers(sid, head)
+            pair.flush()
+            pair.server.send_headers(sid, [(":status", "200")])
+            pair.flush()
+            sids.append(sid)
+        start = len(pair.chunks)
+        for _ in range(12):
+            sid = rng.choice(sids)
+            pair.send("s2c", sid, rng.randbytes(rng.randint(1, 20000)))
+            if both:
+                pair.send("c2s", sid, rng.randbytes(rng.randint(1, 3000)))
+        part = decode(pair.chunks[start:], midstream=True)
+    kinds = {s.stream_id: s.kind for s in of(part, StreamRecord)}
+    assert kinds and set(kinds) <= set(sids) and set(kinds.values()) == {"unknown"}
     assert not of(part, MessageRecord)
 
 

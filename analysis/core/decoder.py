@@ -299,12 +299,12 @@ class ConnectionDecoder:
         held = sum(len(b) for b in self._sniff.values())
         if final or over or held - self._ws_tried_at >= _WS_RETRY:
             self._ws_tried_at = held
-            if self._try_raw_ws(ts):
+            if self._try_raw_ws(ts, final=final or over):
                 return
         if final or over:
             self._decide_unknown(ts)
 
-    def _try_raw_ws(self, ts: float | None) -> bool:
+    def _try_raw_ws(self, ts: float | None, *, final: bool = False) -> bool:
         """A raw RFC 6455 frame stream both ways (:mod:`.websocket.resync`, carrier ``tcp``):
         an HTTP/1.1 WebSocket caught after its Upgrade.  The masked side is the client."""
         for swap in (False, True):
@@ -315,7 +315,7 @@ class ConnectionDecoder:
                 "s2c": ws_resync.find_ws_chain(sbuf, False, self._starts(server)) if sbuf else None,
             }
             if not ws_resync.judge(
-                chains["c2s"], chains["s2c"], bool(cbuf), bool(sbuf), carrier="tcp"
+                chains["c2s"], chains["s2c"], bool(cbuf), bool(sbuf), carrier="tcp", final=final
             ):
                 continue
             if swap:

@@ -26,7 +26,10 @@ every offset up to it.  The start is the first frame boundary from which frames 
 from the first one that opens a message or is a control frame count (a run of continuation
 frames is what a 2-byte length-prefixed protocol looks like).
 
-The rule (:func:`judge`): a carrier is a WebSocket when both directions with bytes chain, and
+The rule (:func:`judge`): a carrier is a WebSocket when both directions with bytes chain, their
+frames ending exactly where the bytes do (a chance chain through random bytes nearly always ends
+in a frame whose length runs past the end; the carrier is judged again when more bytes came --
+except at a raw TCP connection's last try, ``final``), and
 
 * both directions have bytes: at least 1 evidence frame each and :data:`MIN_FRAMES` (3)
   together -- so a stream with fewer than 3 frames after the cut stays ``unknown``;
@@ -79,6 +82,8 @@ class WsFrame:
 class WsChain:
     start: int
     frames: list[WsFrame]  # complete frames only
+    #: the frames end exactly at the end of the bytes (no incomplete last frame)
+    whole: bool = True
 
     @property
     def evidence(self) -> int:
@@ -238,7 +243,8 @@ def find_ws_chain(
     where their chain stops: the real frames' chain and every chance chain that fell onto it
     stop at the same place (the end, or the last frame's start), while a chance chain that
     never meets the real frames ends in a frame of its own (a length running past the end).
-    The largest group is the real one (ties: the one stopping first), and its earliest
+    The real group is the largest of those that stop at the end (else the largest; ties: the
+    one stopping first), and its earliest
     candidate is the start: the first frame boundary, so no whole message after it is lost.
     A chance header before it that chains onto the real frames is taken for a frame; the
     rules on the way (message order, UTF-8 text, close codes, non-zero masking keys) make
@@ -246,7 +252,7 @@ def find_ws_chain(
     """
     found = chain_from(buf, 0, masked)
     if found is not None and WsChain(0, found[0]).evidence:
-        return WsChain(0, found[0])
+        return WsChain(0, found[0], found[1] == len(buf))
     end = len(buf)
     candidates = list(range(1, min(SEARCH_WINDOW, end)))
     candidates += [b for b in boundaries if SEARCH_WINDOW <= b < end]
@@ -259,8 +265,11 @@ def find_ws_chain(
                 groups.setdefault(found[1], []).append((offset, found[0]))
 
     def best() -> tuple[int, list[WsFrame]]:
-        stop = min(groups, key=lambda s: (-len(groups[s]), s))
+        stop = min(groups, key=lambda s: (s != end, -len(groups[s]), s))
         return min(groups[stop], key=lambda c: c[0])
+
+    def stop_of(frames: list[WsFrame]) -> int:
+        return next(s for s, members in groups.items() if any(m[1] is frames for m in members))
 
     scan(candidates)
     if not groups:
@@ -272,18 +281,28 @@ def find_ws_chain(
         seen = set(candidates)
         scan(o for o in range(SEARCH_WINDOW, start) if o not in seen)
         start, frames = best()
-    chain = WsChain(start, frames)
+    chain = WsChain(start, frames, stop_of(frames) == end)
     return chain if chain.evidence else None
 
 
 def judge(
-    c2s: WsChain | None, s2c: WsChain | None, has_c2s: bool, has_s2c: bool, *, carrier: str
+    c2s: WsChain | None,
+    s2c: WsChain | None,
+    has_c2s: bool,
+    has_s2c: bool,
+    *,
+    carrier: str,
+    final: bool = False,
 ) -> bool:
     """Whether the two directions' chains make a WebSocket (the rule of the module doc).
 
     ``carrier`` is ``h2`` (the HTTP/2 framing already holds) or ``tcp`` (nothing else does:
     the client's masked frames must show :data:`MIN_CLIENT_FRAMES` times)."""
     if (has_c2s and c2s is None) or (has_s2c and s2c is None):
+        return False
+    if not final and not all(c.whole for c in (c2s, s2c) if c is not None):
+        # an incomplete last frame is what most chance chains end in (a length running past
+        # the end): judged again when more bytes came, once the frames end where they do
         return False
     ec = c2s.evidence if c2s is not None else 0
     es = s2c.evidence if s2c is not None else 0
