@@ -24,8 +24,11 @@ What runs (all on 127.0.0.1, all bounded in time):
   machine a single run's throughput moves by 10 % or more.
 
 Intercept mode (issue #11) needs TLS on both legs (mitmproxy's own HTTP/2 layers refuse h2c,
-which intercept mode relays like observe mode): the echo server also serves RFC 8441 over TLS,
-and intercept and observe mode each run over it, with tables and without.
+which intercept mode relays like observe mode): the echo server also serves RFC 8441 and the
+HTTP/1.1 Upgrade over TLS, and intercept mode, observe mode (each with tables and without) and
+stock mitmdump's HTTP/1.1 relay run over TLS on both legs, so that intercept / stock compares
+like with like (the cleartext stock row above is the one observe mode's h2c is held to).
+``--group tls`` runs only these TLS paths.
 
 Throughput counts WebSocket payload bytes, both directions.  ``CPU us/MB`` is the proxy
 process's CPU time (all threads) per MB relayed: on a shared machine it is steadier than
@@ -73,8 +76,10 @@ class Route:
     proto: str  # h2 | h1
     proxy: Mitmdump | None = None
     port: int = 0
-    #: the CA to trust: the client speaks TLS (h2 only)
+    #: the CA to trust: the client speaks TLS
     ca: Path | None = None
+    #: the rows of its tables hold each message this many times (intercept: both legs)
+    legs: int = 1
     runs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # size -> results
     latency: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -118,13 +123,12 @@ def count_messages(out: Path) -> int:
     return sum(1 for op in ops if op == "binary")
 
 
-def start_server(work: Path, cert: Certificate) -> tuple[ReadyServer, int, int, int]:
-    """The echo server; it prints ``READY <h2 port> <h1 port> <h2 over TLS port>``."""
+def start_server(work: Path, cert: Certificate) -> tuple[ReadyServer, list[int]]:
+    """The echo server; it prints ``READY <h2> <h1> <h2 over TLS> <h1 over TLS>`` (ports)."""
     server = ReadyServer(["node", str(SERVER), "--lifetime", "3600", "--cert", str(cert.cert),
                           "--key", str(cert.key)], work / "server.err",
                          "echo server").start()  # fmt: skip
-    h2_port, h1_port, tls_port = (int(p) for p in server.ready.split())
-    return server, h2_port, h1_port, tls_port
+    return server, [int(p) for p in server.ready.split()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,11 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--long", type=float, default=60.0, help="seconds of the RSS run (0: skip)")
+    parser.add_argument(
+        "--group", choices=("all", "tls"), default="all", help="tls: only the TLS paths"
+    )
     parser.add_argument("--quick", action="store_true", help="2 s runs, 1 rep, 15 s RSS run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.reps, args.long = 2.0, 1, 15.0
+    if args.group == "tls":
+        args.long = 0.0  # the RSS run is the h2c addon's
     sizes = [int(s) for s in args.sizes.split(",")]
     if not shutil.which("node"):
         print("bench_live: needs node (Node.js 20)", file=sys.stderr)
@@ -151,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
     )
     cert = make_certificate(work / "tls")
-    server, h2_port, h1_port, tls_port = start_server(work, cert)
+    server, (h2_port, h1_port, h2_tls_port, h1_tls_port) = start_server(work, cert)
     tables = work / "tables"
 
     def proxy(
@@ -169,24 +178,38 @@ def main(argv: list[str] | None = None) -> int:
             name=name,
         )
 
-    paths = [
-        Route("direct h2 (RFC 8441)", "h2", port=h2_port),
-        Route("direct h1", "h1", port=h1_port),
-        Route("stock mitmdump, h1", "h1", proxy("stock", h1_port, addon=False)),
-        Route("addon, RFC 8441", "h2", proxy("addon", h2_port)),
-        Route("addon + tables, no frames", "h2",
-              proxy("noframes", h2_port, h2ws_out=work / "noframes", h2ws_frames=False)),
-        Route("addon + tables, RFC 8441", "h2", proxy("tables", h2_port, h2ws_out=tables)),
-        # TLS on both legs: intercept mode's HTTP/2 is mitmproxy's own (h2c is relayed)
-        Route("direct h2 TLS", "h2", port=tls_port, ca=cert.ca),
-        Route("intercept, TLS", "h2", proxy("icpt", tls_port, tls=True)),
-        Route("intercept + tables, TLS", "h2",
-              proxy("icpt_t", tls_port, tls=True, h2ws_out=work / "icpt_t")),
-        Route("observe, TLS", "h2", proxy("obs", tls_port, tls=True, h2ws_mode="observe")),
-        Route("observe + tables, TLS", "h2",
-              proxy("obs_t", tls_port, tls=True, h2ws_mode="observe", h2ws_out=work / "obs_t")),
+    # Groups take turns within each repetition (each first in turn); the paths of a group run
+    # one right after the other, so that ``paired`` compares runs a minute of noise apart at most.
+    groups: list[list[Route]] = []
+    if args.group == "all":
+        groups += [
+            [Route("direct h2 (RFC 8441)", "h2", port=h2_port),
+             Route("direct h1", "h1", port=h1_port)],
+            [Route("stock mitmdump, h1", "h1", proxy("stock", h1_port, addon=False))],
+            [Route("addon, RFC 8441", "h2", proxy("addon", h2_port)),
+             Route("addon + tables, no frames", "h2",
+                   proxy("noframes", h2_port, h2ws_out=work / "noframes", h2ws_frames=False)),
+             Route("addon + tables, RFC 8441", "h2", proxy("tables", h2_port, h2ws_out=tables))],
+        ]  # fmt: skip
+    # TLS on both legs: intercept mode's HTTP/2 is mitmproxy's own (h2c is relayed), and stock
+    # mitmdump's HTTP/1.1 relay over TLS too, so that intercept / stock is like with like.
+    groups += [
+        [Route("direct h2 TLS", "h2", port=h2_tls_port, ca=cert.ca),
+         Route("direct h1 TLS", "h1", port=h1_tls_port, ca=cert.ca)],
+        [Route("stock mitmdump, h1 TLS", "h1", proxy("stock_tls", h1_tls_port, addon=False,
+                                                     tls=True))],
+        [Route("intercept, TLS", "h2", proxy("icpt", h2_tls_port, tls=True)),
+         Route("intercept + tables, TLS", "h2",
+               proxy("icpt_t", h2_tls_port, tls=True, h2ws_out=work / "icpt_t"), legs=2)],
+        [Route("observe, TLS", "h2", proxy("obs", h2_tls_port, tls=True, h2ws_mode="observe")),
+         Route("observe + tables, TLS", "h2",
+               proxy("obs_t", h2_tls_port, tls=True, h2ws_mode="observe",
+                     h2ws_out=work / "obs_t"))],
     ]  # fmt: skip
+    paths = [p for group in groups for p in group]
+    by_name = {p.name: p for p in paths}
     failures: list[str] = []
+    rss = None
     try:
         for p in paths:
             if p.proxy is not None:
@@ -197,11 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             load(p.port, p.proto, 4096, 200, args.window, args.sockets, ca=p.ca)  # warm-up
         for size in sizes:
             for rep in range(args.reps):
-                # The three addon paths run one right after the other, each first in turn:
-                # the recording overhead is measured within each repetition (see ``paired``).
-                others, addons, tls = paths[:3], paths[3:6], paths[6:]
-                order = others + addons[rep % 3 :] + addons[: rep % 3]
-                order += tls[rep % 2 :] + tls[: rep % 2]
+                order: list[Route] = []
+                for group in groups[rep % len(groups) :] + groups[: rep % len(groups)]:
+                    k = rep % len(group)
+                    order += group[k:] + group[:k]
                 for p in order:
                     pid = p.proxy.proc.pid if p.proxy is not None and p.proxy.proc else None
                     cpu = cpu_seconds(pid) if pid else 0.0
@@ -212,24 +234,35 @@ def main(argv: list[str] | None = None) -> int:
                         # The proxy's CPU per MB relayed: steadier than throughput on a shared
                         # machine, and what the recording overhead costs in the first place.
                         result["cpu_us_per_mb"] = (cpu_seconds(pid) - cpu) / result["bytes"] * 1e12
+                    result["load"] = os.getloadavg()[0]
                     p.runs.setdefault(size, []).append(result)
             for p in paths:
                 p.latency[size] = load(p.port, p.proto, size, 500, 1, 1, ca=p.ca)
-        rss = rss_run(paths[5], args) if args.long > 0 else None
+        if args.long > 0:
+            rss = rss_run(by_name["addon + tables, RFC 8441"], args)
     finally:
         for p in paths:
             if p.proxy is not None:
                 p.proxy.stop()
         server.stop()
 
-    # The addon's tables hold every data message of every run through it.
-    expected = sum(r["messages"] * 2 for runs in paths[5].runs.values() for r in runs)
-    expected += 2 * 200 * args.sockets  # warm-up
-    expected += sum(r["messages"] * 2 for r in paths[5].latency.values())
-    expected += 2 * rss["messages"] if rss else 0
-    got = count_messages(tables)
-    if got != expected:
-        failures.append(f"tables: {got} binary messages, the clients exchanged {expected}")
+    # The tables hold every data message of every run through their proxy (once per leg).
+    checked = [tables] if args.group == "all" else []
+    checked += [work / "icpt_t", work / "obs_t"]
+    for out, name in zip(checked, [p.name for p in paths if "tables" in p.name and
+                                   "no frames" not in p.name], strict=True):  # fmt: skip
+        p = by_name[name]
+        expected = sum(r["messages"] * 2 for runs in p.runs.values() for r in runs)
+        expected += 2 * 200 * args.sockets  # warm-up
+        expected += sum(r["messages"] * 2 for r in p.latency.values())
+        if rss and name == "addon + tables, RFC 8441":
+            expected += 2 * rss["messages"]
+        got = count_messages(out)
+        if got != expected * p.legs:
+            failures.append(
+                f"{name}: {got} binary messages in its tables, the clients exchanged {expected}"
+                + (f" (x {p.legs} legs)" if p.legs > 1 else "")
+            )
 
     report(paths, sizes, args, rss, failures)
     if not args.keep:
@@ -285,32 +318,12 @@ def paired(base: Route, other: Route, size: int, key: str) -> tuple[float, float
     return statistics.median(diffs), min(diffs), max(diffs)
 
 
-def report(
-    paths: list[Route], sizes: list[int], args: argparse.Namespace,
-    rss: dict[str, Any] | None, failures: list[str],
-) -> None:  # fmt: skip
-    by_name = {p.name: p for p in paths}
+def addon_ratios(by_name: dict[str, Route], sizes: list[int]) -> None:
+    """Observe mode over h2c against stock mitmdump's cleartext HTTP/1.1 relay (issue #4)."""
     stock, addon, tables = (by_name["stock mitmdump, h1"], by_name["addon, RFC 8441"],
                             by_name["addon + tables, RFC 8441"])  # fmt: skip
-    print(
-        f"\n{args.sockets} WebSockets, {args.window} messages in flight each, runs of "
-        f"{args.seconds:g} s, median of {args.reps}; RTT: 1 message in flight, 500 messages\n"
-    )
-    header = (f"{'size':>7}  {'path':<26} {'MB/s':>8} {'msg/s':>9} {'RTT p50':>9} {'RTT p99':>9}"
-              f" {'CPU us/MB':>10}")  # fmt: skip
-    print(header)
-    print("-" * len(header))
-    for size in sizes:
-        for p in paths:
-            lat = p.latency[size]["rtt_us"]
-            mbps = median(p.runs[size], "mbps")
-            msgs = mbps * 1e6 / (2 * size)  # echoed messages per second
-            cpu = f"{median(p.runs[size], 'cpu_us_per_mb'):>10.0f}" if p.proxy else f"{'':>10}"
-            print(f"{size:>7}  {p.name:<26} {mbps:>8.1f} {msgs:>9.0f} "
-                  f"{lat['p50'] / 1000:>7.2f}ms {lat['p99'] / 1000:>7.2f}ms {cpu}")  # fmt: skip
-        print()
-    print("ratios (throughput):")
     nofr = by_name["addon + tables, no frames"]
+    print("ratios (throughput):")
     for size in sizes:
         a, s = (median(p.runs[size], "mbps") for p in (addon, stock))
         d = median(by_name["direct h2 (RFC 8441)"].runs[size], "mbps")
@@ -326,22 +339,62 @@ def report(
             f"(runs {cpu_low:+.1f} to {cpu_high:+.1f}; "
             f"{paired(addon, nofr, size, 'cpu_us_per_mb')[0]:+.1f} % without frame rows)"
         )
-    print("intercept and observe mode, TLS on both legs (throughput, RTT p50 / p99):")
-    stock_h1 = by_name["stock mitmdump, h1"]
+
+
+def report(
+    paths: list[Route], sizes: list[int], args: argparse.Namespace,
+    rss: dict[str, Any] | None, failures: list[str],
+) -> None:  # fmt: skip
+    by_name = {p.name: p for p in paths}
+    print(
+        f"\n{args.sockets} WebSockets, {args.window} messages in flight each, runs of "
+        f"{args.seconds:g} s, median of {args.reps}; RTT: 1 message in flight, 500 messages\n"
+    )
+    header = (f"{'size':>7}  {'path':<28} {'MB/s':>8} {'msg/s':>9} {'RTT p50':>9} {'RTT p99':>9}"
+              f" {'CPU us/MB':>10}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
     for size in sizes:
-        icpt, obs = by_name["intercept, TLS"], by_name["observe, TLS"]
-        i, o_, st = (median(p.runs[size], "mbps") for p in (icpt, obs, stock_h1))
-        i_over, _, _ = paired(icpt, by_name["intercept + tables, TLS"], size, "mbps")
-        o_over, _, _ = paired(obs, by_name["observe + tables, TLS"], size, "mbps")
+        for p in paths:
+            lat = p.latency[size]["rtt_us"]
+            mbps = median(p.runs[size], "mbps")
+            msgs = mbps * 1e6 / (2 * size)  # echoed messages per second
+            cpu = f"{median(p.runs[size], 'cpu_us_per_mb'):>10.0f}" if p.proxy else f"{'':>10}"
+            print(f"{size:>7}  {p.name:<28} {mbps:>8.1f} {msgs:>9.0f} "
+                  f"{lat['p50'] / 1000:>7.2f}ms {lat['p99'] / 1000:>7.2f}ms {cpu}")  # fmt: skip
+        print()
+    if "addon, RFC 8441" in by_name:
+        addon_ratios(by_name, sizes)
+    print("intercept and observe mode, TLS on both legs (throughput, RTT p50 / p99):")
+    stock_tls = by_name["stock mitmdump, h1 TLS"]
+    stock_h1 = by_name.get("stock mitmdump, h1")
+    icpt, obs = by_name["intercept, TLS"], by_name["observe, TLS"]
+    for size in sizes:
+        i, o_, st = (median(p.runs[size], "mbps") for p in (icpt, obs, stock_tls))
+        i_over, i_low, i_high = paired(icpt, by_name["intercept + tables, TLS"], size, "mbps")
+        o_over, o_low, o_high = paired(obs, by_name["observe + tables, TLS"], size, "mbps")
+        i_cpu = paired(icpt, by_name["intercept + tables, TLS"], size, "cpu_us_per_mb")[0]
+        o_cpu = paired(obs, by_name["observe + tables, TLS"], size, "cpu_us_per_mb")[0]
         lat_i, lat_o = icpt.latency[size]["rtt_us"], obs.latency[size]["rtt_us"]
         goal = "ok" if i >= st else "BELOW GOAL"
+        cpu_ratio = median(stock_tls.runs[size], "cpu_us_per_mb") / median(
+            icpt.runs[size], "cpu_us_per_mb"
+        )
+        clear = ""
+        if stock_h1 is not None:
+            clear = f" ({i / median(stock_h1.runs[size], 'mbps'):4.2f}x stock h1 cleartext)"
         print(
-            f"  {size:>6} B: intercept {i:6.1f} MB/s = {i / st:4.2f}x stock h1 ({goal}), "
-            f"{i / o_:4.2f}x observe ({o_:.1f} MB/s); recording overhead intercept "
-            f"{i_over:5.1f} %, observe {o_over:5.1f} %; RTT intercept "
+            f"  {size:>6} B: intercept {i:6.1f} MB/s = {i / st:4.2f}x stock h1 TLS "
+            f"({st:.1f} MB/s; {goal}){clear}, {i / o_:4.2f}x observe ({o_:.1f} MB/s), "
+            f"intercept / stock by CPU per MB {cpu_ratio:4.2f}x;"
+            f" recording overhead intercept {i_over:5.1f} % (runs {i_low:.1f} to {i_high:.1f}; "
+            f"CPU per MB {i_cpu:+.1f} %), observe {o_over:5.1f} % (runs {o_low:.1f} to "
+            f"{o_high:.1f}; CPU per MB {o_cpu:+.1f} %); RTT intercept "
             f"{lat_i['p50'] / 1000:.2f} / {lat_i['p99'] / 1000:.2f} ms, observe "
             f"{lat_o['p50'] / 1000:.2f} / {lat_o['p99'] / 1000:.2f} ms"
         )
+    loads = [r["load"] for p in paths for runs in p.runs.values() for r in runs]
+    print(f"load average (1 min) during the runs: {min(loads):.2f} to {max(loads):.2f}")
     if rss:
         growth = rss["late_kib"] - rss["early_kib"]
         print(

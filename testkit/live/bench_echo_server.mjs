@@ -4,13 +4,16 @@
 // the two ways a WebSocket crosses mitmproxy are compared against one server.  Node.js 20.
 //
 //   node bench_echo_server.mjs [--lifetime 600] [--cert C --key K]
-//   prints READY <h2 port> <h1 port> [<h2 over TLS port>]; stops with stdin
+//   prints READY <h2 port> <h1 port> [<h2 over TLS port> <h1 over TLS port>]; stops with stdin
 // With --cert/--key, a third port serves the same RFC 8441 echo over TLS (ALPN h2 only), for
-// intercept mode, whose HTTP/2 is mitmproxy's own and so needs TLS on both legs.
+// intercept mode, whose HTTP/2 is mitmproxy's own and so needs TLS on both legs, and a fourth
+// the HTTP/1.1 Upgrade echo over TLS (ALPN http/1.1), so that stock mitmdump's HTTP/1.1
+// WebSocket relay is measured with TLS on both legs too: like with like.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
+import https from 'node:https';
 
 import { FrameReader, OP, frame } from './node_ws.mjs';
 
@@ -51,8 +54,7 @@ const h2 = http2.createServer({ settings: { enableConnectProtocol: true } });
 h2.on('stream', onStream);
 h2.on('session', (s) => s.on('error', () => {}));
 
-const h1 = http.createServer((req, res) => { res.writeHead(404); res.end(); });
-h1.on('upgrade', (req, socket, head) => {
+function onUpgrade(req, socket, head) {
   socket.on('error', () => {});
   const key = req.headers['sec-websocket-key'];
   const accept = crypto.createHash('sha1')
@@ -63,7 +65,10 @@ h1.on('upgrade', (req, socket, head) => {
   const reader = echo((b) => socket.write(b), (b) => socket.end(b));
   socket.on('data', (d) => reader.feed(d));
   if (head.length) reader.feed(head);
-});
+}
+const notFound = (req, res) => { res.writeHead(404); res.end(); };
+const h1 = http.createServer(notFound);
+h1.on('upgrade', onUpgrade);
 
 // Two ports, one process, one echo: Node's http2 server cannot take over a socket whose first
 // bytes were already read, so the protocols are told apart by port rather than by sniffing.
@@ -73,6 +78,9 @@ if (cert && key) {
   h2tls.on('stream', onStream);
   h2tls.on('session', (s) => s.on('error', () => {}));
   servers.push(['h2tls', h2tls]);
+  const h1tls = https.createServer({ cert, key, ALPNProtocols: ['http/1.1'] }, notFound);
+  h1tls.on('upgrade', onUpgrade);
+  servers.push(['h1tls', h1tls]);
 }
 let ready = 0;
 const ports = {};
@@ -81,7 +89,7 @@ for (const [name, server] of servers) {
   server.listen(0, '127.0.0.1', () => {
     ports[name] = server.address().port;
     if (++ready === servers.length) {
-      const tls = ports.h2tls ? ` ${ports.h2tls}` : '';
+      const tls = ports.h2tls ? ` ${ports.h2tls} ${ports.h1tls}` : '';
       process.stdout.write(`READY ${ports.h2} ${ports.h1}${tls}\n`);
     }
   });

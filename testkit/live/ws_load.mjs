@@ -7,7 +7,8 @@
 //
 // h2: one HTTP/2 connection (h2c prior knowledge), K extended-CONNECT WebSockets (RFC 8441);
 //     with --ca FILE: over TLS (ALPN h2), trusting FILE, server name localhost.
-// h1: K connections, one HTTP/1.1 Upgrade WebSocket each.
+// h1: K connections, one HTTP/1.1 Upgrade WebSocket each; with --ca FILE: over TLS (ALPN
+//     http/1.1), trusting FILE, server name localhost.
 // --seconds T > 0: keep sending for T seconds instead of N messages (the long run).
 // --tls 1 (h2 only): HTTP/2 over TLS with ALPN h2, certificate not checked (a local test proxy).
 // Prints one JSON line: messages, bytes (payload, both ways), seconds, rtt_us percentiles.
@@ -15,6 +16,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
+import tls from 'node:tls';
 
 import { FrameReader, OP, frame } from './node_ws.mjs';
 
@@ -82,10 +84,13 @@ async function runH2() {
 
 function upgrade() {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(o.port, '127.0.0.1');
+    const socket = o.ca
+      ? tls.connect({ port: o.port, host: '127.0.0.1', ca: fs.readFileSync(o.ca),
+        servername: 'localhost', ALPNProtocols: ['http/1.1'] })
+      : net.connect(o.port, '127.0.0.1');
     socket.setNoDelay(true);
     const key = crypto.randomBytes(16).toString('base64');
-    socket.on('connect', () => socket.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${o.port}\r\n`
+    socket.on(o.ca ? 'secureConnect' : 'connect', () => socket.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${o.port}\r\n`
       + `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\n`
       + 'Sec-WebSocket-Version: 13\r\n\r\n'));
     let head = Buffer.alloc(0);
