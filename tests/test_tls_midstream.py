@@ -208,6 +208,37 @@ def test_cut_real_capture(name: str, later: int, trim: int) -> None:
     no_secret(res, keys)
 
 
+@pytest.mark.parametrize("name", SAMPLES)
+def test_cut_inside_the_handshake(name: str) -> None:
+    """Cut before every segment of the TLS handshake: with the ClientHello captured it decodes
+    as usual; without it, the server's cleartext ServerHello (or ChangeCipherSpec) and its
+    encrypted handshake records come before its application data, and both directions still
+    decrypt exactly from their first whole application record (MIDSTREAM_HANDSHAKE_RECORDS).
+    Not covered: a cut inside the ServerHello of a server that sends no ChangeCipherSpec
+    (hypercorn): its handshake records use up MIDSTREAM_TRIAL_RECORDS."""
+    segments, keylog, keys = sample(name)
+    conn = tls_connection(segments)
+    full = tcp_events(conn)
+    whole = tls(full, keylog).plain
+    midstream = 0
+    for index in range(1, after_handshake(conn, keylog)):
+        for trim in (0, 3) if name == "tls_node_ws" else (0,):
+            part = tcp_events(cut(conn, index, trim))
+            tcp_mid = any(
+                isinstance(e, DiagnosticRecord) and e.code == "midstream_start" for e in part
+            )
+            if trim and not tcp_mid:
+                continue  # a capture that holds the SYN-ACK holds the first payload byte too
+            if wire(part, "c2s") != wire(full, "c2s"):  # the ClientHello was cut
+                res = check_cut(conn, keylog, index, trim)
+                midstream += 1
+            else:  # only TCP's handshake was cut, the ClientHello is there
+                res = tls(part, keylog)
+                assert res.plain == whole, (index, trim)
+            no_secret(res, keys)
+    assert midstream, "no cut inside the TLS handshake"
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_cut_anywhere_after_the_handshake(data: st.DataObject) -> None:

@@ -20,7 +20,9 @@ What is tried, bounded by the constants below (one place; docs/schema.md lists t
 * record sequence numbers 0 to :data:`MIDSTREAM_GCM_WINDOW` - 1 (AES-GCM) or
   :data:`MIDSTREAM_SEQ_WINDOW` - 1 (ChaCha20-Poly1305) of each generation;
 * the first :data:`MIDSTREAM_TRIAL_RECORDS` application data records of the direction (records
-  still under handshake keys, when the capture starts inside the handshake, do not open);
+  still under handshake keys, when the capture starts inside the handshake, do not open; a
+  direction whose cleartext ServerHello or ChangeCipherSpec was captured gets
+  :data:`MIDSTREAM_HANDSHAKE_RECORDS` more, for the encrypted handshake records that follow);
 * at most :data:`MIDSTREAM_MAX_CANDIDATES` secrets per label, in key log order.
 
 Cost: AES-GCM is searched without one AEAD call per sequence number (:func:`gcm_find_seq`:
@@ -58,6 +60,10 @@ MIDSTREAM_GCM_WINDOW: Final = 1 << 32
 MIDSTREAM_KEY_UPDATES: Final = 3
 #: Application data records of a direction tried before it is given up.
 MIDSTREAM_TRIAL_RECORDS: Final = 4
+#: More records tried in a direction whose ServerHello or ChangeCipherSpec was captured without
+#: the ClientHello (a capture cut inside the handshake): its encrypted handshake records, under
+#: handshake keys that are not tried, come before its application data.
+MIDSTREAM_HANDSHAKE_RECORDS: Final = 8
 #: Secrets tried per key log label (in key log order; the rest are not tried, and it is said).
 MIDSTREAM_MAX_CANDIDATES: Final = 1024
 #: Bytes given to the AEAD per direction by the suites without a fast search (ChaCha20-Poly1305:

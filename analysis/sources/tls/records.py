@@ -39,6 +39,7 @@ from h2ws.analysis.sources.tls.handshake import (
 from h2ws.analysis.sources.tls.keylog import KeyLog
 from h2ws.analysis.sources.tls.midstream import (
     LABELS,
+    MIDSTREAM_HANDSHAKE_RECORDS,
     MIDSTREAM_HOLD,
     MIDSTREAM_SCAN,
     MIDSTREAM_TRIAL_RECORDS,
@@ -84,6 +85,7 @@ class _Dir:
         "keys",
         "mid",
         "mid_failed",
+        "mid_hello",
         "need",
         "parts",
         "phase",
@@ -124,6 +126,10 @@ class _Dir:
         self.skipped = 0  # bytes before it
         self.search: Search | None = None
         self.mid_failed: str | None = None  # why no key was found (said once)
+        #: A cleartext ServerHello or ChangeCipherSpec (TLS 1.3 sends it for middleboxes, right
+        #: after the ServerHello or before the client's Finished) was seen before any key:
+        #: encrypted handshake records may come next.
+        self.mid_hello = False
 
 
 class _Conn:
@@ -480,6 +486,10 @@ class TlsLayer:
                     conn, d, buf[pos : pos + 5], view[pos + 5 : end], ts, out
                 ):
                     continue  # the same record again, now with keys
+                if ctype == CHANGE_CIPHER_SPEC or (
+                    ctype == HANDSHAKE and end > pos + 5 and buf[pos + 5] == SERVER_HELLO
+                ):
+                    d.mid_hello = True  # cut inside the handshake: handshake records follow
                 pos = end  # before a key is found: counted, not decoded
                 if d.dead or conn.state != _TLS:
                     break
@@ -555,7 +565,10 @@ class TlsLayer:
             d.search = search
         match = search.try_record(header, body)
         if match is None:
-            if search.records >= MIDSTREAM_TRIAL_RECORDS:
+            limit = MIDSTREAM_TRIAL_RECORDS
+            if d.mid_hello:
+                limit += MIDSTREAM_HANDSHAKE_RECORDS
+            if search.records >= limit:
                 self._mid_fail(conn, d, ts, out, search.why_not())
             return False
         d.search = None
