@@ -284,10 +284,22 @@ def _http2client_handle_event(
 ) -> layer.CommandGenerator[None]:
     """Wraps ``Http2Client._handle_event``: an extended CONNECT waits for the server's first
     SETTINGS (RFC 8441 §3: only then is the setting known) and goes to the HTTP/1.1 fallback
-    when the setting is not enabled; a WebSocket stream ends as :class:`RequestLastData` says."""
+    when the setting is not enabled; a WebSocket stream ends as :class:`RequestLastData` says.
+
+    Everything else (each DATA frame of every stream, both ways) gets the original generator
+    itself, not one wrapped in another, while no extended CONNECT is held."""
     if isinstance(event, RequestLastData):
-        yield from _end_websocket_stream(self, event)
-        return
+        return _end_websocket_stream(self, event)
+    if not self.__dict__.get("_h2ws_held") and not (
+        isinstance(event, hev.RequestHeaders) and is_extended_connect(event.request)
+    ):
+        return _orig_http2client_handle_event(self, event)
+    return _held_or_checked(self, event)
+
+
+def _held_or_checked(self: _http2.Http2Client, event: events.Event) -> layer.CommandGenerator[None]:
+    """:func:`_http2client_handle_event` for an extended CONNECT, and for every event while
+    one waits for the server's first SETTINGS."""
     held: list[hev.RequestHeaders] = self.__dict__.setdefault("_h2ws_held", [])
     if isinstance(event, hev.RequestHeaders) and is_extended_connect(event.request):
         if not _settings_known(self):
@@ -361,21 +373,24 @@ def _get_connection(
     yield from self.event_to_child(stack[0], events.Start())
 
 
-_orig_httplayer_handle_event = mhttp.HttpLayer._handle_event
+_orig_httplayer_handle_event: Callable[
+    [mhttp.HttpLayer, events.Event], layer.CommandGenerator[None]
+] = mhttp.HttpLayer._handle_event
 
 
 def _httplayer_handle_event(
     self: mhttp.HttpLayer, event: events.Event
 ) -> layer.CommandGenerator[None]:
     """Wraps ``HttpLayer._handle_event``: an injected WebSocket message goes to the stream
-    of its flow (the original looks for an HTTP/1 connection and fails on HTTP/2)."""
+    of its flow (the original looks for an HTTP/1 connection and fails on HTTP/2).  Every
+    other event gets the original generator itself, not one wrapped in another: each event of
+    every HTTP connection comes through here, and each generator level costs on each command."""
     if isinstance(event, events.MessageInjected):
         for stream in self.streams.values():
             handler = stream.__dict__.get("_h2ws")
             if handler is not None and getattr(stream, "flow", None) is event.flow:
-                yield from self.event_to_child(stream, event)
-                return
-    yield from _orig_httplayer_handle_event(self, event)
+                return self.event_to_child(stream, event)
+    return _orig_httplayer_handle_event(self, event)
 
 
 # ------------------------------------------------------------------------------ HttpStream
@@ -796,6 +811,7 @@ class WebSocketStream:
             yield from self._to_child(events.DataReceived(s.context.client, data))
         if self.client_ended:
             yield from self._to_child(events.ConnectionClosed(s.context.client))
+        yield from self._maybe_drop()
 
     def relay(self, event: events.Event) -> Commands:
         s = self.stream
@@ -826,6 +842,8 @@ class WebSocketStream:
             yield from self._maybe_drop()
             return
         yield from self._to_child(child_event)
+        if self.closed_client and self.closed_server:  # (not a generator per event)
+            yield from self._maybe_drop()
 
     def _child_done(self) -> bool:
         child = self.child
@@ -881,7 +899,6 @@ class WebSocketStream:
                 yield command
         if held is not None:
             yield mhttp.SendHttp(hev.RequestData(self.sid, held), s.context.server)
-        yield from self._maybe_drop()
 
     def _maybe_drop(self) -> Commands:
         if self.closed_client and self.closed_server and not self.dropped:

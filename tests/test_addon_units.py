@@ -830,3 +830,25 @@ def test_mirror_flows_stay_as_they_crossed_the_wire(caplog: pytest.LogCaptureFix
     assert sum("websocket_message hook" in w for w in warnings) == 1
     assert any("response hook" in w and "kill()" in w for w in warnings)
     assert any("request hook" in w and "intercept" in w for w in warnings)
+
+
+@pytest.mark.parametrize("tables", [False, True])
+def test_hooks_record_nothing_without_tables(tmp_path: Path, tables: bool) -> None:
+    """Without ``h2ws_out`` the HTTP hooks build no records: hashing each message for nobody
+    cost intercept mode about 2 % of its CPU on small messages (bench/bench_live.py)."""
+    from mitmproxy.test import taddons
+
+    from h2ws.addon.observer import H2wsAddon
+
+    addon = H2wsAddon()
+    with taddons.context(addon) as tctx:
+        if tables:
+            tctx.configure(addon, h2ws_out=str(tmp_path / "t"))
+        flow = tflow.twebsocketflow()
+        flow.live = False  # a replayed flow: recorded from its hooks when there are tables
+        addon.requestheaders(flow)
+        addon.websocket_start(flow)
+        addon.websocket_message(flow)
+        addon.websocket_end(flow)
+        assert bool(addon._http) is tables
+        addon.done()
