@@ -6,7 +6,8 @@ server (TLS, RFC 8441; ``testkit/live/node_server.mjs``):
 
 - ``isolation``: on one connection a WebSocket stays open while, beside it, the server resets a
   WebSocket stream, the server ends a WebSocket stream in the middle of a message, the client
-  sends a malformed frame (reserved opcode) on another, and a GET runs; afterwards the open
+  sends a malformed frame (reserved opcode) on another, the client resets another in the middle
+  of a message (RST_STREAM), and a GET runs; afterwards the open
   WebSocket still echoes and closes cleanly, and another GET works;
 - ``cut-more``: the server drops its whole connection in the middle of a message; the client's
   connection to the proxy stays, and a GET and a new WebSocket on it work (a new upstream
@@ -127,18 +128,21 @@ def test_one_stream_fails_the_others_go_on(faults: dict[str, Any]) -> None:
     # the malformed frame: mitmproxy's WebSocket layer answers 1002 (protocol error)
     bad = websocket(log, "/ws/bad")
     assert texts(bad["received"]) == [b"ok"] and close_code(bad["received"]) == 1002, bad
+    # the client reset one in the middle of a message: its echo came, then nothing more
+    gone = websocket(log, "/ws/client-reset")
+    assert texts(gone["received"]) == [b"one"] and gone["end"] == "client_reset", gone
     # all of it on one client connection, each WebSocket a flow that says how it ended
     flows = {f.request.path: f for f in faults["flows"] if f.websocket is not None}
     assert flows["/ws/bad"].websocket.close_code == 1002
     assert flows["/ws/reset-after/1"].websocket.close_code == 1006
     assert flows["/ws/end-after/1"].websocket.close_code == 1006
-    isolation = ("/ws/reset-after/1", "/ws/end-after/1", "/ws/bad")
+    assert flows["/ws/client-reset"].websocket.close_code == 1006
+    isolation = ("/ws/reset-after/1", "/ws/end-after/1", "/ws/bad", "/ws/client-reset")
     assert len({flows[p].client_conn.id for p in isolation}) == 1
     client_rows = client_leg_streams(faults["tables"], "/ws/bad")
     by_path = {s["path"]: s for s in client_rows}
-    assert {"/ws/echo", "/ws/reset-after/1", "/ws/end-after/1", "/ws/bad", "/hello"} <= set(
-        by_path
-    ), client_rows
+    paths = {"/ws/echo", "/ws/reset-after/1", "/ws/end-after/1", "/ws/bad", "/ws/client-reset"}
+    assert paths | {"/hello"} <= set(by_path), client_rows
     assert by_path["/ws/echo"]["close_cause"] == "ws_close:1000", by_path["/ws/echo"]
     assert by_path["/ws/bad"]["close_cause"] == "ws_close:1002", by_path["/ws/bad"]
 
@@ -166,3 +170,18 @@ def client_leg_streams(tables: Tables, path: str) -> list[dict[str, Any]]:
     assert len(conns) == 1, (path, conns)
     conn = conns.pop()
     return [s for s in tables["streams"] if s["conn_id"] == conn]
+
+
+def test_a_client_reset_closes_its_websocket_at_the_server(faults: dict[str, Any]) -> None:
+    """The client's RST_STREAM mid-message ends that WebSocket at the server too (a close
+    handshake from the proxy, as mitmproxy does when an HTTP/1.1 client drops its
+    connection), not left open; the server's other streams went on (the test above)."""
+    legs = {c["conn_id"]: c["leg"] for c in faults["tables"]["connections"]}
+    (server,) = [
+        s
+        for s in faults["tables"]["streams"]
+        if s["path"] == "/ws/client-reset" and legs[s["conn_id"]] == "server"
+    ]
+    assert server["ws_close_by"] == "c2s" and server["stream_end"] == "end_stream", server
+    assert server["close_cause"].startswith("ws_close:"), server
+

@@ -12,8 +12,9 @@
 //        connection (RST).
 // isolation: on one connection /ws/echo stays open (one message echoed before, one after)
 //        while /ws/reset-after/1 is reset by the server, /ws/end-after/1 ends mid-message
-//        (END_STREAM), /ws/bad gets a malformed frame from the client (reserved opcode 0x3)
-//        and GET /hello runs; then /ws/echo's close handshake and another GET /hello.
+//        (END_STREAM), /ws/bad gets a malformed frame from the client (reserved opcode 0x3),
+//        the client resets /ws/client-reset (RST_STREAM) in the middle of a message, and GET
+//        /hello runs; then /ws/echo's close handshake and another GET /hello.
 // cut-more: /ws/cut-after/1 as in cut, but waits only for that stream to end, then GET /hello
 //        and /ws/echo (one message, close handshake) on the same client connection (through an
 //        intercepting proxy, the client connection outlives the server's).
@@ -134,8 +135,15 @@ if (args.scenario === 'reset') {
   // A masked frame with the reserved opcode 0x3: a protocol error (RFC 6455 5.2).
   bad.stream.write(Buffer.from([0x83, 0x82, 1, 2, 3, 4, 0x70, 0x6b]));
   bad.entry.sent.push({ opcode: 'reserved-0x3', payload_b64: '' });
+  // The client resets a stream in the middle of a message (half a frame, then RST_STREAM).
+  const gone = openWs('/ws/client-reset');
+  gone.send(OP.text, 'one');
+  await gone.next();
+  // destroy(), not close(): close() ends the stream (END_STREAM) before its RST_STREAM.
+  gone.stream.write(Buffer.from([0x81, 0x80 | 100, 1, 2, 3, 4, 9, 9, 9, 9]),
+    () => { gone.entry.end = 'client_reset'; gone.stream.destroy(); });
   const hello = get('/hello');
-  await Promise.all([reset.ended, end.ended, bad.ended, hello]);
+  await Promise.all([reset.ended, end.ended, bad.ended, gone.ended, hello]);
   echo.send(OP.text, 'second');
   await echo.next();
   echo.send(OP.close, Buffer.concat([Buffer.from([0x03, 0xe8]), Buffer.from('bye')]));
