@@ -184,4 +184,3 @@ def test_a_client_reset_closes_its_websocket_at_the_server(faults: dict[str, Any
     ]
     assert server["ws_close_by"] == "c2s" and server["stream_end"] == "end_stream", server
     assert server["close_cause"].startswith("ws_close:"), server
-
