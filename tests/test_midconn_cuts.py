@@ -313,3 +313,20 @@ def test_cut_between_headers_that_insert_hpack_entries_and_headers_that_refer_to
     }
     shown = [s for s in rows if s.request_headers is not None]
     assert any("<unknown>" in (s.request_headers or "") for s in shown)
+
+
+def test_permessage_deflate_whose_negotiation_was_not_seen_is_marked_never_guessed() -> None:
+    """Firefox's permessage-deflate WebSocket cut after its extended CONNECT and response:
+    RSV1 says compressed; a message that inflates without the lost history decodes exactly
+    (the oracle's rows), one that refers to history from before the cut is counted by
+    ``ws_deflate_context_lost``, never shown (Firefox keeps its context: some are lost)."""
+    c = sample("ff153_hypercorn_pmd.pcapng")
+    data = ws_data(c, "c2s")
+    for index, some_lost in ((0, False), (2, True)):
+        # at the first message no history is missing; from the third, Firefox's refer to it
+        k, offset = c.at("c2s", data[index][0])
+        _, part = _exact(c, k, offset)
+        decoded = [m for m in of(part, MessageRecord) if m.compressed]
+        lost = [r for r in of(part, DiagnosticRecord) if r.code == "ws_deflate_context_lost"]
+        assert decoded and bool(lost) is some_lost, (index, lost)
+        assert "ws_inflate_error" not in codes(part)
