@@ -16,6 +16,7 @@ from communityid import CommunityID, FlowTuple
 from h2ws.analysis.core.chunks import ConnectionInfo, TlsInfo
 from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.core.h2 import PREFACE, H2Decoder
+from h2ws.analysis.core.h2 import resync as h2_resync
 from h2ws.analysis.core.h2.resync import Chain, ChainSearch, role_evidence
 from h2ws.analysis.core.http1 import Http1Decoder
 from h2ws.analysis.core.options import DecodeOptions
@@ -37,8 +38,14 @@ _HTTP1_REQUEST_LINE = re.compile(
     rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32} [\x21-\x7e]{1,8192} HTTP/1\.[01]\r\n"
 )
 _TLS_RECORD = re.compile(rb"^[\x14-\x17]\x03[\x00-\x04]")
-#: How many bytes we wait for before deciding that a connection speaks nothing we know.
-_SNIFF_LIMIT = 64 * 1024
+#: How many bytes we wait for before deciding that a connection speaks nothing we know: 96 KiB,
+#: so that HTTP/2 caught in its middle while a peer sends full 16 KiB frames (an upload, a
+#: large WebSocket message) is recognised -- its first whole frame starts up to
+#: ``SEARCH_WINDOW`` bytes in, and ``MIN_FRAMES`` full frames follow (about 80 KiB).
+_SNIFF_LIMIT = 96 * 1024
+assert _SNIFF_LIMIT > h2_resync.SEARCH_WINDOW + h2_resync.MIN_FRAMES * (
+    h2_resync.MAX_FRAME_SIZE + h2_resync.FRAME_HEADER_LEN
+)
 
 _COMMUNITY_ID = CommunityID()
 

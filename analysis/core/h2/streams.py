@@ -41,8 +41,11 @@ class Stream:
     held_bytes: int = 0
 
 
-#: DATA held per inferred stream (both directions) while telling whether it is a WebSocket.
-_MAX_HELD = 256 * 1024
+#: DATA held per inferred stream (both directions) while telling whether it is a WebSocket:
+#: 1 MiB, since a stream is judged only when both directions end on a frame at once, and
+#: messages of ~100 KiB in flight both ways (a real hypercorn echo, ``tests/test_midconn_cuts.py``)
+#: kept one of them mid-frame past 256 KiB.
+_MAX_HELD = 1024 * 1024
 
 
 class StreamLayer(FrameLayer):
