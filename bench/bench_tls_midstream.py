@@ -15,6 +15,10 @@ one process:
    the right ones (the search's candidates), and with only random secrets (every search fails:
    the bound of the cost).
 
+With ``--tls 1.2`` the capture is TLS 1.2 and the cut is the one TLS 1.2 survives: each
+connection from its ServerHello on (its TCP handshake and ClientHello lost), the noise being
+``CLIENT_RANDOM`` entries.
+
 Run it from the project's root: ``.venv/bin/python bench/bench_tls_midstream.py``.
 """
 
@@ -63,12 +67,39 @@ def decrypt(segments: Sequence[TcpSegment], keylog: KeyLog) -> tuple[float, dict
     return elapsed, counts
 
 
-def noise(n: int) -> bytes:
+def noise(n: int, tls12: bool = False) -> bytes:
+    if tls12:
+        return b"".join(
+            f"CLIENT_RANDOM {os.urandom(32).hex()} {os.urandom(48).hex()}\n".encode()
+            for _ in range(n)
+        )
     return b"".join(
         f"{label} {os.urandom(32).hex()} {os.urandom(32).hex()}\n".encode()
         for _ in range(n)
-        for label in ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0")
+        for label in (
+            "CLIENT_TRAFFIC_SECRET_0",
+            "SERVER_TRAFFIC_SECRET_0",
+            # tried on each direction's first record (a cut inside the handshake)
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+            "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+        )
     )
+
+
+def from_server_hello(segments: Sequence[TcpSegment]) -> list[TcpSegment]:
+    """Each connection's segments from its first server payload (the ServerHello) on."""
+    client: dict[tuple[int, int], int] = {}
+    started: set[tuple[int, int]] = set()
+    out = []
+    for s in segments:
+        key = (min(s.sport, s.dport), max(s.sport, s.dport))
+        if key not in started and s.payload:
+            client.setdefault(key, s.sport)
+            if s.sport != client[key]:
+                started.add(key)
+        if key in started:
+            out.append(s)
+    return out
 
 
 def timed(segments: Sequence[TcpSegment], keys: bytes, repeat: int) -> tuple[float, dict[str, int]]:
@@ -84,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cut", type=float, default=0.5)
     ap.add_argument("--noise", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tls", choices=("1.2", "1.3"), default="1.3")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         capture, keylog = args.capture, args.keylog
@@ -92,19 +124,21 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(
                 [sys.executable, str(Path(__file__).with_name("make_capture.py")),
                  "--messages", str(args.messages), "--connections", "4", "--streams", "4",
-                 "--tls", "1.3", "-o", str(capture)],
+                 "--tls", args.tls, "-o", str(capture)],
                 check=True, capture_output=True,
             )  # fmt: skip
             keylog = capture.with_suffix(".keys")
         assert keylog is not None
         keys = keylog.read_bytes()
         segments = [s for s in CaptureReader(capture) if isinstance(s, TcpSegment)]
-    cut = segments[int(len(segments) * args.cut) :]
+    tls12 = args.tls == "1.2"
+    cut = from_server_hello(segments) if tls12 else segments[int(len(segments) * args.cut) :]
     whole_t, whole = timed(segments, keys, args.repeat)
     cut_t, part = timed(cut, keys, args.repeat)
-    noisy_t, noisy = timed(cut, noise(args.noise) + keys, args.repeat)
-    fail_t, failed = timed(cut, noise(args.noise), 1)
-    print(f"capture: {len(segments)} segments; cut: {len(cut)} segments from {args.cut:.0%} on")
+    noisy_t, noisy = timed(cut, noise(args.noise, tls12) + keys, args.repeat)
+    fail_t, failed = timed(cut, noise(args.noise, tls12), 1)
+    where = "from each ServerHello" if tls12 else f"from {args.cut:.0%}"
+    print(f"capture: {len(segments)} segments; cut: {len(cut)} segments {where} on")
     print(f"whole capture        {whole_t:7.3f} s  {whole}")
     print(f"cut, key log as is   {cut_t:7.3f} s  {part}")
     print(f"cut, +{args.noise} secrets/label {noisy_t:7.3f} s  {noisy}")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2ws.analysis.core.chunks import ChunkEvent, Data, TlsInfo
+from h2ws.analysis.core.chunks import ChunkEvent, Data, Gap, TlsInfo
 from h2ws.analysis.core.diagnostics import diagnostic
 from h2ws.analysis.records import DiagnosticRecord, Direction
 from h2ws.analysis.sources.pcap import CaptureReader
@@ -49,6 +49,8 @@ SAMPLES = ["tls_node_ws", "ff153_hypercorn_pmd"]  # TLS 1.3: AES-256-GCM and AES
 
 def sample(name: str) -> tuple[list[TcpSegment], KeyLog, Path]:
     capture, keys = SAMPLE_CAPTURES / f"{name}.pcapng", SAMPLE_CAPTURES / f"{name}.keys"
+    if not capture.exists():
+        capture = capture.with_suffix(".pcap")
     if not capture.exists() or not keys.exists():
         missing_sample(f"{capture} is not there")
     segments = [s for s in CaptureReader(capture) if isinstance(s, TcpSegment)]
@@ -214,8 +216,7 @@ def test_cut_inside_the_handshake(name: str) -> None:
     as usual; without it, the server's cleartext ServerHello (or ChangeCipherSpec) and its
     encrypted handshake records come before its application data, and both directions still
     decrypt exactly from their first whole application record (MIDSTREAM_HANDSHAKE_RECORDS).
-    Not covered: a cut inside the ServerHello of a server that sends no ChangeCipherSpec
-    (hypercorn): its handshake records use up MIDSTREAM_TRIAL_RECORDS."""
+    A server that sends no ChangeCipherSpec: test_handshake_cut_real_capture."""
     segments, keylog, keys = sample(name)
     conn = tls_connection(segments)
     full = tcp_events(conn)
@@ -485,3 +486,163 @@ def test_one_byte_chunks_of_a_midstream_connection_stay_linear(blob: bytes) -> N
     res = tls(events, KeyLog())
     assert time.perf_counter() - t0 < 20
     assert "tls_internal_error" not in res.codes
+
+
+# ------------------------------------------- real captures cut inside the handshake (TLS 1.2)
+
+#: Recorded by ``python -m h2ws.testkit.tls_peers.record_midtls``: Python ssl -> hypercorn, one
+#: connection (a GET, then an RFC 8441 WebSocket with 8 messages each way and the close).
+HANDSHAKE_SAMPLES = ["py_hypercorn_t12_gcm", "py_hypercorn_t12_chacha", "py_hypercorn_t13_nocss"]
+
+
+def decode_messages(
+    events: list[ChunkEvent], midstream: bool
+) -> dict[tuple[int | None, str], list[tuple[str, int, str]]]:
+    """The WebSocket messages (opcode, length, sha256, in order) the decoder makes of the TLS
+    layer's plaintext."""
+    from dataclasses import replace
+
+    from h2ws.analysis.core.chunks import Opened
+    from h2ws.analysis.core.decoder import ConnectionDecoder
+    from h2ws.analysis.core.options import DecodeOptions, PayloadPolicy
+    from h2ws.analysis.records import MessageRecord
+
+    info = next(e.conn for e in events if isinstance(e, Opened))
+    decoder = ConnectionDecoder(
+        replace(info, midstream=midstream), DecodeOptions(payload=PayloadPolicy(mode="full"))
+    )
+    records = []
+    for e in events:
+        if isinstance(e, Data):
+            records += decoder.feed(e.direction, e.data, e.ts)
+    records += decoder.close(None, "capture_ended")
+    out: dict[tuple[int | None, str], list[tuple[str, int, str]]] = {}
+    for m in records:
+        if isinstance(m, MessageRecord):
+            out.setdefault((m.stream_id, m.direction), []).append((m.opcode, m.length, m.sha256))
+    return out
+
+
+@pytest.mark.parametrize("name", HANDSHAKE_SAMPLES)
+def test_handshake_cut_real_capture(name: str) -> None:
+    """Cut before every segment up to the first application data, and 3 / 60 bytes into it:
+    with the ServerHello whole in the capture (cut inside the ClientHello, or between it and the
+    ServerHello) both directions decrypt exactly -- TLS 1.2 from the CLIENT_RANDOM entries,
+    TLS 1.3 without any ChangeCipherSpec from the handshake secrets -- and every WebSocket
+    message of the whole capture decodes (opcode, length, sha256, order).  TLS 1.2 cut after
+    the ServerHello's first byte stays tls_midstream with its reason."""
+    segments, keylog, keys = sample(name)
+    conn = tls_connection(segments)
+    full = tcp_events(conn)
+    whole = tls(full, keylog)
+    whole_messages = decode_messages(whole.events, False)
+    assert sum(map(len, whole_messages.values())) == 18
+    tls12 = "t12" in name
+    seen = {"decrypted": 0, "midstream": 0, "handshake secret": 0}
+    for index in range(1, after_handshake(conn, keylog) + 1):
+        for trim in (0, 3, 60):
+            part = tcp_events(cut(conn, index, trim))
+            tcp_mid = any(
+                isinstance(e, DiagnosticRecord) and e.code == "midstream_start" for e in part
+            )
+            if trim and not tcp_mid:
+                continue  # a capture that holds the SYN-ACK holds the first payload byte too
+            res = tls(part, keylog)
+            assert "tls_internal_error" not in res.codes
+            no_secret(res, keys)
+            # the TCP layer may take the server for the client (no SYN): map the directions
+            server = "s2c" if wire(full, "s2c").endswith(wire(part, "s2c")) else "c2s"
+            swap = {"s2c": server, "c2s": "c2s" if server == "s2c" else "s2c"}
+            if wire(part, swap["c2s"]) == wire(full, "c2s"):  # the ClientHello is there
+                assert res.plain == whole.plain, (index, trim)
+                continue
+            hello = wire(part, server) == wire(full, "s2c")  # the ServerHello is whole
+            if tls12 and not hello:
+                assert res.codes == ["tls_midstream"], (index, trim, res.diags)
+                assert not any(res.plain.values())
+                assert "ServerHello" in res.diags[0].message
+                seen["midstream"] += 1
+                continue
+            for direction in ("c2s", "s2c"):
+                dropped = len(wire(full, direction)) - len(wire(part, swap[direction]))
+                want = expected_suffix(full, keylog, direction, dropped)
+                assert res.plain[swap[direction]] == want, (direction, index, trim)
+            assert [i.version for i in res.infos] == ["TLS 1.2" if tls12 else "TLS 1.3"]
+            assert [i.decrypted for i in res.infos] == [True]
+            found = [d for d in res.diags if d.code == "tls_midstream_decrypted"]
+            assert len(found) == 2 and all(d.severity == "info" for d in res.diags), res.diags
+            seen["handshake secret"] += any("HANDSHAKE_TRAFFIC_SECRET" in d.message for d in found)
+            if hello:  # every application data record is after the cut: every message
+                assert decode_messages(res.events, True) == whole_messages, (index, trim)
+            seen["decrypted"] += 1
+    assert seen["decrypted"] >= 2, seen
+    if tls12:
+        assert seen["midstream"], seen
+    else:  # a cut inside the ServerHello record: the first records are handshake records
+        assert seen["handshake secret"], seen
+
+
+def tls12_events(conv: synth.Conversation, drop: set[int]) -> list[ChunkEvent]:
+    """synth.tls12's flights from the ServerHello on (0 CH, 1 SH..., 2 c2s CKE+CCS+Finished,
+    3 s2c CCS+Finished, 4 c2s data, 5 s2c data, 6 alert), ``drop`` lost (a Gap instead)."""
+    events = conv.events()
+    out: list[ChunkEvent] = [events[0], MID]
+    for i, e in enumerate(events[2:], start=1):
+        if i in drop and isinstance(e, Data):
+            out.append(Gap(e.conn_id, e.direction, e.ts, len(e.data)))
+        else:
+            out.append(e)
+    return out
+
+
+@pytest.mark.parametrize("suite", [0xC02F, 0xC030, 0xCCA8, 0xC0AC])
+@pytest.mark.parametrize("resumed", [False, True])
+def test_tls12_from_the_server_hello(suite: int, resumed: bool) -> None:
+    """Each TLS 1.2 AEAD family (AES-128/256-GCM, ChaCha20, CCM), full and abbreviated
+    handshakes, 300 other CLIENT_RANDOM entries first: both directions decrypt from the record
+    after their ChangeCipherSpec (sequence number 0)."""
+    conv = synth.tls12(suite, resumed=resumed)
+    noise = b"".join(
+        f"CLIENT_RANDOM {os.urandom(32).hex()} {os.urandom(48).hex()}\n".encode()
+        for _ in range(300)
+    )
+    res = tls(tls12_events(conv, set()), KeyLog(noise + conv.keylog))
+    assert res.plain == conv.plain
+    assert [i.version for i in res.infos] == ["TLS 1.2"]
+    found = [d.message for d in res.diags if d.code == "tls_midstream_decrypted"]
+    assert len(found) == 2, res.diags
+    assert all(f"client random {conv.client_random.hex()}" in m for m in found)
+    assert all("sequence number 0 (the record after its ChangeCipherSpec)" in m for m in found)
+    res = tls(tls12_events(conv, set()), KeyLog(noise))
+    assert res.codes == ["tls_midstream"] and not any(res.plain.values())
+    assert "no key log CLIENT_RANDOM master secret opens" in res.diags[0].message
+
+
+@pytest.mark.parametrize(
+    ("suite", "random_nonce", "how"),
+    [(0xC02F, False, "its explicit nonce"), (0xC02F, True, "trial"), (0xCCA8, False, "trial")],
+)
+def test_tls12_without_its_change_cipher_spec(suite: int, random_nonce: bool, how: str) -> None:
+    """The ServerHello captured, but the client's ChangeCipherSpec and Finished lost: its
+    application data is found at sequence number 1 -- from the explicit nonce when it counts
+    records, else by trying 0 .. MIDSTREAM_SEQ_WINDOW - 1."""
+    conv = synth.tls12(suite, random_nonce=random_nonce)
+    res = tls(tls12_events(conv, {2}), KeyLog(conv.keylog))
+    assert res.plain == conv.plain
+    [c2s] = [d.message for d in res.diags if d.message.startswith("c2s: TLS 1.2")]
+    assert f"sequence number 1 ({how})" in c2s
+
+
+def test_tls12_server_hello_only_from_the_wrong_side() -> None:
+    """The TCP layer took the server for the client: the ServerHello comes "c2s"; the keys
+    follow it and the diagnostic says so."""
+    conv = synth.tls12(0xC02F)
+    swap: dict[str, Direction] = {"c2s": "s2c", "s2c": "c2s"}
+    events = [
+        Data(e.conn_id, swap[e.direction], e.ts, e.data) if isinstance(e, Data) else e
+        for e in tls12_events(conv, set())
+    ]
+    res = tls(events, KeyLog(conv.keylog))
+    assert res.plain == {"c2s": conv.plain["s2c"], "s2c": conv.plain["c2s"]}
+    found = [d.message for d in res.diags if d.code == "tls_midstream_decrypted"]
+    assert len(found) == 2 and all("took for the client" in m for m in found)

@@ -3,6 +3,7 @@ wsproto's frame layer.
 
     python -m h2ws.testkit.tls_peers.py_client --port N --ca ca.pem --keylog k.txt --log out.json
         [--tls 1.2|1.3] [--ciphers OPENSSL-CIPHER-LIST] [--key-update] [--big N]
+        [--plan full|small] [--no-compat]
 
 On one connection: ``GET /big?n=N`` (a response of many TLS records, split across TCP segments),
 then an extended-CONNECT WebSocket ``/ws`` carrying the messages of :func:`messages` in two
@@ -11,6 +12,11 @@ batches, each waiting for its echoes.  With ``--key-update`` the client calls Op
 the ``SSL*`` is read from the ``_ssl._SSLSocket`` object with ctypes), so the second batch goes
 out under the next traffic secret and the server answers with a KeyUpdate of its own.  Then the
 close handshake, RST_STREAM(CANCEL) (hypercorn does not end the stream itself), GOAWAY.
+
+``--plan small`` sends :func:`small_messages` instead (a capture of a few tens of KB, small
+enough to keep in the repository); ``--no-compat`` clears OpenSSL's middlebox compatibility
+mode, so a TLS 1.3 ClientHello carries no legacy session id and the server sends no
+ChangeCipherSpec.
 
 The log: ``{local_port, tls_version, cipher, key_update, get: {status, length, sha256},
 websocket: {stream_id, status, sent: [msg], received: [msg]}}`` with ``msg = {opcode,
@@ -57,6 +63,21 @@ def messages(seed: int = 8441) -> list[tuple[str, bytes]]:
         out.append(("text", f"message {i} ".encode() * rng.randint(1, 50)))
         out.append(("binary", rng.randbytes(rng.randint(1, 40000))))
     return out
+
+
+def small_messages(seed: int = 8441) -> list[tuple[str, bytes]]:
+    """A few messages of each length encoding, one that spans TLS records (20 KB)."""
+    rng = random.Random(seed)
+    return [
+        ("text", b""),
+        ("text", "h\u00e9llo \u2713 \U0001f600".encode()),
+        ("binary", rng.randbytes(125)),
+        ("binary", rng.randbytes(126)),
+        ("text", b"x" * 3000),
+        ("binary", rng.randbytes(20000)),
+        ("text", b"message 1 " * 30),
+        ("binary", rng.randbytes(700)),
+    ]
 
 
 def ssl_pointer(sock: ssl.SSLSocket) -> int | None:
@@ -175,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-update", action="store_true")
     parser.add_argument("--big", type=int, default=200_000)
     parser.add_argument("--timeout", type=float, default=20.0)
+    parser.add_argument("--plan", choices=("full", "small"), default="full")
+    parser.add_argument("--no-compat", action="store_true")
     args = parser.parse_args(argv)
 
     ctx = ssl.create_default_context(cafile=args.ca)
@@ -186,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.minimum_version = ctx.maximum_version = version
     if args.ciphers:
         ctx.set_ciphers(args.ciphers)
+    if args.no_compat:
+        ctx.options &= ~ssl.OP_ENABLE_MIDDLEBOX_COMPAT
     deadline = time.monotonic() + args.timeout
     raw = socket.create_connection((args.host, args.port), timeout=args.timeout)
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -221,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
         client.until(lambda: ws_id in client.responses)
-        plan = messages()
+        plan = small_messages() if args.plan == "small" else messages()
         sent: list[tuple[str, bytes]] = []
         half = len(plan) // 2
         for i, batch in enumerate((plan[:half], plan[half:])):

@@ -2,12 +2,15 @@
 WebSocket, bulk bytes and a page whose script opens a same-origin ``wss://`` WebSocket.
 
     python -m h2ws.testkit.tls_peers.server --certfile c.pem --keyfile k.pem --log reports.jsonl
-        [--tls 1.2|1.3] [--ciphers OPENSSL-CIPHER-LIST] [--lifetime 120]
+        [--tls 1.2|1.3] [--ciphers OPENSSL-CIPHER-LIST] [--lifetime 120] [--no-compat]
 
 Routes: ``/ws`` (WebSocket: every message echoed; hypercorn advertises
 SETTINGS_ENABLE_CONNECT_PROTOCOL, so browsers use RFC 8441 on the page's connection),
 ``GET /big?n=N`` (N deterministic bytes), ``GET /page?who=NAME`` (:data:`PAGE`), ``POST /report``
 (the page's JSON report, appended as one line to ``--log``), anything else 404.
+
+``--no-compat`` clears OpenSSL's middlebox compatibility mode: a TLS 1.3 handshake without
+ChangeCipherSpec records.
 
 Prints ``READY <port>`` once it accepts connections; stops when stdin closes or after
 ``--lifetime`` seconds.
@@ -173,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls", choices=("1.2", "1.3"))
     parser.add_argument("--ciphers", default="ECDHE+AESGCM:ECDHE+CHACHA20")
     parser.add_argument("--lifetime", type=float, default=120.0)
+    parser.add_argument("--no-compat", action="store_true")
     args = parser.parse_args(argv)
 
     class TlsConfig(Config):
@@ -181,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             if context is not None and args.tls:
                 version = ssl.TLSVersion.TLSv1_2 if args.tls == "1.2" else ssl.TLSVersion.TLSv1_3
                 context.minimum_version = context.maximum_version = version
+            if context is not None and args.no_compat:
+                context.options &= ~ssl.OP_ENABLE_MIDDLEBOX_COMPAT
             return context
 
     sock = socket.create_server(("127.0.0.1", 0), backlog=128)

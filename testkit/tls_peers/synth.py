@@ -116,13 +116,15 @@ class Sealer13:
 
 
 class Sealer12:
-    """Writes TLS 1.2 AEAD records (GCM/CCM: explicit nonce = sequence number; ChaCha20)."""
+    """Writes TLS 1.2 AEAD records (GCM/CCM: explicit nonce = sequence number, or random with
+    ``random_nonce``, which RFC 5288 allows too; ChaCha20)."""
 
-    def __init__(self, suite: Suite, key: bytes, iv: bytes) -> None:
+    def __init__(self, suite: Suite, key: bytes, iv: bytes, random_nonce: bool = False) -> None:
         self.suite = suite
         self.aead = _aead(suite, key)
         self.iv = iv
         self.seq = 0
+        self.random_nonce = random_nonce
 
     def seal(self, ctype: int, content: bytes) -> bytes:
         aad = struct.pack("!QBHH", self.seq, ctype, 0x0303, len(content))
@@ -130,7 +132,7 @@ class Sealer12:
             nonce = (int.from_bytes(self.iv) ^ self.seq).to_bytes(12)
             body = self.aead.encrypt(nonce, content, aad)
         else:
-            explicit = self.seq.to_bytes(8)
+            explicit = os.urandom(8) if self.random_nonce else self.seq.to_bytes(8)
             body = explicit + self.aead.encrypt(self.iv + explicit, content, aad)
         self.seq += 1
         return record(ctype, body)
@@ -251,7 +253,11 @@ def tls13(
 
 
 def tls12(
-    suite_code: int = 0xC02F, *, resumed: bool = False, alpn: str | None = "h2"
+    suite_code: int = 0xC02F,
+    *,
+    resumed: bool = False,
+    alpn: str | None = "h2",
+    random_nonce: bool = False,
 ) -> Conversation:
     suite = SUITES[suite_code]
     conv = Conversation()
@@ -262,8 +268,8 @@ def tls12(
     conv.keylog = f"CLIENT_RANDOM {cr.hex()} {master.hex()}\r\n".encode()
     k, i = suite.key_len, suite.iv_len
     block = tls12_prf(suite.hash, master, b"key expansion", sr + cr, 2 * (k + i))
-    client = Sealer12(suite, block[:k], block[2 * k : 2 * k + i])
-    server = Sealer12(suite, block[k : 2 * k], block[2 * k + i :])
+    client = Sealer12(suite, block[:k], block[2 * k : 2 * k + i], random_nonce)
+    server = Sealer12(suite, block[k : 2 * k], block[2 * k + i :], random_nonce)
     session = b"\x22" * 32
     conv.add("c2s", record(22, client_hello(cr, tls13=False, session_id=session), 0x0301))
     sh = server_hello(

@@ -31,10 +31,23 @@ with the window; ChaCha20-Poly1305 has no such shortcut (its one-time Poly1305 k
 nonce) and takes one AEAD call per sequence number, within :data:`MIDSTREAM_SLOW_BYTES` per
 direction.
 
-TLS 1.2 cannot be done this way: its keys are PRF(master, "key expansion", server_random +
-client_random), and the NSS key log gives the master secret and the client random only -- the
-server random is in the ServerHello.  Its records' explicit nonces would give the sequence
-number, but there is no key to try.
+TLS 1.3 handshake secrets: a capture cut inside the handshake starts a direction with encrypted
+handshake records.  The first record of a direction is also tried with the
+``*_HANDSHAKE_TRAFFIC_SECRET`` of each key log entry (generation 0); one that opens it gives the
+client random, the handshake records that follow open with it, and the direction's application
+secret of that client random is then searched with a fresh budget from the first record that
+does not (:class:`Search` with ``first_labels``).
+
+TLS 1.2 (:class:`Search12`): its keys are PRF(master, "key expansion", server_random +
+client_random), and the NSS key log gives the master secret by client random -- so the
+ServerHello (the server random, the suite) must have been captured.  With it, each
+``CLIENT_RANDOM`` entry (at most :data:`MIDSTREAM_MAX_CANDIDATES`) gives a key block, tried on
+the direction's first protected records: the one right after its ChangeCipherSpec is sequence
+number 0 (its Finished); an application data record whose ChangeCipherSpec was not captured
+is tried at the sequence number its explicit nonce gives (AES-GCM/CCM: OpenSSL, BoringSSL, NSS
+and Go send the sequence number there), then at 0 .. :data:`MIDSTREAM_SEQ_WINDOW` - 1 within
+:data:`MIDSTREAM_SLOW_BYTES` (the sequence number is only in the additional data, or for
+ChaCha20-Poly1305 in the nonce).  Without the ServerHello there is no key to try.
 
 Secrets never leave this module: :class:`Match` does not show its secret.
 """
@@ -49,7 +62,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from h2ws.analysis.sources.tls.keylog import KeyLog
-from h2ws.analysis.sources.tls.schedule import SUITES, Keys13, Suite, hkdf_expand_label
+from h2ws.analysis.sources.tls.schedule import (
+    SUITES,
+    Keys12,
+    Keys13,
+    Suite,
+    hkdf_expand_label,
+    tls12_key_block,
+)
 
 #: Record sequence numbers tried per key update generation with ChaCha20-Poly1305 (one AEAD
 #: call each): 0 .. MIDSTREAM_SEQ_WINDOW - 1.
@@ -88,8 +108,23 @@ OTHER_LABEL: Final = {
     "CLIENT_TRAFFIC_SECRET_0": "SERVER_TRAFFIC_SECRET_0",
     "SERVER_TRAFFIC_SECRET_0": "CLIENT_TRAFFIC_SECRET_0",
 }
+#: The handshake secrets tried on a direction's first record (a capture cut inside the TLS 1.3
+#: handshake), in the same order as :data:`LABELS`.
+HANDSHAKE_LABELS: Final = {
+    "c2s": ("CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET"),
+    "s2c": ("SERVER_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_HANDSHAKE_TRAFFIC_SECRET"),
+}
+#: The application secret that follows a handshake secret, and back.
+APP_OF: Final = {
+    "CLIENT_HANDSHAKE_TRAFFIC_SECRET": "CLIENT_TRAFFIC_SECRET_0",
+    "SERVER_HANDSHAKE_TRAFFIC_SECRET": "SERVER_TRAFFIC_SECRET_0",
+}
+HANDSHAKE_OF: Final = {app: hs for hs, app in APP_OF.items()}
 _FAST: Final = {32: (SUITES[0x1301],), 48: (SUITES[0x1302],)}
 _SLOW: Final = {32: (SUITES[0x1303],), 48: ()}
+
+#: A TLS 1.2 key block: client and server write keys, client and server IVs.
+KeyBlock = tuple[bytes, bytes, bytes, bytes]
 
 #: find_boundary: more bytes are needed to decide; no boundary in the window.
 NEED, NOT_FOUND = -2, -1
@@ -160,7 +195,7 @@ def find_boundary_need(buf: bytes, final: bool) -> tuple[int, int]:
 class Match:
     """What opened a record: which key log entry, suite, generation and sequence number."""
 
-    __slots__ = ("client_random", "generation", "keys", "label", "seq", "suite")
+    __slots__ = ("client_random", "generation", "handshake", "keys", "label", "seq", "suite")
 
     def __init__(
         self, client_random: bytes, label: str, suite: Suite, generation: int, keys: Keys13
@@ -171,6 +206,7 @@ class Match:
         self.generation = generation
         self.keys = keys  # its ``seq`` is the matched record's
         self.seq = keys.seq
+        self.handshake = label in APP_OF  # a handshake secret: application data comes later
 
     def __repr__(self) -> str:  # never the secret
         return (
@@ -184,6 +220,7 @@ class Search:
 
     __slots__ = (
         "candidates",
+        "first",
         "hint",
         "labels",
         "records",
@@ -193,25 +230,40 @@ class Search:
         "trials",
     )
 
-    def __init__(self, keylog: KeyLog, labels: tuple[str, ...], only: bytes | None = None) -> None:
-        """``only``: the client random the other direction matched (then only its secrets)."""
+    def __init__(
+        self,
+        keylog: KeyLog,
+        labels: tuple[str, ...],
+        only: bytes | None = None,
+        first_labels: tuple[str, ...] = (),
+    ) -> None:
+        """``only``: the client random the other direction matched (then only its secrets).
+        ``first_labels``: tried on the first record only, generation 0 only (the handshake
+        secrets: encrypted handshake records come first in a direction, if at all)."""
         self.labels = labels
         self.tls12 = bool(keylog.entries("CLIENT_RANDOM"))
         self.hint = ""  # about TLS 1.2, from the first record
-        self.candidates: list[tuple[str, bytes, bytes]] = []
         self.skipped = 0  # secrets beyond MIDSTREAM_MAX_CANDIDATES
+        self.candidates = self._candidates(keylog, labels, only)
+        self.first = self._candidates(keylog, first_labels, only)
+        self.records = 0  # records tried
+        self.trials = 0  # (secret, suite, generation, record) combinations tried
+        self.slow_left = MIDSTREAM_SLOW_BYTES
+
+    def _candidates(
+        self, keylog: KeyLog, labels: tuple[str, ...], only: bytes | None
+    ) -> list[tuple[str, bytes, bytes]]:
+        out: list[tuple[str, bytes, bytes]] = []
         for label in labels:
             if only is not None:
                 secret = keylog.get(label, only)
                 if secret is not None:
-                    self.candidates.append((label, only, secret))
+                    out.append((label, only, secret))
                 continue
             entries = keylog.entries(label)
             self.skipped += max(0, len(entries) - MIDSTREAM_MAX_CANDIDATES)
-            self.candidates.extend((label, cr, s) for cr, s in entries[:MIDSTREAM_MAX_CANDIDATES])
-        self.records = 0  # records tried
-        self.trials = 0  # (secret, suite, generation, record) combinations tried
-        self.slow_left = MIDSTREAM_SLOW_BYTES
+            out.extend((label, cr, s) for cr, s in entries[:MIDSTREAM_MAX_CANDIDATES])
+        return out
 
     def try_record(self, header: bytes, body: memoryview | bytes) -> Match | None:
         """The match that opens this record (a whole TLS 1.3 application data record), if any."""
@@ -221,9 +273,21 @@ class Search:
             self.hint = tls12_hint(body, self.tls12)
         if len(body) < 17:  # a content type byte and a tag at least
             return None
-        generations = [(label, cr, [s]) for label, cr, s in self.candidates]
+        match = self._search(header, body, self.candidates, MIDSTREAM_KEY_UPDATES)
+        if match is None and self.records == 1 and self.first:
+            match = self._search(header, body, self.first, 0)
+        return match
+
+    def _search(
+        self,
+        header: bytes,
+        body: bytes,
+        candidates: list[tuple[str, bytes, bytes]],
+        updates: int,
+    ) -> Match | None:
+        generations = [(label, cr, [s]) for label, cr, s in candidates]
         slow: list[tuple[str, bytes, Suite, int, bytes]] = []
-        for g in range(MIDSTREAM_KEY_UPDATES + 1):
+        for g in range(updates + 1):
             for label, cr, secrets in generations:
                 if g == len(secrets):
                     last = secrets[-1]
@@ -257,7 +321,7 @@ class Search:
 
     def why_not(self) -> str:
         """Why nothing matched, without a secret: what was tried."""
-        secrets = len(self.candidates)
+        secrets = len(self.candidates) + len(self.first)
         if not secrets:
             return f"the key logs have no {' or '.join(self.labels)} to try" + self.hint
         text = (
@@ -273,11 +337,168 @@ class Search:
         return text + self.hint
 
 
+class Match12:
+    """What opened a TLS 1.2 record: which key log entry, and the direction's keys at the
+    matched record's sequence number."""
+
+    __slots__ = ("client_random", "key_block", "keys", "seq", "seq_from")
+
+    def __init__(
+        self,
+        client_random: bytes,
+        key_block: KeyBlock,
+        keys: Keys12,
+        seq_from: str,
+    ) -> None:
+        self.client_random = client_random
+        self.key_block = key_block
+        self.keys = keys
+        self.seq = keys.seq
+        self.seq_from = seq_from  # how the sequence number was found, for the diagnostic
+
+    def __repr__(self) -> str:  # never a key
+        return f"<Match12 {self.client_random.hex()} seq {self.seq}>"
+
+
+class Search12:
+    """The trial decryption of one direction of a TLS 1.2 connection whose ServerHello was
+    captured but not its ClientHello: which ``CLIENT_RANDOM`` master secret opens its records."""
+
+    __slots__ = (
+        "candidates",
+        "records",
+        "server_random",
+        "server_side",
+        "skipped",
+        "slow_left",
+        "suite",
+        "trials",
+    )
+
+    def __init__(
+        self,
+        keylog: KeyLog,
+        suite: Suite,
+        server_random: bytes,
+        server_side: bool,
+        only: bytes | None = None,
+    ) -> None:
+        """``server_side``: the direction sent the ServerHello (server write keys);
+        ``only``: the client random the other direction matched."""
+        self.suite = suite
+        self.server_random = server_random
+        self.server_side = server_side
+        self.skipped = 0
+        if only is not None:
+            master = keylog.get("CLIENT_RANDOM", only)
+            entries = [] if master is None else [(only, master)]
+        else:
+            entries = keylog.entries("CLIENT_RANDOM")
+            self.skipped = max(0, len(entries) - MIDSTREAM_MAX_CANDIDATES)
+            entries = entries[:MIDSTREAM_MAX_CANDIDATES]
+        #: (client random, master, key block and keys once derived)
+        self.candidates: list[tuple[bytes, bytes, list[tuple[KeyBlock, Keys12]]]] = [
+            (cr, master, []) for cr, master in entries
+        ]
+        self.records = 0
+        self.trials = 0
+        self.slow_left = MIDSTREAM_SLOW_BYTES
+
+    def _keys(
+        self, cr: bytes, master: bytes, cache: list[tuple[KeyBlock, Keys12]]
+    ) -> tuple[KeyBlock, Keys12]:
+        if not cache:  # derived once per candidate and direction
+            block = tls12_key_block(self.suite, master, self.server_random, cr)
+            key, iv = (block[1], block[3]) if self.server_side else (block[0], block[2])
+            cache.append((block, Keys12(self.suite, key, iv)))
+        return cache[0]
+
+    def try_record(
+        self, ctype: int, version: int, body: memoryview | bytes, after_ccs: bool
+    ) -> Match12 | None:
+        """The match that opens this protected record, if any.  ``after_ccs``: the record right
+        after the direction's ChangeCipherSpec (sequence number 0)."""
+        self.records += 1
+        body = bytes(body)
+        suite = self.suite
+        explicit = suite.aead != "chacha"
+        if len(body) < suite.tag_len + (8 if explicit else 0):
+            return None
+        if after_ccs:
+            first: list[tuple[int, str]] = [(0, "the record after its ChangeCipherSpec")]
+        elif explicit:
+            first = [(int.from_bytes(body[:8]), "its explicit nonce")]
+        else:
+            first = []
+        for seq, how in first:
+            for cr, master, cache in self.candidates:
+                self.trials += 1
+                match = self._try(cr, master, cache, ctype, version, body, seq, how)
+                if match is not None:
+                    return match
+        if after_ccs:
+            return None
+        cost = len(body) + 256
+        for cr, master, cache in self.candidates:
+            for seq in range(MIDSTREAM_SEQ_WINDOW):
+                if self.slow_left < cost:
+                    self.slow_left = 0
+                    return None
+                self.slow_left -= cost
+                self.trials += 1
+                match = self._try(cr, master, cache, ctype, version, body, seq, "trial")
+                if match is not None:
+                    return match
+        return None
+
+    def _try(
+        self,
+        cr: bytes,
+        master: bytes,
+        cache: list[tuple[KeyBlock, Keys12]],
+        ctype: int,
+        version: int,
+        body: bytes,
+        seq: int,
+        how: str,
+    ) -> Match12 | None:
+        """The proof: ``cryptography``'s AEAD opens the record at ``seq`` under the keys."""
+        block, keys = self._keys(cr, master, cache)
+        keys.seq = seq
+        try:
+            keys.open(ctype, version, memoryview(body))
+        except InvalidTag:
+            return None
+        keys.seq = seq  # the record is opened again, by the record layer
+        cache.clear()  # the match owns these keys now
+        return Match12(cr, block, keys, how)
+
+    def why_not(self) -> str:
+        """Why nothing matched, without a secret: what was tried."""
+        if not self.candidates:
+            return (
+                "its ServerHello was captured (TLS 1.2), but the key logs have no CLIENT_RANDOM "
+                "master secret to try"
+            )
+        text = (
+            f"its ServerHello was captured (TLS 1.2, {self.suite.name}), but no key log "
+            f"CLIENT_RANDOM master secret opens its first {self.records} protected record(s) "
+            f"({len(self.candidates)} secrets tried, at sequence number 0 after a "
+            "ChangeCipherSpec, else at its explicit nonce and 0-"
+            f"{MIDSTREAM_SEQ_WINDOW - 1})"
+        )
+        if self.skipped:
+            text += f"; {self.skipped} more secrets not tried (limit {MIDSTREAM_MAX_CANDIDATES})"
+        if self.slow_left <= 0:
+            text += f"; trials stopped at {MIDSTREAM_SLOW_BYTES} bytes"
+        return text
+
+
 def tls12_hint(body: bytes, tls12_keys: bool) -> str:
     """What to add to a failed search about TLS 1.2, whose connections this cannot decrypt."""
     why = (
-        "TLS 1.2 cannot be decrypted without its handshake: its keys need the ServerHello's "
-        "random, and the key log gives only the client random and master secret"
+        "TLS 1.2 cannot be decrypted when its ServerHello was not captured: its keys need the "
+        "ServerHello's random, and the key log gives only the client random and master secret"
     )
     if len(body) >= 24 and int.from_bytes(bytes(body[:8])) < 1 << 32:
         return f"; its records look like TLS 1.2 (an explicit nonce that counts records): {why}"

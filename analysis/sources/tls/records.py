@@ -38,6 +38,9 @@ from h2ws.analysis.sources.tls.handshake import (
 )
 from h2ws.analysis.sources.tls.keylog import KeyLog
 from h2ws.analysis.sources.tls.midstream import (
+    APP_OF,
+    HANDSHAKE_LABELS,
+    HANDSHAKE_OF,
     LABELS,
     MIDSTREAM_HANDSHAKE_RECORDS,
     MIDSTREAM_HOLD,
@@ -47,9 +50,17 @@ from h2ws.analysis.sources.tls.midstream import (
     NOT_FOUND,
     OTHER_LABEL,
     Search,
+    Search12,
     find_boundary_need,
 )
-from h2ws.analysis.sources.tls.schedule import SUITES, Keys12, Keys13, Suite, suite_name, tls12_prf
+from h2ws.analysis.sources.tls.schedule import (
+    SUITES,
+    Keys12,
+    Keys13,
+    Suite,
+    suite_name,
+    tls12_key_block,
+)
 
 #: Phases of one direction.
 _PLAIN, _EARLY, _HANDSHAKE, _APP = 0, 1, 2, 3
@@ -73,6 +84,7 @@ class _Dir:
     """One direction of a TLS connection."""
 
     __slots__ = (
+        "ccs_next",
         "dead",
         "direction",
         "early_skipped",
@@ -82,6 +94,9 @@ class _Dir:
         "held",
         "held_bytes",
         "hs",
+        "hs_keys",
+        "hs_label",
+        "hs_records",
         "keys",
         "mid",
         "mid_failed",
@@ -91,6 +106,7 @@ class _Dir:
         "phase",
         "protected",
         "search",
+        "search12",
         "skipped",
         "synced",
         "wait_seq",
@@ -130,6 +146,15 @@ class _Dir:
         #: after the ServerHello or before the client's Finished) was seen before any key:
         #: encrypted handshake records may come next.
         self.mid_hello = False
+        #: TLS 1.3 cut inside the handshake: the handshake secret found by trial, whose
+        #: records are skipped until one does not open (then the application secret is tried).
+        self.hs_keys: Keys13 | None = None
+        self.hs_label = ""
+        self.hs_records = 0
+        #: TLS 1.2 whose ServerHello was captured: its trial, and whether the next record is
+        #: the first after its ChangeCipherSpec (sequence number 0).
+        self.search12: Search12 | None = None
+        self.ccs_next = False
 
 
 class _Conn:
@@ -146,6 +171,7 @@ class _Conn:
         "info_sent",
         "key_block",
         "mid",
+        "mid12_server",
         "mid_label",
         "missing",
         "s2c",
@@ -184,6 +210,9 @@ class _Conn:
         self.tcp_mid = False
         self.mid = False  # the TLS handshake was not captured
         self.mid_label: str | None = None  # the label that opened the first direction found
+        #: TLS 1.2 without its ClientHello, but with its ServerHello: the direction that sent
+        #: it (the server), then keys are tried from the CLIENT_RANDOM entries (:class:`Search12`).
+        self.mid12_server: Direction | None = None
         self.scan_at = 0  # held bytes at which a TLS record boundary is looked for again
         self.held_len = 0  # bytes of the Data events in ``held``
 
@@ -482,14 +511,21 @@ class TlsLayer:
                 except (InvalidTag, ValueError):
                     pass  # the general path below reports it
             if keys is None and d.mid:
-                if ctype == APPLICATION_DATA and self._mid_trial(
+                if conn.mid12_server is not None:
+                    if self._mid12_trial(conn, d, ctype, buf, view[pos + 5 : end], ts, out, pos):
+                        continue  # the same record again, now with keys
+                elif ctype == APPLICATION_DATA and self._mid_trial(
                     conn, d, buf[pos : pos + 5], view[pos + 5 : end], ts, out
                 ):
-                    continue  # the same record again, now with keys
+                    continue
                 if ctype == CHANGE_CIPHER_SPEC or (
                     ctype == HANDSHAKE and end > pos + 5 and buf[pos + 5] == SERVER_HELLO
                 ):
                     d.mid_hello = True  # cut inside the handshake: handshake records follow
+                    payload = view[pos + 5 : end]
+                    size = int.from_bytes(payload[1:4]) if len(payload) >= 4 else len(payload)
+                    if ctype == HANDSHAKE and 4 + size <= len(payload):  # whole in its record
+                        self._mid_server_hello(conn, d, bytes(payload[4 : 4 + size]), ts, out)
                 pos = end  # before a key is found: counted, not decoded
                 if d.dead or conn.state != _TLS:
                     break
@@ -554,14 +590,24 @@ class TlsLayer:
     ) -> bool:
         """Tries the key log's secrets on one application data record of ``d``; True when one
         opened it (``d.keys`` set at its sequence number)."""
+        if d.hs_keys is not None:
+            try:
+                d.hs_keys.open(header, body)  # one more encrypted handshake record: skipped
+                d.hs_records += 1
+                return False
+            except InvalidTag:
+                d.hs_keys = None  # the handshake is over: the application secret from here
         search = d.search
         if search is None:
             if conn.client_random is not None and conn.mid_label is not None:
-                # The other direction was found: only the peer secret of the same connection.
+                # The other direction was found: only the peer secrets of the same connection.
                 label = OTHER_LABEL[conn.mid_label]
-                search = Search(self.keylog, (label,), conn.client_random)
+                first = () if d.hs_label else (HANDSHAKE_OF[label],)
+                search = Search(self.keylog, (label,), conn.client_random, first)
             else:
-                search = Search(self.keylog, LABELS[d.direction])
+                search = Search(
+                    self.keylog, LABELS[d.direction], None, HANDSHAKE_LABELS[d.direction]
+                )
             d.search = search
         match = search.try_record(header, body)
         if match is None:
@@ -572,13 +618,22 @@ class TlsLayer:
                 self._mid_fail(conn, d, ts, out, search.why_not())
             return False
         d.search = None
-        d.keys = match.keys
         if conn.client_random is None:
             conn.client_random = match.client_random
-            conn.mid_label = match.label
+            conn.mid_label = APP_OF.get(match.label, match.label)
             conn.version = 0x0304
             conn.suite = match.suite
             conn.suite_code = match.suite.code
+        if match.handshake:
+            # A cut inside the handshake: its handshake records are skipped (this one first),
+            # then the application secret of the same client random, with a fresh budget.
+            d.hs_keys = match.keys
+            d.hs_label = match.label
+            d.hs_records = 0
+            d.search = Search(self.keylog, (APP_OF[match.label],), match.client_random)
+            d.search.trials = search.trials
+            return True
+        d.keys = match.keys
         conn.decrypted = True
         self._send_info(conn, ts, out)
         message = (
@@ -587,12 +642,105 @@ class TlsLayer:
             f"{search.trials} trials; decrypted from record sequence number {match.seq} of key "
             f"update generation {match.generation} on"
         )
+        if d.hs_label:
+            message += (
+                f"; before it, {d.hs_records} encrypted handshake record(s) opened with the "
+                f"{d.hs_label} (the capture starts inside the handshake), not decoded"
+            )
         if d.skipped:
             message += f"; {d.skipped} bytes before the first record boundary not decoded"
         if match.label != LABELS[d.direction][0]:
             message += "; that label is the other side's: the TCP layer took the wrong client"
         code = "tls_midstream_decrypted"
         out.append(diagnostic(conn.conn_id, "tls", "info", code, message, ts=ts))
+        peer = conn.peer(d)
+        if peer.mid_failed is not None:
+            self._mid_report(conn, peer, ts, out)
+        return True
+
+    def _mid_server_hello(
+        self, conn: _Conn, d: _Dir, body: bytes, ts: float, out: list[ChunkEvent]
+    ) -> None:
+        """A cleartext ServerHello (its body) without its ClientHello: if it is TLS 1.2, its
+        random and suite make the key log's master secrets usable (:class:`Search12`).  One
+        that is not whole in its first record is not looked at (nothing is held for it)."""
+        if conn.client_random is not None or conn.server_random is not None:
+            return
+        try:
+            sh = parse_server_hello(body)
+        except Malformed:
+            return
+        if sh.version != 0x0303:
+            return  # TLS 1.3: the traffic secrets are tried (no server random needed)
+        suite = SUITES.get(sh.cipher)
+        conn.version = sh.version
+        conn.suite_code = sh.cipher
+        if sh.alpn:
+            conn.alpn = sh.alpn[0]
+        if suite is None or suite.aead is None or suite.tls13:
+            what = f"cipher suite {suite_name(sh.cipher)}"
+            self._give_up(
+                conn, ts, out, "warning", "tls_unsupported_cipher", f"{what} is not decrypted"
+            )
+            return
+        conn.suite = suite
+        conn.server_random = sh.random
+        conn.mid12_server = d.direction
+
+    def _mid12_trial(
+        self,
+        conn: _Conn,
+        d: _Dir,
+        ctype: int,
+        buf: bytes,
+        body: memoryview,
+        ts: float,
+        out: list[ChunkEvent],
+        pos: int,
+    ) -> bool:
+        """One record of a TLS 1.2 direction whose ServerHello was seen: True when a
+        ``CLIENT_RANDOM`` master secret opened it (``d.keys`` set at its sequence number)."""
+        if ctype == CHANGE_CIPHER_SPEC:
+            d.ccs_next = True
+            return False
+        after_ccs, d.ccs_next = d.ccs_next, False
+        if not after_ccs and ctype != APPLICATION_DATA:
+            return False  # cleartext handshake before this direction's ChangeCipherSpec
+        suite, server_random = conn.suite, conn.server_random
+        assert suite is not None and server_random is not None
+        search = d.search12
+        if search is None:
+            server_side = d.direction == conn.mid12_server
+            search = Search12(self.keylog, suite, server_random, server_side, conn.client_random)
+            d.search12 = search
+        version = (buf[pos + 1] << 8) | buf[pos + 2]
+        match = search.try_record(ctype, version, body, after_ccs)
+        if match is None:
+            if search.records >= MIDSTREAM_TRIAL_RECORDS:
+                self._mid_fail(conn, d, ts, out, search.why_not())
+            return False
+        d.search12 = None
+        d.keys = match.keys
+        d.protected = True
+        if conn.client_random is None:
+            conn.client_random = match.client_random
+            conn.key_block = match.key_block
+        conn.decrypted = True
+        self._send_info(conn, ts, out)
+        message = (
+            f"{d.direction}: TLS 1.2 handshake captured from its ServerHello on, not its "
+            f"ClientHello; the CLIENT_RANDOM master secret of client random "
+            f"{match.client_random.hex()} ({suite.name}) found by trial decryption after "
+            f"{search.trials} trials; decrypted from record sequence number {match.seq} "
+            f"({match.seq_from}) on"
+        )
+        if d.skipped:
+            message += f"; {d.skipped} bytes before the first record boundary not decoded"
+        if conn.mid12_server == "c2s":
+            message += "; the ServerHello came from the side the TCP layer took for the client"
+        out.append(
+            diagnostic(conn.conn_id, "tls", "info", "tls_midstream_decrypted", message, ts=ts)
+        )
         peer = conn.peer(d)
         if peer.mid_failed is not None:
             self._mid_report(conn, peer, ts, out)
@@ -605,6 +753,7 @@ class TlsLayer:
         d.dead = True
         d.keys = None
         d.search = None
+        d.search12 = None
         self._drop(d)
         peer = conn.peer(d)
         if conn.decrypted:
@@ -636,6 +785,8 @@ class TlsLayer:
             return d.mid_failed
         if d.search is not None:  # fewer records than MIDSTREAM_TRIAL_RECORDS, none opened
             return d.search.why_not()
+        if d.search12 is not None:
+            return d.search12.why_not()
         return "no whole application data record captured"
 
     def _drop(self, d: _Dir) -> None:
@@ -843,6 +994,9 @@ class TlsLayer:
             if not conn.mid:  # a handshake, but not from its ClientHello on
                 self._enter_midstream(conn)
                 d.synced = True
+                if mtype == SERVER_HELLO:  # from the side the TCP layer took for the client
+                    d.mid_hello = True
+                    self._mid_server_hello(conn, d, body, ts, out)
         elif mtype == SERVER_HELLO and d.direction == "s2c":
             self._server_hello(conn, parse_server_hello(body), ts, out)
         elif not conn.tls13:
@@ -940,11 +1094,7 @@ class TlsLayer:
             if master is None or conn.server_random is None:
                 conn.missing.add("CLIENT_RANDOM")
                 return None
-            k, i = suite.key_len, suite.iv_len
-            block = tls12_prf(
-                suite.hash, master, b"key expansion", conn.server_random + cr, 2 * (k + i)
-            )
-            conn.key_block = (block[:k], block[k : 2 * k], block[2 * k : 2 * k + i], block[-i:])
+            conn.key_block = tls12_key_block(suite, master, conn.server_random, cr)
         ckey, skey, civ, siv = conn.key_block
         if d.direction == "c2s":
             d.keys = Keys12(suite, ckey, civ)
@@ -1041,6 +1191,8 @@ class TlsLayer:
             self._drop(d)
             d.synced = False
             d.need = 5
+            d.hs_keys = None  # its sequence number is lost with the bytes
+            d.ccs_next = False
             return
         d.gap = True  # what came before may still wait for keys: it is parsed first
         d.gap_ts = event.ts

@@ -161,6 +161,18 @@ def tls12_prf(
     return bytes(out[:length])
 
 
+def tls12_key_block(
+    suite: Suite, master: bytes, server_random: bytes, client_random: bytes
+) -> tuple[bytes, bytes, bytes, bytes]:
+    """RFC 5246 section 6.3: (client write key, server write key, client IV, server IV) of an
+    AEAD suite (no MAC keys)."""
+    k, i = suite.key_len, suite.iv_len
+    block = tls12_prf(
+        suite.hash, master, b"key expansion", server_random + client_random, 2 * (k + i)
+    )
+    return block[:k], block[k : 2 * k], block[2 * k : 2 * k + i], block[-i:]
+
+
 class Keys13:
     """One direction's record protection for one TLS 1.3 traffic secret.
 
