@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from unittest.mock import patch
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto.extensions import PerMessageDeflate
@@ -746,3 +747,38 @@ def test_an_http1_websocket_seen_only_from_the_server_is_not_guessed() -> None:
     (row,) = of(part, ConnectionRecord)
     assert row.http_version != "http/1.1" and not of(part, MessageRecord)
     assert "unknown_protocol" in codes(part)
+
+
+def test_websocket_boundary_search_is_bounded_per_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DATA of an inferred stream made of tiny valid WebSocket frames (a run of 0x81: masked
+    one-byte text frames) chains from every offset of the search window: without a bound on
+    the frame headers read, each DATA frame re-ran a search of minutes.  With it: the stream
+    stays unknown, one ws_resync_budget diagnostic, and the search stops."""
+    monkeypatch.setattr(ws_resync, "SCAN_BUDGET", 50_000)
+    frames = [
+        (d, struct.pack(">I", 4096)[1:] + b"\x00\x00" + struct.pack(">I", 1) + b"\x81" * 4096)
+        for _ in range(24)
+        for d in ("c2s", "s2c")
+    ]
+    calls = Counter[str]()
+    real = ws_resync.chain_from
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls["chain_from"] += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws_resync, "chain_from", counted)
+    part = decode([(d, b, 1.0 + i) for i, (d, b) in enumerate(frames)], midstream=True)
+    assert codes(part).count("ws_resync_budget") == 1, codes(part)
+    assert [s.kind for s in of(part, StreamRecord)] == ["unknown"]
+    assert not of(part, MessageRecord)
+    assert calls["chain_from"] <= 50_000  # every call reads at least one header
+
+
+def test_scan_budget_stops_a_chain() -> None:
+    frame = b"\x82\x82\x01\x02\x03\x04ab"  # a masked two-byte binary frame
+    budget = ws_resync.ScanBudget(5)
+    assert ws_resync.chain_from(frame * 10, 0, True, budget) is None and budget.spent
+    assert ws_resync.chain_from(frame * 10, 0, True) is not None

@@ -107,6 +107,7 @@ class ConnectionDecoder:
         self._chains = {"c2s": ChainSearch(), "s2c": ChainSearch()}
         self._not_h2 = False  # mid-connection: the frames do not chain as HTTP/2
         self._ws_tried_at = 0  # held bytes when raw WebSocket framing was last tried
+        self._ws_scan_budget = ws_resync.ScanBudget()
         #: a raw RFC 6455 connection recognised mid-connection (HTTP/1.1 after its Upgrade)
         self._raw_ws: WebSocketStream | None = None
         self._h2: H2Decoder | None = None
@@ -317,10 +318,20 @@ class ConnectionDecoder:
         for swap in (False, True):
             client, server = ("s2c", "c2s") if swap else ("c2s", "s2c")
             cbuf, sbuf = self._sniff[client], self._sniff[server]
+            budget = self._ws_scan_budget
+            if budget.spent:
+                return False
             chains = {
-                "c2s": ws_resync.find_ws_chain(cbuf, True, self._starts(client)) if cbuf else None,
-                "s2c": ws_resync.find_ws_chain(sbuf, False, self._starts(server)) if sbuf else None,
+                "c2s": ws_resync.find_ws_chain(cbuf, True, self._starts(client), budget)
+                if cbuf
+                else None,
+                "s2c": ws_resync.find_ws_chain(sbuf, False, self._starts(server), budget)
+                if sbuf
+                else None,
             }
+            if budget.spent:
+                self._out_budget_spent(ts)
+                return False
             if not ws_resync.judge(
                 chains["c2s"], chains["s2c"], bool(cbuf), bool(sbuf), carrier="tcp", final=final
             ):
@@ -443,6 +454,19 @@ class ConnectionDecoder:
         rec.bytes_c2s, rec.bytes_s2c = rec.bytes_s2c, rec.bytes_c2s
         self._sniff = {"c2s": self._sniff["s2c"], "s2c": self._sniff["c2s"]}
         self._held = [(_OTHER[d], data, ts) for d, data, ts in self._held]
+
+    def _out_budget_spent(self, ts: float | None) -> None:
+        self._out.append(
+            diagnostic(
+                self.info.conn_id,
+                "ws",
+                "warning",
+                "ws_resync_budget",
+                f"the WebSocket boundary search read {ws_resync.SCAN_BUDGET} frame headers on"
+                " this connection without telling whether it is a WebSocket: not tried again",
+                ts=ts,
+            )
+        )
 
     def _decide_unknown(self, ts: float | None) -> None:
         self._protocol = "unknown"

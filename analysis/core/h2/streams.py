@@ -71,6 +71,8 @@ class StreamLayer(FrameLayer):
         self.stream_count = 0
         self.websocket_count = 0
         self.enable_connect_protocol: bool | None = None
+        #: the WebSocket boundary search's work left for this connection's inferred streams
+        self.ws_scan_budget = ws_resync.ScanBudget()
 
     def open_streams(self) -> list[StreamRecord]:
         """The rows of the streams still open, in the order they opened.
@@ -152,6 +154,10 @@ class StreamLayer(FrameLayer):
         boundary; past ``_MAX_HELD`` it stays ``unknown`` (counted, not decoded)."""
         held = stream.held
         assert held is not None
+        budget = self.ws_scan_budget
+        if budget.spent:
+            stream.held = None  # not told in time: stays unknown
+            return
         held[d].append((data, ts))
         stream.held_bytes += len(data)
         chains: dict[str, ws_resync.WsChain | None] = {}
@@ -162,7 +168,23 @@ class StreamLayer(FrameLayer):
                 for b, _ in held[side]:
                     starts.append(pos)
                     pos += len(b)
-                chains[side] = ws_resync.find_ws_chain(buf, side == "c2s", starts)
+                chains[side] = ws_resync.find_ws_chain(buf, side == "c2s", starts, budget)
+        if budget.spent:
+            stream.held = None
+            self._out.append(
+                diagnostic(
+                    self.conn_id,
+                    "ws",
+                    "warning",
+                    "ws_resync_budget",
+                    f"the WebSocket boundary search read {ws_resync.SCAN_BUDGET} frame headers"
+                    " on this connection without telling its streams: the streams not yet told"
+                    " stay unknown",
+                    ts=ts,
+                    stream_id=stream.record.stream_id,
+                )
+            )
+            return
         if not ws_resync.judge(
             chains.get("c2s"),
             chains.get("s2c"),

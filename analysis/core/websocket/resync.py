@@ -65,6 +65,24 @@ MIN_CLIENT_FRAMES = 2
 MIN_ONE_WAY_FRAMES = 4
 #: A control frame's payload limit (RFC 6455 §5.5).
 _MAX_CONTROL = 125
+#: WebSocket frame headers the boundary search may read per connection, over all its tries
+#: (about a second of Python): every try walks a chain from up to ``SEARCH_WINDOW`` offsets,
+#: and bytes made of tiny valid frames (a run of ``0x81``, of zeros) chain from every offset to
+#: the end, which made one try cost minutes.  Past it, what is not recognised stays unknown.
+SCAN_BUDGET = 2_000_000
+
+
+class ScanBudget:
+    """What is left of :data:`SCAN_BUDGET` for one connection."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, frames: int | None = None) -> None:
+        self.left = SCAN_BUDGET if frames is None else frames
+
+    @property
+    def spent(self) -> bool:
+        return self.left <= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +174,22 @@ def _payload_ok(
     return True
 
 
-def chain_from(buf: bytes | bytearray, pos: int, masked: bool) -> tuple[list[WsFrame], int] | None:
+def chain_from(
+    buf: bytes | bytearray, pos: int, masked: bool, budget: ScanBudget | None = None
+) -> tuple[list[WsFrame], int] | None:
     """The complete frames chaining from ``pos`` over all of ``buf``, and where the chain
     stopped (``len(buf)``, or the start of an incomplete last frame whose header is valid so
-    far); None when a frame on the way is not valid (the module doc's rules)."""
+    far); None when a frame on the way is not valid (the module doc's rules), or when
+    ``budget`` runs out on the way."""
     frames: list[WsFrame] = []
     end = len(buf)
     lead = True  # continuation frames may finish a message begun before the capture
     open_msg = False  # a data message is open (begun in the capture, or the lead-in's)
     while pos < end:
+        if budget is not None:
+            budget.left -= 1
+            if budget.left < 0:
+                return None
         if end - pos < 2:
             return frames, pos
         b0, b1 = buf[pos], buf[pos + 1]
@@ -233,7 +258,10 @@ def chain_from(buf: bytes | bytearray, pos: int, masked: bool) -> tuple[list[WsF
 
 
 def find_ws_chain(
-    buf: bytes | bytearray, masked: bool, boundaries: Iterable[int] = ()
+    buf: bytes | bytearray,
+    masked: bool,
+    boundaries: Iterable[int] = (),
+    budget: ScanBudget | None = None,
 ) -> WsChain | None:
     """Where frames certainly start in ``buf``, and the frames from there; None when no
     candidate offset (see the module doc) chains.
@@ -250,7 +278,9 @@ def find_ws_chain(
     rules on the way (message order, UTF-8 text, close codes, non-zero masking keys) make
     that rare, and ``tests/test_midconn.py`` measures how rare on random cuts.
     """
-    found = chain_from(buf, 0, masked)
+    if budget is not None and budget.spent:
+        return None
+    found = chain_from(buf, 0, masked, budget)
     if found is not None and WsChain(0, found[0]).evidence:
         return WsChain(0, found[0], found[1] == len(buf))
     end = len(buf)
@@ -260,7 +290,7 @@ def find_ws_chain(
 
     def scan(offsets: Iterable[int]) -> None:
         for offset in offsets:
-            found = chain_from(buf, offset, masked)
+            found = chain_from(buf, offset, masked, budget)
             if found is not None and found[0]:
                 groups.setdefault(found[1], []).append((offset, found[0]))
 
@@ -272,7 +302,7 @@ def find_ws_chain(
         return next(s for s, members in groups.items() if any(m[1] is frames for m in members))
 
     scan(candidates)
-    if not groups:
+    if not groups or (budget is not None and budget.spent):
         return None
     start, frames = best()
     if start > SEARCH_WINDOW:
@@ -280,6 +310,8 @@ def find_ws_chain(
         # boundary after it: the frames between it and the cut frame's end are looked for too
         seen = set(candidates)
         scan(o for o in range(SEARCH_WINDOW, start) if o not in seen)
+        if budget is not None and budget.spent:
+            return None
         start, frames = best()
     chain = WsChain(start, frames, stop_of(frames) == end)
     return chain if chain.evidence else None
