@@ -782,3 +782,24 @@ def test_scan_budget_stops_a_chain() -> None:
     budget = ws_resync.ScanBudget(5)
     assert ws_resync.chain_from(frame * 10, 0, True, budget) is None and budget.spent
     assert ws_resync.chain_from(frame * 10, 0, True) is not None
+
+
+def test_data_held_by_undecided_streams_is_bounded_per_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many streams whose requests were before the capture, each sending DATA that is not
+    WebSocket framing: what they hold while undecided is bounded per connection, so a later
+    stream is no longer held (it stays unknown)."""
+    from h2ws.analysis.core.h2 import streams
+
+    monkeypatch.setattr(streams, "_MAX_HELD_PER_CONNECTION", 40_000)
+    head = struct.pack(">I", 9000)[1:] + b"\x00\x00"
+    chunks = [("c2s", head + struct.pack(">I", sid) + b"\x00" * 9000, 1.0) for sid in range(1, 21, 2)]
+    decoder = ConnectionDecoder(replace(INFO, midstream=True), FULL)
+    for direction, data, ts in chunks:
+        decoder.feed(direction, data, ts)  # type: ignore[arg-type]
+    layer = decoder._h2
+    assert layer is not None
+    assert layer.held_total <= 40_000
+    held = [s for s in layer.streams.values() if s.held is not None]
+    assert 0 < len(held) < 10

@@ -46,6 +46,10 @@ class Stream:
 #: messages of ~100 KiB in flight both ways (a real hypercorn echo, ``tests/test_midconn_cuts.py``)
 #: kept one of them mid-frame past 256 KiB.
 _MAX_HELD = 1024 * 1024
+#: DATA held by all inferred streams of one connection, over the connection's life (not at
+#: once: so that no release needs counting): 32 MiB bounds the memory many undecided streams
+#: could take; past it, streams not yet told stay ``unknown``.
+_MAX_HELD_PER_CONNECTION = 32 * 1024 * 1024
 
 
 class StreamLayer(FrameLayer):
@@ -73,6 +77,7 @@ class StreamLayer(FrameLayer):
         self.enable_connect_protocol: bool | None = None
         #: the WebSocket boundary search's work left for this connection's inferred streams
         self.ws_scan_budget = ws_resync.ScanBudget()
+        self.held_total = 0  # bounded by _MAX_HELD_PER_CONNECTION
 
     def open_streams(self) -> list[StreamRecord]:
         """The rows of the streams still open, in the order they opened.
@@ -155,9 +160,10 @@ class StreamLayer(FrameLayer):
         held = stream.held
         assert held is not None
         budget = self.ws_scan_budget
-        if budget.spent:
+        if budget.spent or self.held_total + len(data) > _MAX_HELD_PER_CONNECTION:
             stream.held = None  # not told in time: stays unknown
             return
+        self.held_total += len(data)
         held[d].append((data, ts))
         stream.held_bytes += len(data)
         chains: dict[str, ws_resync.WsChain | None] = {}
