@@ -794,7 +794,8 @@ def test_data_held_by_undecided_streams_is_bounded_per_connection(
 
     monkeypatch.setattr(streams, "_MAX_HELD_PER_CONNECTION", 40_000)
     head = struct.pack(">I", 9000)[1:] + b"\x00\x00"
-    chunks = [("c2s", head + struct.pack(">I", sid) + b"\x00" * 9000, 1.0) for sid in range(1, 21, 2)]
+    body = b"\x00" * 9000
+    chunks = [("c2s", head + struct.pack(">I", sid) + body, 1.0) for sid in range(1, 21, 2)]
     decoder = ConnectionDecoder(replace(INFO, midstream=True), FULL)
     for direction, data, ts in chunks:
         decoder.feed(direction, data, ts)  # type: ignore[arg-type]
