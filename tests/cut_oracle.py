@@ -175,22 +175,31 @@ def _attach(carriers: dict[Key, Carrier], whole: list[MessageRecord], masked_dir
             m.row = row
 
 
+def wire_frames(wire: bytes, d: str) -> list[tuple[int, Frame]]:
+    """(position, frame) of every complete HTTP/2 frame of a direction's bytes (the client's
+    after its preface)."""
+    out = []
+    pos = len(PREFACE) if d == "c2s" else 0
+    while pos + 9 <= len(wire):
+        frame, length = Frame.parse_frame_header(memoryview(wire[pos : pos + 9]))
+        if pos + 9 + length > len(wire):
+            break
+        frame.parse_body(memoryview(wire[pos + 9 : pos + 9 + length]))
+        out.append((pos, frame))
+        pos += 9 + length
+    return out
+
+
 def h2_oracle(chunks: Chunks, whole: list[MessageRecord], ws_streams: set[int]) -> Oracle:
     """For an h2c connection that starts with its preface; ``ws_streams``: the WebSockets."""
     carriers: dict[Key, Carrier] = {}
     for d in ("c2s", "s2c"):
         wire = b"".join(data for dd, data, _ in chunks if dd == d)
-        pos = len(PREFACE) if d == "c2s" else 0
-        while pos + 9 <= len(wire):
-            frame, length = Frame.parse_frame_header(memoryview(wire[pos : pos + 9]))
-            if pos + 9 + length > len(wire):
-                break
-            frame.parse_body(memoryview(wire[pos + 9 : pos + 9 + length]))
+        for pos, frame in wire_frames(wire, d):
             if isinstance(frame, DataFrame) and frame.stream_id in ws_streams and frame.data:
                 c = carriers.setdefault((frame.stream_id, d), Carrier())
                 c.segments.append((len(c.buf), pos))
                 c.buf += frame.data
-            pos += 9 + length
     _attach(carriers, whole, "c2s")
     return Oracle(chunks, carriers)
 

@@ -48,17 +48,21 @@ from wsproto.connection import Connection as WsConnection
 from wsproto.events import BytesMessage, CloseConnection, Message, TextMessage
 
 
-def messages(seed: int = 8441) -> list[tuple[str, bytes]]:
-    """A deterministic mix: empty, small, the 7/16/64-bit length encodings, multi-record sizes."""
-    rng = random.Random(seed)
-    out: list[tuple[str, bytes]] = [
+def _length_edges(rng: random.Random) -> list[tuple[str, bytes]]:
+    """Empty, non-ASCII text, the last 7-bit and first 16-bit lengths, a 3000-byte text."""
+    return [
         ("text", b""),
         ("text", "h\u00e9llo \u2713 \U0001f600".encode()),
         ("binary", rng.randbytes(125)),
         ("binary", rng.randbytes(126)),
         ("text", b"x" * 3000),
-        ("binary", rng.randbytes(65536)),
     ]
+
+
+def messages(seed: int = 8441) -> list[tuple[str, bytes]]:
+    """A deterministic mix: empty, small, the 7/16/64-bit length encodings, multi-record sizes."""
+    rng = random.Random(seed)
+    out = [*_length_edges(rng), ("binary", rng.randbytes(65536))]
     for i in range(6):
         out.append(("text", f"message {i} ".encode() * rng.randint(1, 50)))
         out.append(("binary", rng.randbytes(rng.randint(1, 40000))))
@@ -69,11 +73,7 @@ def small_messages(seed: int = 8441) -> list[tuple[str, bytes]]:
     """A few messages of each length encoding, one that spans TLS records (20 KB)."""
     rng = random.Random(seed)
     return [
-        ("text", b""),
-        ("text", "h\u00e9llo \u2713 \U0001f600".encode()),
-        ("binary", rng.randbytes(125)),
-        ("binary", rng.randbytes(126)),
-        ("text", b"x" * 3000),
+        *_length_edges(rng),
         ("binary", rng.randbytes(20000)),
         ("text", b"message 1 " * 30),
         ("binary", rng.randbytes(700)),

@@ -104,10 +104,7 @@ LABELS: Final = {
     "c2s": ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0"),
     "s2c": ("SERVER_TRAFFIC_SECRET_0", "CLIENT_TRAFFIC_SECRET_0"),
 }
-OTHER_LABEL: Final = {
-    "CLIENT_TRAFFIC_SECRET_0": "SERVER_TRAFFIC_SECRET_0",
-    "SERVER_TRAFFIC_SECRET_0": "CLIENT_TRAFFIC_SECRET_0",
-}
+OTHER_LABEL: Final = {own: other for own, other in LABELS.values()}
 #: The handshake secrets tried on a direction's first record (a capture cut inside the TLS 1.3
 #: handshake), in the same order as :data:`LABELS`.
 HANDSHAKE_LABELS: Final = {

@@ -651,8 +651,16 @@ class TlsLayer:
             message += f"; {d.skipped} bytes before the first record boundary not decoded"
         if match.label != LABELS[d.direction][0]:
             message += "; that label is the other side's: the TCP layer took the wrong client"
-        code = "tls_midstream_decrypted"
-        out.append(diagnostic(conn.conn_id, "tls", "info", code, message, ts=ts))
+        return self._mid_decrypted(conn, d, ts, out, message)
+
+    def _mid_decrypted(
+        self, conn: _Conn, d: _Dir, ts: float, out: list[ChunkEvent], message: str
+    ) -> bool:
+        """A direction found its keys without the handshake (TLS 1.3 or 1.2): its info row,
+        and the other direction's failure is said now, since this one decrypts."""
+        out.append(
+            diagnostic(conn.conn_id, "tls", "info", "tls_midstream_decrypted", message, ts=ts)
+        )
         peer = conn.peer(d)
         if peer.mid_failed is not None:
             self._mid_report(conn, peer, ts, out)
@@ -738,13 +746,7 @@ class TlsLayer:
             message += f"; {d.skipped} bytes before the first record boundary not decoded"
         if conn.mid12_server == "c2s":
             message += "; the ServerHello came from the side the TCP layer took for the client"
-        out.append(
-            diagnostic(conn.conn_id, "tls", "info", "tls_midstream_decrypted", message, ts=ts)
-        )
-        peer = conn.peer(d)
-        if peer.mid_failed is not None:
-            self._mid_report(conn, peer, ts, out)
-        return True
+        return self._mid_decrypted(conn, d, ts, out, message)
 
     def _mid_fail(self, conn: _Conn, d: _Dir, ts: float, out: list[ChunkEvent], why: str) -> None:
         """No key opens ``d``: it is counted only; said now if the other direction decrypts,
