@@ -804,3 +804,21 @@ def test_data_held_by_undecided_streams_is_bounded_per_connection(
     assert layer.held_total <= 40_000
     held = [s for s in layer.streams.values() if s.held is not None]
     assert 0 < len(held) < 10
+
+
+def test_a_chance_header_inside_the_lead_in_is_not_the_first_boundary() -> None:
+    """The bytes begin on a real frame -- the continuation that ends a message begun before
+    the capture, too little evidence on its own -- whose payload happens to hold a valid
+    masked pong header that ends exactly where the continuation does.  The search must not
+    take that chance pong for the first boundary (it did on about one real cut in six): it
+    waits for more frames, and then starts at offset 0."""
+    n, length = 20, 200
+    payload = bytearray(length)  # masked bytes as on the wire: zeros chain nowhere
+    j = length - 6 - n
+    payload[j : j + 6] = bytes([0x8A, 0x80 | n, 1, 2, 3, 4])  # masked pong, FIN, 20 bytes
+    lead_in = bytes([0x80, 0x80 | 126]) + length.to_bytes(2, "big") + b"\x05\x06\x07\x08"
+    lead_in += payload
+    assert ws_resync.find_ws_chain(lead_in, True) is None
+    later = bytes([0x82, 0x83, 9, 9, 9, 9]) + b"abc"  # the next message: a real binary frame
+    chain = ws_resync.find_ws_chain(lead_in + later, True)
+    assert chain is not None and chain.start == 0

@@ -287,6 +287,12 @@ def find_ws_chain(
     candidates = list(range(1, min(SEARCH_WINDOW, end)))
     candidates += [b for b in boundaries if SEARCH_WINDOW <= b < end]
     groups: dict[int, list[tuple[int, list[WsFrame]]]] = {}
+    if found is not None and found[0]:
+        # Offset 0 chains, with too little evidence yet (the lead-in of a message begun before
+        # the capture, say): it is still the earliest candidate of its group, so that a chance
+        # header inside that lead-in, which chains onto the same end, is not taken for the
+        # first boundary (a "pong" invented from a continuation's payload, seen on real cuts).
+        groups[found[1]] = [(0, found[0])]
 
     def scan(offsets: Iterable[int]) -> None:
         for offset in offsets:
