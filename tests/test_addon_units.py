@@ -6,6 +6,7 @@ flows from ``mitmproxy.test.tflow``.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -738,6 +739,45 @@ def test_partitioned_sink_converts_within_check_calls(tmp_path: Path) -> None:
     assert frames.pending == 0 and frames.rows == CONVERT_ROWS
     assert calls <= CHECK_CALLS
     sink.close()
+
+
+def test_a_flush_renames_the_connections_part_last(tmp_path: Path) -> None:
+    """A reader (or a kill between two renames) that finds a connection row also finds the
+    rows the same flush holds for that connection: the CI run that read ``connections`` as
+    soon as it appeared and then killed mitmdump lost the connection's messages."""
+    from h2ws.analysis.records import (
+        ConnectionRecord,
+        DiagnosticRecord,
+        FrameRecord,
+        MessageRecord,
+        StreamRecord,
+    )
+    from h2ws.analysis.sinks.writers import PartitionedSink
+
+    sink = PartitionedSink(tmp_path)
+    sink.write_all(
+        [
+            ConnectionRecord(conn_id="c"),
+            StreamRecord(conn_id="c", stream_id=1),
+            FrameRecord("c", 0),
+            MessageRecord("c", 1),
+            DiagnosticRecord(conn_id="c"),
+        ]
+    )
+    renamed: list[str] = []
+    sink_replace = os.replace
+
+    def record_rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        renamed.append(Path(dst).parent.name)
+        sink_replace(src, dst)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("h2ws.analysis.sinks.writers.os.replace", record_rename)
+        sink.flush()
+    assert sorted(renamed) == sorted(
+        ["connections", "streams", "frames", "messages", "diagnostics"]
+    )
+    assert renamed[-1] == "connections"
 
 
 def test_table_writer_failure_stops_writing_and_harms_nothing(

@@ -468,6 +468,12 @@ class Part(NamedTuple):
     table: pa.Table
 
 
+#: the order a flush writes its parts in: ``connections`` last, so that a reader (or a process
+#: killed between two renames) never finds a connection row without the streams, frames,
+#: messages and diagnostics that the same flush holds for it
+WRITE_ORDER = (*(t for t in TABLES if t != "connections"), "connections")
+
+
 class PartitionedSink:
     """Writes each table as a dataset of part files: ``out_dir/<table>/part-<n>.<ext>``.
 
@@ -551,7 +557,8 @@ class PartitionedSink:
         over ``<table>/*.parquet`` (DuckDB's ``read_parquet``) finds the table."""
         ext = EXTENSIONS[self.fmt]
         parts = []
-        for table, buffer in self._buffers.items():
+        for table in WRITE_ORDER:
+            buffer = self._buffers[table]
             if buffer.rows or (final and table not in self._written):
                 self._written.add(table)
                 path = self.out_dir / table / f"part-{self._run}-{self._part:06d}{ext}"
@@ -580,6 +587,7 @@ __all__ = [
     "Part",
     "PartitionedSink",
     "TableSink",
+    "WRITE_ORDER",
     "merge_tables",
     "warm_up",
 ]
