@@ -584,10 +584,10 @@ __all__ = [
     "CONVERT_ROWS",
     "EXTENSIONS",
     "FORMATS",
+    "WRITE_ORDER",
     "Part",
     "PartitionedSink",
     "TableSink",
-    "WRITE_ORDER",
     "merge_tables",
     "warm_up",
 ]
