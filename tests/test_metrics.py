@@ -718,6 +718,51 @@ def test_websocket_transport_choice_verdicts() -> None:
     assert not support.loc["y2", "enable_connect_protocol"]
 
 
+def test_a_setting_sent_before_the_capture_is_unknown_never_absent() -> None:
+    """A connection whose start the capture missed may have advertised RFC 8441 in SETTINGS that
+    were not captured: its WebSockets and the HTTP/1.1 WebSockets to its server get the
+    ``…_not_captured`` verdicts, and it is not counted as a server that never advertised."""
+
+    def h1ws(conn_id: str, t: float) -> dict:
+        return stream(conn_id, None, "websocket", t, t + 1, exchange=0, authority="late.test")
+
+    d = db(
+        connections=[
+            conn("late", 0, 10, server_addr="10.0.0.4", start_captured=False),
+            conn(
+                "late_then_set",
+                0,
+                10,
+                server_addr="10.0.0.5",
+                start_captured=False,
+                enable_connect_protocol=True,
+                ts_enable_connect_protocol=1.0,
+            ),
+            conn("never", 0, 10, server_addr="10.0.0.6", start_captured=True),
+            conn("h1_late", 2, 9, http_version="http/1.1", server_addr="10.0.0.4"),
+            conn("h1_never", 2, 9, http_version="http/1.1", server_addr="10.0.0.6"),
+        ],
+        streams=[
+            stream("late", 1, "websocket", 0, 10, inferred=True),
+            stream("late_then_set", 1, "websocket", 2, 10),
+            stream("never", 1, "websocket", 2, 10),
+            h1ws("h1_late", 2),
+            h1ws("h1_never", 2),
+        ],
+    )
+    verdicts = websocket_transport_choice(d).set_index("conn_id")["verdict"].to_dict()
+    assert verdicts == {
+        "late": "rfc8441_setting_not_captured",
+        "late_then_set": "rfc8441",
+        "never": "rfc8441_without_setting",
+        "h1_late": "http1_setting_not_captured",
+        "h1_never": "http1_setting_never_advertised",
+    }
+    values = dict(zip(*(overview(compute_all(d))[c] for c in ("metric", "value")), strict=True))
+    assert values["HTTP/2 connections whose server never advertised RFC 8441"] == 1
+    assert values["HTTP/2 connections whose RFC 8441 setting is unknown (start not captured)"] == 1
+
+
 # -- overview ------------------------------------------------------------------------------
 
 

@@ -274,7 +274,13 @@ RULES: list[Rule] = [
     ),
     Rule("connect_protocol_support", "fallback",
          "HTTP/2 connections whose server never advertised RFC 8441", "connections",
-         lambda f: (~f["enable_connect_protocol"].astype(bool)).sum()),
+         lambda f: (~f["enable_connect_protocol"].astype(bool)
+                    & f["start_captured"].astype(bool)).sum()),
+    Rule("connect_protocol_support", "fallback",
+         "HTTP/2 connections whose RFC 8441 setting is unknown (start not captured)",
+         "connections",
+         lambda f: (~f["enable_connect_protocol"].astype(bool)
+                    & ~f["start_captured"].astype(bool)).sum()),
 ]  # fmt: skip
 
 #: The order of the overview's sections.

@@ -149,7 +149,9 @@ class StreamLayer(FrameLayer):
         stream.record.request_headers = None
         stream.record.inferred = True
         stream.request_headers = None
-        stream.incomplete = True  # its start is not in the capture
+        # Not ``incomplete``: its start is lost (``inferred`` says so, and a message cut by the
+        # capture's start is a ``ws_midstream_message``), but its end is judged as it was seen:
+        # a close handshake and END_STREAM both ways after the cut are a clean end.
         stream.held = {"c2s": [], "s2c": []}
         return stream
 
