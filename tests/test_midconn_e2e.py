@@ -137,3 +137,11 @@ def test_summary_and_report_count_them_and_say_the_start_was_missed(
     assert verdicts == {"rfc8441_setting_not_captured"}
     assert values["HTTP/2 connections whose server never advertised RFC 8441"] == 0
     assert "the capture missed the start of 3 connections" in headline(rows)[0]
+
+
+def test_the_html_report_says_it(tables: dict[str, Path], tmp_path: Path) -> None:
+    html = tmp_path / "report.html"
+    assert cli_main(["report", str(tables["late"]), "-o", str(html)]) == 0
+    text = html.read_text()
+    assert "the capture missed the start of 3 connections" in text
+    assert "rfc8441_setting_not_captured" in text and "protocol violation" not in text
