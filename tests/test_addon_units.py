@@ -765,11 +765,11 @@ def test_a_flush_renames_the_connections_part_last(tmp_path: Path) -> None:
         ]
     )
     renamed: list[str] = []
-    sink_replace = os.replace
+    real_replace = os.replace
 
     def record_rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
         renamed.append(Path(dst).parent.name)
-        sink_replace(src, dst)
+        real_replace(src, dst)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("h2ws.analysis.sinks.writers.os.replace", record_rename)

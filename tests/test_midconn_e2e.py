@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import dpkt
-import pyarrow.parquet as pq
 import pytest
 
 from h2ws.analysis.cli import main as cli_main
@@ -27,6 +26,7 @@ from h2ws.analysis.metrics.compute import compute_all
 from h2ws.analysis.metrics.fallback import websocket_transport_choice
 from h2ws.analysis.metrics.load import connect
 from h2ws.analysis.metrics.overview import headline, overview
+from h2ws.analysis.sinks.reader import read_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import make_capture
@@ -55,7 +55,7 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _rows(out: Path, table: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = pq.read_table(out / f"{table}.parquet").to_pylist()
+    rows: list[dict[str, Any]] = read_table(out, table).to_pylist()
     return rows
 
 

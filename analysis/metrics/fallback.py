@@ -108,7 +108,7 @@ def connect_protocol_support(db: Tables) -> pd.DataFrame:
                FROM matched GROUP BY h2_conn_id)
         SELECT c.conn_id, c.server, c.sni, c.http_version,
                coalesce(c.enable_connect_protocol, false) AS enable_connect_protocol,
-               coalesce(c.start_captured, true) AS start_captured,
+               c.start_captured,
                (epoch_us(c.ts_enable_connect_protocol) - c.t_start) / 1e3 AS advertised_after_ms,
                coalesce(own.websockets, 0) AS websockets,
                coalesce(h1.http1_websockets, 0) AS http1_websockets,

@@ -1,7 +1,7 @@
 WITH ws AS (
     SELECT s.conn_id, s.stream_id, s.exchange, s.skey, s.over, s.authority, s.path, s.ts_open,
            s.t_open, c.server, c.capture, c.enable_connect_protocol AS own_setting,
-           coalesce(c.start_captured, true) AS own_start_captured,
+           c.start_captured AS own_start_captured,
            coalesce(epoch_us(c.ts_enable_connect_protocol), c.t_start) AS own_t_setting
     FROM h2ws_streams s JOIN h2ws_conn c USING (conn_id)
     WHERE s.kind = 'websocket'
@@ -11,7 +11,7 @@ WITH ws AS (
            coalesce(epoch_us(ts_enable_connect_protocol), t_start) AS t_setting,
            -- its first SETTINGS were captured, or it advertised later: "never advertised" is
            -- known, not a capture that started after the SETTINGS
-           coalesce(start_captured, true) OR coalesce(enable_connect_protocol, false) AS known
+           start_captured OR coalesce(enable_connect_protocol, false) AS known
     FROM h2ws_conn WHERE is_h2
 ), h2auth AS (
     SELECT DISTINCT conn_id, authority FROM h2ws_streams

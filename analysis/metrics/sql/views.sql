@@ -2,14 +2,17 @@ CREATE OR REPLACE TEMP VIEW h2ws_conn AS
 WITH known AS (
     SELECT conn_id, capture, http_version, tls, tls_version, sni, server_addr, server_port,
            enable_connect_protocol, ts_enable_connect_protocol, settings_c2s, settings_s2c,
-           ts_start, ts_end, end_cause, start_captured
+           ts_start, ts_end, end_cause,
+           -- null (a table built without the column) reads as the records' default, true
+           coalesce(start_captured, true) AS start_captured
     FROM connections
 ), orphans AS (
     -- streams of a connection not written yet (a live capture still running)
     SELECT conn_id,
            CASE WHEN bool_or(stream_id IS NOT NULL) THEN 'h2' ELSE 'http/1.1' END AS http_version,
            min(coalesce(ts_open, ts_response, ts_close)) AS ts_start,
-           max(coalesce(ts_close, ts_response, ts_open)) AS ts_end
+           max(coalesce(ts_close, ts_response, ts_open)) AS ts_end,
+           true AS start_captured  -- live: the addon sees every connection from its start
     FROM streams WHERE conn_id NOT IN (SELECT conn_id FROM connections)
     GROUP BY conn_id
 ), allc AS (
