@@ -17,7 +17,7 @@ import hpack
 import pytest
 from hpack.hpack import encode_integer
 from hpack.struct import NeverIndexedHeaderTuple
-from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, SettingsFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
@@ -146,6 +146,79 @@ def test_bounded_decoder_keeps_the_table_size_h2_allows() -> None:
     with pytest.raises(hpack.InvalidTableSizeError) as exc:
         capped.decode(size_update(2048))
     assert "h2ws_max_hpack_table_bytes" in str(exc.value)
+
+
+# ---------------------------------------------------------------- the DATA frame repr fast path
+
+
+def data_frame(
+    sid: int, data: bytes, flags: frozenset[str], pad: int, cls: type[DataFrame] = DataFrame
+) -> DataFrame:
+    frame = cls(sid, data)
+    for flag in flags:
+        frame.flags.add(flag)
+    frame.pad_length = pad
+    return frame
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    sid=st.integers(1, 2**31 - 1),
+    data=st.binary(max_size=40) | st.binary(min_size=1000, max_size=20_000),
+    flags=st.frozensets(st.sampled_from(["END_STREAM", "PADDED"])),
+    pad=st.integers(0, 255),
+)
+def test_quick_repr_is_hyperframes_repr(
+    sid: int, data: bytes, flags: frozenset[str], pad: int
+) -> None:
+    """The fast path of ``h2limits.QuickReprDataFrame`` against hyperframe's own repr."""
+    quick = data_frame(sid, data, flags, pad, h2limits.QuickReprDataFrame)
+    assert repr(quick) == repr(data_frame(sid, data, flags, pad))
+
+
+class TraceLines(h2.config.DummyLogger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def trace(self, fmtstr: str, *args: object) -> None:
+        self.lines.append(fmtstr % args)
+
+
+def test_bound_connection_receives_data_as_h2_does() -> None:
+    """Events and trace lines of DATA frames (plain, padded, empty, ending the stream) are the
+    same on a bound connection as on h2's own, and DATA went through the quick repr."""
+    frames = [headers_frame(1, hpack.Encoder().encode(REQUEST), end_stream=False)]
+    data_frames = [
+        (b"x" * 5, frozenset(), 0),
+        (bytes(range(256)) * 60, frozenset(), 0),
+        (b"padded", frozenset({"PADDED"}), 7),
+        (b"", frozenset({"END_STREAM"}), 0),
+    ]
+    frames += [data_frame(1, data, flags, pad).serialize() for data, flags, pad in data_frames]
+    results = []
+    for limits in (None, DEFAULTS):
+        conn = proxy_side(limits)
+        conn.config.logger = logger = TraceLines()
+        events, _ = feed(conn, *frames)
+        results.append((repr(events), logger.lines))
+    assert results[0] == results[1]
+    assert sum("DataFrame(stream_id=1" in line for line in results[1][1]) == 4
+    buffer = h2limits.BoundedFrameBuffer(DEFAULTS)
+    buffer.max_frame_size = 2**14
+    buffer.add_data(frames[1])
+    assert type(next(buffer)) is h2limits.QuickReprDataFrame
+
+
+def test_data_inside_a_header_block_is_still_refused() -> None:
+    request = hpack.Encoder().encode(REQUEST)
+    events, _ = feed(
+        proxy_side(),
+        headers_frame(1, request[:3], end_headers=False),
+        data_frame(1, b"x", frozenset(), 0).serialize(),
+    )
+    assert isinstance(events[-1], h2.exceptions.ProtocolError), events
+    assert "Invalid frame during header block" in str(events[-1])
 
 
 # ---------------------------------------------------------------- mitmproxy's h2 connection
