@@ -5,8 +5,11 @@ each proxy ↔ server connection carry different bytes (their own SETTINGS, stre
 messages as addons left them).  ``intercept.STATE.tap`` hands :class:`LegRecorder` a copy of
 the plaintext each of mitmproxy's HTTP connection layers receives and sends; every connection
 gets its own decoder (the same core as captures) with ``leg`` = ``client`` or ``server`` in its
-``connections`` row.  Runs on the event loop, inside the layer's call: decoding errors are the
-decoder's (a ``decoder_failed`` row), never the proxy's.
+``connections`` row.  :class:`LegRecorder` runs on the event loop, inside the layer's call, and
+hands each chunk to a :class:`Legs`: by default :class:`~h2ws.addon.legworker.LegWorker`, which
+decodes in a process of its own, or :class:`LocalLegs`, which decodes here
+(``h2ws_table_worker=false``).  Decoding errors are the decoder's (a ``decoder_failed`` row),
+never the proxy's.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from mitmproxy import connection
 
@@ -30,6 +34,8 @@ _SKIP = "_h2ws_skip"
 class _Leg:
     conn_id: str
     client_side: bool
+    #: plaintext of a TLS leg: its bytes count as the leg's bytes (TLS does not count them)
+    tls: bool
 
 
 def _addr(address: object) -> tuple[str | None, int | None]:
@@ -72,10 +78,38 @@ def leg_tls(conn: connection.Connection) -> TlsInfo | None:
     )
 
 
-class LegRecorder:
+class Legs(Protocol):
+    """Where the legs' chunks go to be decoded."""
+
+    def open(self, info: ConnectionInfo, tls: TlsInfo | None) -> None: ...
+
+    def feed(
+        self, conn_id: str, direction: Direction, data: bytes, ts: float, wire: bool
+    ) -> None: ...
+
+    def close(self, conn_id: str, ts: float, cause: str, error: str | None) -> None: ...
+
+
+class LocalLegs:
+    """Decoded in mitmproxy's process, on its event loop, records to ``emit``."""
+
     def __init__(self, decoders: LiveDecoders, emit: Callable[[list[Record]], None]) -> None:
         self.decoders = decoders
         self.emit = emit
+
+    def open(self, info: ConnectionInfo, tls: TlsInfo | None) -> None:
+        self.emit(self.decoders.open(info, tls))
+
+    def feed(self, conn_id: str, direction: Direction, data: bytes, ts: float, wire: bool) -> None:
+        self.emit(self.decoders.feed(conn_id, direction, data, ts, wire))
+
+    def close(self, conn_id: str, ts: float, cause: str, error: str | None) -> None:
+        self.emit(self.decoders.close(conn_id, ts, cause, error))
+
+
+class LegRecorder:
+    def __init__(self, legs: Legs) -> None:
+        self.legs = legs
         self._legs: dict[str, _Leg] = {}
 
     def __len__(self) -> int:
@@ -99,17 +133,18 @@ class LegRecorder:
             return
         leg = self._legs.get(conn.id)
         if leg is None:
-            leg = self._legs[conn.id] = _Leg(conn.id, isinstance(conn, connection.Client))
-            self.emit(self.decoders.open(leg_info(conn), leg_tls(conn)))
+            tls = leg_tls(conn)
+            client_side = isinstance(conn, connection.Client)
+            leg = self._legs[conn.id] = _Leg(conn.id, client_side, tls is not None)
+            self.legs.open(leg_info(conn), tls)
         # c2s is always client -> server of that leg: on the server leg the proxy is the client
         direction: Direction = "c2s" if received == leg.client_side else "s2c"
-        self.emit(self.decoders.feed(leg.conn_id, direction, data, time.time(), False))
+        self.legs.feed(leg.conn_id, direction, data, time.time(), leg.tls)
 
     def closed(self, conn: connection.Connection, cause: str = "closed") -> None:
         leg = self._legs.pop(conn.id, None)
         if leg is not None:
-            error = conn.error or None
-            self.emit(self.decoders.close(leg.conn_id, time.time(), cause, error))
+            self.legs.close(leg.conn_id, time.time(), cause, conn.error or None)
 
     def close_all(self) -> None:
         self._legs.clear()

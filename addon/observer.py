@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -38,7 +39,8 @@ from h2ws.addon.layers import (
     relay_kind,
     relay_layer,
 )
-from h2ws.addon.legs import LegRecorder
+from h2ws.addon.legs import LegRecorder, LocalLegs
+from h2ws.addon.legworker import LegWorker
 from h2ws.addon.recorder import LiveDecoders, TableWriter
 from h2ws.analysis.core.options import DecodeOptions, HeaderLimits
 from h2ws.analysis.records import Direction, PayloadPolicy, Record
@@ -108,7 +110,8 @@ class H2wsAddon:
         self._flows = True
         self._intercept = True
         self._warned_h2c = False
-        self.legs = LegRecorder(self.decoders, self._emit)
+        self.legs = LegRecorder(LocalLegs(self.decoders, self._emit))
+        self._worker: LegWorker | None = None
 
     # ------------------------------------------------------------------------------ options
 
@@ -222,6 +225,13 @@ class H2wsAddon:
                 "refused over it; docs/schema.md).",
             )
         loader.add_option(
+            "h2ws_table_worker",
+            bool,
+            True,
+            "Intercept mode: decode the legs for the tables in a process of their own, so that "
+            "the proxy only copies their bytes. Off: decoded in mitmproxy's process.",
+        )
+        loader.add_option(
             "h2ws_flush_interval",
             int,
             2,
@@ -252,12 +262,15 @@ class H2wsAddon:
             self._flows = opts.h2ws_flows
         if "h2ws_out" in updated or "h2ws_format" in updated:
             self._open_tables()
-        if updated & {"h2ws_mode", "h2ws_out", "h2ws_format"}:
-            # Intercept mode's tables come from the bytes of each leg (``legs.py``).
-            recording = self._intercept and self.tables is not None
-            intercept.STATE.tap = self.legs.tap if recording else None
-        elif self.tables is not None and updated & {"h2ws_payload", "h2ws_preview_bytes"}:
-            self.tables.payload = self._table_payload()
+        if updated & {"h2ws_mode", "h2ws_out", "h2ws_format", "h2ws_table_worker"}:
+            self._arrange_legs()
+        else:
+            if self.tables is not None and updated & {"h2ws_payload", "h2ws_preview_bytes"}:
+                self.tables.payload = self._table_payload()
+            if self._worker is not None and any(n.startswith("h2ws_") for n in updated):
+                self._worker.set_options(
+                    self._leg_options(), self._table_payload(), opts.h2ws_flush_interval
+                )
         if "connection_strategy" in updated and opts.connection_strategy == "lazy":
             logger.warning(
                 "h2ws: with connection_strategy=lazy the two TLS legs cannot be made to agree "
@@ -287,6 +300,39 @@ class H2wsAddon:
                 max_table_bytes=opts.h2ws_max_hpack_table_bytes,
             ),
         )
+
+    def _leg_options(self) -> DecodeOptions:
+        """Intercept mode's legs feed no mirrored flows: payloads as the tables keep them."""
+        return dataclasses.replace(self.decoders.options, payload=self._table_payload())
+
+    def _arrange_legs(self) -> None:
+        """Intercept mode's tables come from the bytes of each leg (``legs.py``), decoded by
+        the table worker (``legworker.py``) or, with ``h2ws_table_worker`` off or when it cannot
+        start, here."""
+        self._stop_worker()
+        self.legs.close_all()
+        self.legs = LegRecorder(LocalLegs(self.decoders, self._emit))
+        recording = self._intercept and self.tables is not None
+        if recording and ctx.options.h2ws_table_worker:
+            opts = ctx.options
+            try:
+                self._worker = LegWorker(
+                    os.path.expanduser(opts.h2ws_out),
+                    opts.h2ws_format,
+                    self._leg_options(),
+                    self._table_payload(),
+                    opts.h2ws_flush_interval,
+                )
+            except OSError as exc:
+                logger.warning(f"h2ws: the table worker cannot start ({exc}); decoding here")
+            else:
+                self.legs = LegRecorder(self._worker)
+        intercept.STATE.tap = self.legs.tap if recording else None
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
     def _open_tables(self) -> None:
         if self.tables is not None:
@@ -332,6 +378,7 @@ class H2wsAddon:
         self._conns.clear()
         self.legs.close_all()
         intercept.STATE.tap = None
+        self._stop_worker()
         self._emit(records)
         if self.tables is not None:
             self.tables.close()

@@ -184,6 +184,15 @@ class LiveDecoders:
 
         return self._guard(conn_id, ts, feed)
 
+    def gap(
+        self, conn_id: str, direction: Direction, ts: float, length: int | None
+    ) -> list[Record]:
+        """Bytes of the connection that will never come (``ConnectionDecoder.gap``)."""
+        decoder = self._decoders.get(conn_id)
+        if decoder is None:
+            return []
+        return self._guard(conn_id, ts, lambda: decoder.gap(direction, ts, length))
+
     def close(self, conn_id: str, ts: float, cause: str, error: str | None = None) -> list[Record]:
         self._failed.discard(conn_id)
         decoder = self._decoders.pop(conn_id, None)

@@ -31,8 +31,9 @@ like with like (the cleartext stock row above is the one observe mode's h2c is h
 ``--group tls`` runs only these TLS paths.
 
 Throughput counts WebSocket payload bytes, both directions.  ``CPU us/MB`` is the proxy
-process's CPU time (all threads) per MB relayed: on a shared machine it is steadier than
-throughput, which a neighbour's burst moves by 10 % or more.  Round-trip percentiles come from a
+process's CPU time (all threads, and its child processes: intercept mode's table worker) per MB
+relayed: on a shared machine it is steadier than throughput, which a neighbour's burst moves by
+10 % or more.  Round-trip percentiles come from a
 separate run with one message in flight (latency, not queueing).  The tables of the addon
 runs are checked against what the client sent: a fast wrong answer is a FAIL.
 
@@ -107,9 +108,19 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (and its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process (and its threads) so far, and of its child
+    processes (intercept mode's table worker): what the machine pays for the relay."""
+    total = 0.0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(child) for child in task.read_text().split()]
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a child that just ended
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def count_messages(out: Path) -> int:
