@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 BACKLOG_BYTES = 64 * 2**20
 #: how long mitmproxy's shutdown waits for the child's last rows
 STOP_SECONDS = 60.0
+#: how long a change of the table options waits to hand the child what the proxy holds
+HANDOVER_SECONDS = 5.0
 #: from this many bytes waiting, the proxy writes at once rather than at the end of the turn
 WRITE_NOW_BYTES = 4 * 2**20
 
@@ -144,24 +146,30 @@ class LegWorker:
         self._control(("options", options, payload, flush_interval))
 
     def stop(self, timeout: float = STOP_SECONDS) -> None:
-        """Send what waits, end the pipe, and wait for the child's last rows."""
+        """Send what waits, end the pipe, and wait for the child's last rows; all within
+        ``timeout`` seconds (0: at most :data:`HANDOVER_SECONDS` to hand the rest over, then
+        the child finishes on its own)."""
+        deadline = time.monotonic() + (timeout or HANDOVER_SECONDS)
         if self._writer_added:
             self._remove_writer()
         if not self.failed:
             try:
-                os.set_blocking(self._fd, True)
-                self._write_all()
+                if not self._write_all(deadline):
+                    logger.warning(
+                        f"h2ws: the table worker took no bytes for {timeout or HANDOVER_SECONDS}"
+                        f" s; the last {self._pending_bytes} bytes are not in the tables"
+                    )
             except OSError as exc:
                 self._fail(exc)
         self._pending.clear()
         self._pending_bytes = 0
-        try:
+        with contextlib.suppress(OSError):
             assert self._proc.stdin is not None
             self._proc.stdin.close()
-        except OSError:
-            pass
+        if not timeout:
+            return
         try:
-            code = self._proc.wait(timeout)
+            code = self._proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             logger.warning(
                 f"h2ws: the table worker (pid {self._proc.pid}) is still writing after "
@@ -246,9 +254,14 @@ class LegWorker:
         self._warned_backlog = False
         return True
 
-    def _write_all(self) -> None:
+    def _write_all(self, deadline: float) -> bool:
+        """Write everything before ``deadline``; False if the child did not take it."""
         while not self._write_some():
-            select.select([], [self._fd], [], 1.0)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            select.select([], [self._fd], [], min(left, 1.0))
+        return True
 
     def _remove_writer(self) -> None:
         self._writer_added = False

@@ -40,7 +40,7 @@ from h2ws.addon.layers import (
     relay_layer,
 )
 from h2ws.addon.legs import LegRecorder, LocalLegs
-from h2ws.addon.legworker import LegWorker
+from h2ws.addon.legworker import STOP_SECONDS, LegWorker
 from h2ws.addon.recorder import LiveDecoders, TableWriter
 from h2ws.analysis.core.options import DecodeOptions, HeaderLimits
 from h2ws.analysis.records import Direction, PayloadPolicy, Record
@@ -309,7 +309,7 @@ class H2wsAddon:
         """Intercept mode's tables come from the bytes of each leg (``legs.py``), decoded by
         the table worker (``legworker.py``) or, with ``h2ws_table_worker`` off or when it cannot
         start, here."""
-        self._stop_worker()
+        self._stop_worker(wait=False)  # it writes its last rows on its own
         self.legs.close_all()
         self.legs = LegRecorder(LocalLegs(self.decoders, self._emit))
         recording = self._intercept and self.tables is not None
@@ -329,9 +329,9 @@ class H2wsAddon:
                 self.legs = LegRecorder(self._worker)
         intercept.STATE.tap = self.legs.tap if recording else None
 
-    def _stop_worker(self) -> None:
+    def _stop_worker(self, wait: bool = True) -> None:
         if self._worker is not None:
-            self._worker.stop()
+            self._worker.stop(STOP_SECONDS if wait else 0)
             self._worker = None
 
     def _open_tables(self) -> None:

@@ -127,6 +127,25 @@ def test_a_stopped_child_costs_the_proxy_no_wait_only_rows(
     assert 256 * 1024 < conn["bytes_c2s"] + conn["bytes_s2c"] < sent
 
 
+def test_shutdown_waits_for_a_stuck_child_no_longer_than_its_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    legs = worker(tmp_path / "out")
+    os.kill(legs.pid, signal.SIGSTOP)
+    try:
+        record(legs, {"a": exchange(100, 20_000)})  # more than the pipe holds
+        assert legs._pending_bytes > 0
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING):
+            legs.stop(timeout=1)
+        assert time.monotonic() - start < 3
+    finally:
+        os.kill(legs.pid, signal.SIGKILL)
+        os.kill(legs.pid, signal.SIGCONT)
+        legs._proc.wait(10)
+    assert any("took no bytes" in r.message for r in caplog.records), caplog.records
+
+
 def test_a_killed_child_is_one_line_and_the_proxy_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -153,7 +172,7 @@ def test_the_child_finishes_the_tables_when_the_proxy_dies_or_gets_sigint(
     while not (tmp_path / "out").exists() and time.monotonic() < deadline:
         time.sleep(0.05)  # the child has read its start message
     os.kill(legs.pid, signal.SIGINT)
-    legs._write_all()
+    assert legs._write_all(time.monotonic() + 30)
     assert legs._proc.stdin is not None
     legs._proc.stdin.close()  # what the kernel does when the proxy is killed
     assert legs._proc.wait(30) == 0
