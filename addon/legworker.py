@@ -3,9 +3,9 @@
 Why: in intercept mode every WebSocket message crosses two legs, and decoding both for the
 tables (HTTP/2 framing, unmasking, a sha256 per message, a row per frame) took 15-30 % of the
 proxy's one event loop -- the thread every connection waits for.  Here mitmproxy's process
-writes each tapped chunk into a pipe (a header of 18 bytes and the chunk, gathered into one
-``os.writev`` per event-loop turn), and a child Python (``python -m h2ws.addon.legworker``) runs
-the same :class:`~h2ws.addon.recorder.LiveDecoders` and
+writes each tapped chunk into a pipe (a header of 18 bytes and the chunk, gathered for
+:data:`SEND_DELAY` into one ``os.writev``), and a child Python (``python -m
+h2ws.addon.legworker``) runs the same :class:`~h2ws.addon.recorder.LiveDecoders` and
 :class:`~h2ws.addon.recorder.TableWriter` as the proxy would, on another CPU.
 
 The proxy never waits for the child:
@@ -59,7 +59,10 @@ BACKLOG_BYTES = 64 * 2**20
 STOP_SECONDS = 60.0
 #: how long a change of the table options waits to hand the child what the proxy holds
 HANDOVER_SECONDS = 5.0
-#: from this many bytes waiting, the proxy writes at once rather than at the end of the turn
+#: the proxy gathers chunks for this long before it writes them: each write wakes the child,
+#: and waking it for every event-loop turn cost more CPU than the decoding (on 2 shared CPUs)
+SEND_DELAY = 0.02
+#: from this many bytes waiting, the proxy writes at once
 WRITE_NOW_BYTES = 4 * 2**20
 
 CONTROL = 0
@@ -213,7 +216,7 @@ class LegWorker:
             self._drain()
             return
         self._scheduled = True
-        loop.call_soon(self._drain)
+        loop.call_later(SEND_DELAY, self._drain)
 
     def _drain(self) -> None:
         """Write what the pipe takes now; wait for it to be writable for the rest."""

@@ -25,9 +25,11 @@ What runs (all on 127.0.0.1, all bounded in time):
 
 Intercept mode (issue #11) needs TLS on both legs (mitmproxy's own HTTP/2 layers refuse h2c,
 which intercept mode relays like observe mode): the echo server also serves RFC 8441 and the
-HTTP/1.1 Upgrade over TLS, and intercept mode, observe mode (each with tables and without) and
-stock mitmdump's HTTP/1.1 relay run over TLS on both legs, so that intercept / stock compares
-like with like (the cleartext stock row above is the one observe mode's h2c is held to).
+HTTP/1.1 Upgrade over TLS, and intercept mode, observe mode (each with tables and without;
+intercept mode's tables decoded by the table worker and, with ``h2ws_table_worker=false``, in
+the proxy's process) and stock mitmdump's HTTP/1.1 relay run over TLS on both legs, so that
+intercept / stock compares like with like (the cleartext stock row above is the one observe
+mode's h2c is held to).
 ``--group tls`` runs only these TLS paths.
 
 Throughput counts WebSocket payload bytes, both directions.  ``CPU us/MB`` is the proxy
@@ -211,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                                                      tls=True))],
         [Route("intercept, TLS", "h2", proxy("icpt", h2_tls_port, tls=True)),
          Route("intercept + tables, TLS", "h2",
-               proxy("icpt_t", h2_tls_port, tls=True, h2ws_out=work / "icpt_t"), legs=2)],
+               proxy("icpt_t", h2_tls_port, tls=True, h2ws_out=work / "icpt_t"), legs=2),
+         Route("intercept + tables here, TLS", "h2",
+               proxy("icpt_l", h2_tls_port, tls=True, h2ws_out=work / "icpt_l",
+                     h2ws_table_worker=False), legs=2)],
         [Route("observe, TLS", "h2", proxy("obs", h2_tls_port, tls=True, h2ws_mode="observe")),
          Route("observe + tables, TLS", "h2",
                proxy("obs_t", h2_tls_port, tls=True, h2ws_mode="observe",
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The tables hold every data message of every run through their proxy (once per leg).
     checked = [tables] if args.group == "all" else []
-    checked += [work / "icpt_t", work / "obs_t"]
+    checked += [work / "icpt_t", work / "icpt_l", work / "obs_t"]
     for out, name in zip(checked, [p.name for p in paths if "tables" in p.name and
                                    "no frames" not in p.name], strict=True):  # fmt: skip
         p = by_name[name]
@@ -385,6 +390,9 @@ def report(
         i_over, i_low, i_high = paired(icpt, by_name["intercept + tables, TLS"], size, "mbps")
         o_over, o_low, o_high = paired(obs, by_name["observe + tables, TLS"], size, "mbps")
         i_cpu = paired(icpt, by_name["intercept + tables, TLS"], size, "cpu_us_per_mb")[0]
+        here = by_name["intercept + tables here, TLS"]
+        h_over, h_low, h_high = paired(icpt, here, size, "mbps")
+        h_cpu = paired(icpt, here, size, "cpu_us_per_mb")[0]
         o_cpu = paired(obs, by_name["observe + tables, TLS"], size, "cpu_us_per_mb")[0]
         lat_i, lat_o = icpt.latency[size]["rtt_us"], obs.latency[size]["rtt_us"]
         goal = "ok" if i >= st else "BELOW GOAL"
@@ -399,7 +407,9 @@ def report(
             f"({st:.1f} MB/s; {goal}){clear}, {i / o_:4.2f}x observe ({o_:.1f} MB/s), "
             f"intercept / stock by CPU per MB {cpu_ratio:4.2f}x;"
             f" recording overhead intercept {i_over:5.1f} % (runs {i_low:.1f} to {i_high:.1f}; "
-            f"CPU per MB {i_cpu:+.1f} %), observe {o_over:5.1f} % (runs {o_low:.1f} to "
+            f"CPU per MB {i_cpu:+.1f} %; decoded in the proxy's process {h_over:.1f} %, runs "
+            f"{h_low:.1f} to {h_high:.1f}, CPU per MB {h_cpu:+.1f} %), "
+            f"observe {o_over:5.1f} % (runs {o_low:.1f} to "
             f"{o_high:.1f}; CPU per MB {o_cpu:+.1f} %); RTT intercept "
             f"{lat_i['p50'] / 1000:.2f} / {lat_i['p99'] / 1000:.2f} ms, observe "
             f"{lat_o['p50'] / 1000:.2f} / {lat_o['p99'] / 1000:.2f} ms"

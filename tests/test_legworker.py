@@ -212,3 +212,36 @@ def test_a_legs_bytes_are_counted_once_with_tls_or_without(tmp_path: Path, tls: 
     for direction in ("c2s", "s2c"):
         sent = sum(len(d) for dd, d, _ in chunks if dd == direction)
         assert conn[f"bytes_{direction}"] == sent, direction
+
+
+def test_the_chunks_of_a_moment_go_in_one_write(tmp_path: Path, monkeypatch: Any) -> None:
+    """On mitmproxy's event loop the chunks wait ``SEND_DELAY`` and go in one ``writev``:
+    a write per chunk woke the child for each, which cost more CPU than the decoding."""
+    import asyncio
+
+    from h2ws.addon import legworker
+
+    writes: list[int] = []
+    writev = os.writev
+
+    def counting(fd: int, buffers: list[bytes]) -> int:
+        writes.append(len(buffers))
+        return writev(fd, buffers)
+
+    monkeypatch.setattr(legworker.os, "writev", counting)
+    chunks = exchange(20, 1000)
+
+    async def proxy() -> LegWorker:
+        legs = worker(tmp_path / "out")
+        legs.open(info("a"), None)
+        for direction, data, ts in chunks:  # a chunk per event-loop turn, as a busy proxy
+            legs.feed("a", direction, data, ts, False)  # type: ignore[arg-type]
+            await asyncio.sleep(0)
+        legs.close("a", chunks[-1][2] + 1, "closed", None)
+        await asyncio.sleep(legworker.SEND_DELAY * 5)
+        return legs
+
+    legs = asyncio.run(proxy())
+    assert len(writes) <= 3 and sum(writes) == 2 + 2 * len(chunks) + 1, writes
+    legs.stop()
+    assert len(read_tables(tmp_path / "out")["messages"]) == 2 * 20 + 2
