@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import pickle
@@ -74,6 +75,9 @@ _CHUNK_FIELDS = _CHUNK.size - _HEAD.size
 _DIRECTIONS: tuple[Direction, Direction] = ("c2s", "s2c")
 #: os.writev takes at most IOV_MAX (1024 on Linux) buffers at a time
 _IOV = 1024
+#: the pipe's size, asked for (Linux allows an unprivileged process 1 MiB); the default 64 KiB
+#: made large messages a write call (and an event-loop wake-up) per 64 KiB
+PIPE_BYTES = 2**20
 
 
 class LegWorker:
@@ -108,6 +112,8 @@ class LegWorker:
         assert self._proc.stdin is not None
         self._fd = self._proc.stdin.fileno()
         os.set_blocking(self._fd, False)
+        with contextlib.suppress(OSError, AttributeError):  # Linux only; else the default
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._control(("start", options, payload, flush_interval))
 
     @property
@@ -241,8 +247,17 @@ class LegWorker:
         """True when nothing is left to write."""
         pending = self._pending
         while pending:
+            # No more buffers than the pipe can take: listing all of a long backlog for every
+            # call that writes one pipe's worth cost more than the write.
+            batch: list[bytes | memoryview] = []
+            size = 0
+            for buffer in islice(pending, _IOV):
+                batch.append(buffer)
+                size += len(buffer)
+                if size >= PIPE_BYTES:
+                    break
             try:
-                written = os.writev(self._fd, list(islice(pending, _IOV)))
+                written = os.writev(self._fd, batch)
             except BlockingIOError:
                 return False
             self._pending_bytes -= written
