@@ -4,6 +4,7 @@ side never waits for it, whatever the child does (stopped, killed, interrupted).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from wsproto.frame_protocol import Opcode
 
+from h2ws.addon import legworker
 from h2ws.addon.legs import LocalLegs
 from h2ws.addon.legworker import LegWorker
 from h2ws.addon.recorder import LiveDecoders, TableWriter
@@ -94,6 +96,8 @@ def test_the_worker_writes_what_decoding_here_writes(tmp_path: Path) -> None:
             sent = sum(len(d) for dd, d, _ in chunks[conn["conn_id"]] if dd == direction)
             assert conn[f"bytes_{direction}"] == sent, (conn["conn_id"], direction)
     legs = worker(tmp_path / "worker")
+    # a pipe of 1 MiB: the default 64 KiB cost a write and a wake-up per 64 KiB
+    assert fcntl.fcntl(legs._fd, fcntl.F_GETPIPE_SZ) == legworker.PIPE_BYTES
     record(legs, chunks)
     legs.stop()
     assert legs.failed is None
@@ -218,8 +222,6 @@ def test_the_chunks_of_a_moment_go_in_one_write(tmp_path: Path, monkeypatch: Any
     """On mitmproxy's event loop the chunks wait ``SEND_DELAY`` and go in one ``writev``:
     a write per chunk woke the child for each, which cost more CPU than the decoding."""
     import asyncio
-
-    from h2ws.addon import legworker
 
     writes: list[int] = []
     writev = os.writev
