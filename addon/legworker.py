@@ -103,6 +103,8 @@ class LegWorker:
         self._scheduled = False
         self._writer_added = False
         self._warned_backlog = False
+        #: set by ``stop``: a write still scheduled must not touch the closed pipe's fd
+        self._stopped = False
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "h2ws.addon.legworker", out_dir, fmt],
             stdin=subprocess.PIPE,
@@ -129,7 +131,7 @@ class LegWorker:
 
     def feed(self, conn_id: str, direction: Direction, data: bytes, ts: float, wire: bool) -> None:
         ref = self._refs.get(conn_id)
-        if ref is None or self.failed:
+        if ref is None or self.failed or self._stopped:
             return
         if self._pending_bytes + len(data) > self.backlog_bytes:
             self._gap(ref, direction, ts, len(data))
@@ -159,19 +161,22 @@ class LegWorker:
         ``timeout`` seconds (0: at most :data:`HANDOVER_SECONDS` to hand the rest over, then
         the child finishes on its own)."""
         deadline = time.monotonic() + (timeout or HANDOVER_SECONDS)
+        if self._stopped:
+            return
         if self._writer_added:
             self._remove_writer()
         if not self.failed:
             try:
                 if not self._write_all(deadline):
                     logger.warning(
-                        f"h2ws: the table worker took no bytes for {timeout or HANDOVER_SECONDS}"
-                        f" s; the last {self._pending_bytes} bytes are not in the tables"
+                        f"h2ws: the table worker did not take the last {self._pending_bytes} "
+                        f"bytes within {timeout or HANDOVER_SECONDS} s; they are not in the tables"
                     )
             except OSError as exc:
                 self._fail(exc)
         self._pending.clear()
         self._pending_bytes = 0
+        self._stopped = True
         with contextlib.suppress(OSError):
             assert self._proc.stdin is not None
             self._proc.stdin.close()
@@ -191,7 +196,7 @@ class LegWorker:
     # ------------------------------------------------------------------------ sending
 
     def _control(self, message: tuple[Any, ...]) -> None:
-        if self.failed:
+        if self.failed or self._stopped:
             return
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._pending.append(_HEAD.pack(CONTROL, len(body)) + body)
@@ -227,7 +232,7 @@ class LegWorker:
     def _drain(self) -> None:
         """Write what the pipe takes now; wait for it to be writable for the rest."""
         self._scheduled = False
-        if self.failed:
+        if self.failed or self._stopped:
             return
         try:
             done = self._write_some()

@@ -147,7 +147,7 @@ def test_shutdown_waits_for_a_stuck_child_no_longer_than_its_timeout(
         os.kill(legs.pid, signal.SIGKILL)
         os.kill(legs.pid, signal.SIGCONT)
         legs._proc.wait(10)
-    assert any("took no bytes" in r.message for r in caplog.records), caplog.records
+    assert any("did not take the last" in r.message for r in caplog.records), caplog.records
 
 
 def test_a_killed_child_is_one_line_and_the_proxy_goes_on(
@@ -247,3 +247,31 @@ def test_the_chunks_of_a_moment_go_in_one_write(tmp_path: Path, monkeypatch: Any
     assert len(writes) <= 3 and sum(writes) == 2 + 2 * len(chunks) + 1, writes
     legs.stop()
     assert len(read_tables(tmp_path / "out")["messages"]) == 2 * 20 + 2
+
+
+def test_a_stopped_worker_never_touches_the_closed_pipe(tmp_path: Path) -> None:
+    """A change of options stops the worker without waiting (``stop(0)``); a chunk that still
+    reaches it (a tap of that moment) must not be written to the closed pipe's file
+    descriptor, by then perhaps another file's."""
+    import asyncio
+
+    chunks = exchange(5)
+
+    async def proxy() -> LegWorker:
+        legs = worker(tmp_path / "out")
+        record(legs, {"a": chunks})
+        legs.stop(0)
+        reused = os.open(tmp_path / "reused", os.O_WRONLY | os.O_CREAT)  # takes the fd number
+        try:
+            legs.open(info("b"), None)
+            legs.feed("b", "c2s", chunks[0][1], chunks[0][2], False)
+            await asyncio.sleep(legworker.SEND_DELAY * 5)
+        finally:
+            os.close(reused)
+        return legs
+
+    legs = asyncio.run(proxy())
+    assert (tmp_path / "reused").read_bytes() == b""
+    assert legs.failed is None
+    assert legs._proc.wait(30) == 0
+    assert len(read_tables(tmp_path / "out")["messages"]) == 2 * 5 + 2
