@@ -225,6 +225,14 @@ class H2wsAddon:
                 "refused over it; docs/schema.md).",
             )
         loader.add_option(
+            "h2ws_fast_data",
+            bool,
+            True,
+            "Send and receive plain DATA frames of open streams on mitmproxy's own HTTP/2 "
+            "connections directly, not through hyper-h2's generic frame path (the same bytes "
+            "and events; addon/h2fast.py). Off: hyper-h2 for every frame.",
+        )
+        loader.add_option(
             "h2ws_table_worker",
             bool,
             True,
@@ -256,6 +264,7 @@ class H2wsAddon:
             self.decoders.options = self._decode_options()  # for connections from now on
             # the same limits on mitmproxy's own HTTP/2 connections (both modes)
             intercept.STATE.header_limits = self.decoders.options.headers
+            intercept.STATE.fast_data = opts.h2ws_fast_data
             self.mirror.max_bytes = max(0, opts.h2ws_flow_bytes)
             self._keep_raw = opts.h2ws_keep_raw
             self.mirror.raw_kept = opts.h2ws_keep_raw
