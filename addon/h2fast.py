@@ -7,8 +7,9 @@ that a plain DATA frame on an open stream does not need: a ``DataFrame`` object 
 default logger drops, and half a dozen debug calls.  py-spy (``bench/bench_live.py``, 16 KiB
 messages) puts hyper-h2 at about a quarter of intercept mode's CPU time.
 
-:func:`accelerate` turns one of mitmproxy's ``BufferedH2Connection`` objects into a
-:class:`FastBufferedH2Connection`, which replaces two library calls for the common case only:
+:func:`accelerate` turns one of mitmproxy's ``BufferedH2Connection`` objects into an instance
+of :func:`fast_class`, whose :class:`FastDataH2Connection` replaces two library calls for the
+common case only:
 
 - :meth:`FastDataH2Connection.send_data` replaces ``h2.connection.H2Connection.send_data``
   for DATA that ends no stream, has no padding, is not empty, fits both send windows and the
@@ -45,7 +46,6 @@ from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.stream import StreamState
 from hyperframe.exceptions import InvalidPaddingError
-from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 
 _FRAME_HEADER = 9
 _STREAM_ID_MASK = 0x7FFFFFFF
@@ -152,10 +152,24 @@ class FastDataH2Connection(h2.connection.H2Connection):
         return stream, size
 
 
-# BufferedH2Connection narrows h2's send_data (bytes only, no padding); its callers keep to it
-class FastBufferedH2Connection(BufferedH2Connection, FastDataH2Connection):  # type: ignore[misc]
-    """mitmproxy's ``BufferedH2Connection`` over :class:`FastDataH2Connection` (its ``super()``
-    calls reach the fast path)."""
+#: ``fast_class(base)`` per base class, so each base gets one subclass however many connections
+_FAST_CLASSES: dict[type[h2.connection.H2Connection], type[h2.connection.H2Connection]] = {}
+
+
+def fast_class(base: type[h2.connection.H2Connection]) -> type[h2.connection.H2Connection]:
+    """``base`` (mitmproxy's ``BufferedH2Connection``) over :class:`FastDataH2Connection`: the
+    method resolution order puts the fast path below ``base``, so ``base``'s ``super()`` calls
+    reach it.  Built here rather than named, so this module needs none of mitmproxy's private
+    modules (``addon/intercept.py`` passes the class)."""
+    cls = _FAST_CLASSES.get(base)
+    if cls is None:
+        cls = type(
+            f"Fast{base.__name__}",
+            (base, FastDataH2Connection),
+            {"__module__": __name__, "__doc__": f"{base.__name__} with DATA frames fast."},
+        )
+        _FAST_CLASSES[base] = cls
+    return cls
 
 
 def _supported(conn: h2.connection.H2Connection) -> bool:
@@ -170,9 +184,11 @@ def _supported(conn: h2.connection.H2Connection) -> bool:
     )
 
 
-def accelerate(conn: h2.connection.H2Connection) -> bool:
-    """Give ``conn`` the fast path; True if it has it.  Call before its first byte."""
-    if conn.__class__ is not BufferedH2Connection or not _supported(conn):
+def accelerate(conn: h2.connection.H2Connection, base: type[h2.connection.H2Connection]) -> bool:
+    """Give ``conn`` the fast path if it is exactly a ``base``; True if it has it.  Call before
+    its first byte.  A subclass of ``base`` may override what the fast path skips, so it keeps
+    hyper-h2's path."""
+    if conn.__class__ is not base or not _supported(conn):
         return False
-    conn.__class__ = FastBufferedH2Connection
+    conn.__class__ = fast_class(base)
     return True

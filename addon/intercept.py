@@ -68,6 +68,7 @@ from mitmproxy.proxy.layers.http._hooks import (
     HttpResponseHeadersHook,
     HttpResponseHook,
 )
+from mitmproxy.proxy.layers.http._http_h2 import BufferedH2Connection
 from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.websocket import WebSocketData
 from wsproto.utilities import generate_accept_token
@@ -223,7 +224,7 @@ def _http2connection_init(self: _http2.Http2Connection, context: Any, conn: Conn
     if STATE.header_limits is not None:
         h2limits.bound(self.h2_conn, STATE.header_limits)
         if STATE.fast_data:
-            h2fast.accelerate(self.h2_conn)
+            h2fast.accelerate(self.h2_conn, BufferedH2Connection)
 
 
 # ------------------------------------------------------------------------------ Http2Server

@@ -27,9 +27,10 @@ Intercept mode (issue #11) needs TLS on both legs (mitmproxy's own HTTP/2 layers
 which intercept mode relays like observe mode): the echo server also serves RFC 8441 and the
 HTTP/1.1 Upgrade over TLS, and intercept mode, observe mode (each with tables and without;
 intercept mode's tables decoded by the table worker and, with ``h2ws_table_worker=false``, in
-the proxy's process) and stock mitmdump's HTTP/1.1 relay run over TLS on both legs, so that
-intercept / stock compares like with like (the cleartext stock row above is the one observe
-mode's h2c is held to).
+the proxy's process; intercept mode also without its DATA fast path, ``h2ws_fast_data=false``,
+which is hyper-h2's own code for every frame) and stock mitmdump's HTTP/1.1 relay run over
+TLS on both legs, so that intercept / stock compares like with like (the cleartext stock row
+above is the one observe mode's h2c is held to).
 ``--group tls`` runs only these TLS paths.
 
 Throughput counts WebSocket payload bytes, both directions.  ``CPU us/MB`` is the proxy
@@ -216,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                proxy("icpt_t", h2_tls_port, tls=True, h2ws_out=work / "icpt_t"), legs=2),
          Route("intercept + tables here, TLS", "h2",
                proxy("icpt_l", h2_tls_port, tls=True, h2ws_out=work / "icpt_l",
-                     h2ws_table_worker=False), legs=2)],
+                     h2ws_table_worker=False), legs=2),
+         Route("intercept, h2's DATA path, TLS", "h2",
+               proxy("icpt_s", h2_tls_port, tls=True, h2ws_fast_data=False))],
         [Route("observe, TLS", "h2", proxy("obs", h2_tls_port, tls=True, h2ws_mode="observe")),
          Route("observe + tables, TLS", "h2",
                proxy("obs_t", h2_tls_port, tls=True, h2ws_mode="observe",
@@ -394,6 +397,9 @@ def report(
         h_over, h_low, h_high = paired(icpt, here, size, "mbps")
         h_cpu = paired(icpt, here, size, "cpu_us_per_mb")[0]
         o_cpu = paired(obs, by_name["observe + tables, TLS"], size, "cpu_us_per_mb")[0]
+        slow = by_name["intercept, h2's DATA path, TLS"]
+        s_less, s_low, s_high = paired(icpt, slow, size, "mbps")
+        s_cpu = paired(icpt, slow, size, "cpu_us_per_mb")[0]
         lat_i, lat_o = icpt.latency[size]["rtt_us"], obs.latency[size]["rtt_us"]
         goal = "ok" if i >= st else "BELOW GOAL"
         cpu_ratio = median(stock_tls.runs[size], "cpu_us_per_mb") / median(
@@ -405,7 +411,9 @@ def report(
         print(
             f"  {size:>6} B: intercept {i:6.1f} MB/s = {i / st:4.2f}x stock h1 TLS "
             f"({st:.1f} MB/s; {goal}){clear}, {i / o_:4.2f}x observe ({o_:.1f} MB/s), "
-            f"intercept / stock by CPU per MB {cpu_ratio:4.2f}x;"
+            f"intercept / stock by CPU per MB {cpu_ratio:4.2f}x; without the DATA fast path "
+            f"(h2ws_fast_data=false) {s_less:.1f} % less (runs {s_low:.1f} to {s_high:.1f}; "
+            f"CPU per MB {s_cpu:+.1f} %);"
             f" recording overhead intercept {i_over:5.1f} % (runs {i_low:.1f} to {i_high:.1f}; "
             f"CPU per MB {i_cpu:+.1f} %; decoded in the proxy's process {h_over:.1f} %, runs "
             f"{h_low:.1f} to {h_high:.1f}, CPU per MB {h_cpu:+.1f} %), "

@@ -64,7 +64,7 @@ def pair(client_side: bool, buffered: bool) -> tuple[Any, Any]:
             conn: Any = BufferedH2Connection(config(client_side))
             h2limits.bound(conn, HeaderLimits())
             if fast:
-                assert h2fast.accelerate(conn)
+                assert h2fast.accelerate(conn, BufferedH2Connection)
         else:
             cls = h2fast.FastDataH2Connection if fast else h2.connection.H2Connection
             conn = cls(config(client_side))
@@ -453,11 +453,11 @@ def test_only_mitmproxys_connection_is_accelerated() -> None:
     class Other(BufferedH2Connection):
         pass
 
-    assert not h2fast.accelerate(Other(config(False)))
-    assert not h2fast.accelerate(h2.connection.H2Connection(config(False)))
+    assert not h2fast.accelerate(Other(config(False)), BufferedH2Connection)
+    assert not h2fast.accelerate(h2.connection.H2Connection(config(False)), BufferedH2Connection)
     conn = BufferedH2Connection(config(False))
-    assert h2fast.accelerate(conn)
-    assert isinstance(conn, h2fast.FastBufferedH2Connection)
+    assert h2fast.accelerate(conn, BufferedH2Connection)
+    assert type(conn) is h2fast.fast_class(BufferedH2Connection)
 
 
 def test_a_real_logger_gets_h2s_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -474,7 +474,7 @@ def test_a_real_logger_gets_h2s_own_path(monkeypatch: pytest.MonkeyPatch) -> Non
     cfg = config(False)
     cfg.logger = Logger()
     conn = BufferedH2Connection(cfg)
-    h2fast.accelerate(conn)
+    h2fast.accelerate(conn, BufferedH2Connection)
     conn.initiate_connection()
     encoder = hpack.Encoder()
     conn.receive_data(PREFACE + SettingsFrame(0).serialize() + Headers(1).encode(encoder))
@@ -504,7 +504,7 @@ def test_mitmproxys_own_connections_take_the_fast_path_unless_switched_off(
         intercept.STATE.fast_data = fast_data
         context = make_context()
         for layer in (Http2Server(context), Http2Client(context)):
-            assert isinstance(layer.h2_conn, h2fast.FastBufferedH2Connection) is fast_data
+            assert (type(layer.h2_conn) is h2fast.fast_class(BufferedH2Connection)) is fast_data
             assert isinstance(layer.h2_conn.incoming_buffer, h2limits.BoundedFrameBuffer)
     finally:
         intercept.STATE.header_limits, intercept.STATE.fast_data = saved
