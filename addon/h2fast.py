@@ -99,7 +99,7 @@ class FastDataH2Connection(h2.connection.H2Connection):
         events: list[h2.events.Event] = []
         try:
             while True:
-                raw = buffer._data  # re-read: older h2 versions replace it per frame
+                raw = buffer._data  # re-read after h2's own path: no reliance on how h2 trims it
                 stream, size = self._next_plain_data(raw, buffer.max_frame_size)
                 if (
                     stream is None

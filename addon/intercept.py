@@ -101,7 +101,8 @@ class State:
     #: the ``h2ws_max_*`` header limits put on mitmproxy's HTTP/2 connections (``h2limits``),
     #: in both modes
     header_limits: HeaderLimits | None = None
-    #: DATA frames of open streams bypass hyper-h2's generic frame path (``h2fast``)
+    #: DATA frames of open streams bypass hyper-h2's generic frame path (``h2fast``); only on
+    #: connections that got ``header_limits`` too, i.e. once the addon's options are configured
     fast_data: bool = True
     applied: list[str] = field(default_factory=list)
 

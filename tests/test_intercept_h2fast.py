@@ -401,7 +401,7 @@ def test_fast_path_agrees_with_h2_on_random_bytes(data: bytes, cuts: list[int]) 
     run(False, False, [([Garbage(data)], cuts)])
 
 
-def test_webSocket_like_exchange_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_websocket_like_exchange_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """A long-lived stream with many DATA frames each way: the fast connection neither parses
     nor serializes a ``DataFrame`` -- and still agrees with h2 on every byte."""
     counts = {"parsed": 0, "serialized": 0}
@@ -448,7 +448,8 @@ def test_webSocket_like_exchange_takes_the_fast_path(monkeypatch: pytest.MonkeyP
 
 
 def test_only_mitmproxys_connection_is_accelerated() -> None:
-    """A subclass of someone else's, or a connection with a real logger, keeps h2's path."""
+    """Only exactly mitmproxy's class: a subclass of it, or h2's plain connection, keeps h2's
+    path (a subclass may override what the fast path skips)."""
 
     class Other(BufferedH2Connection):
         pass
